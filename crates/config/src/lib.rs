@@ -1,0 +1,1 @@
+//! config crate of ping-primero (work in progress).

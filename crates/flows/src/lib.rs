@@ -1,0 +1,1 @@
+//! flows crate of ping-primero (work in progress).

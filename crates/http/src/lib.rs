@@ -1,0 +1,431 @@
+//! HTTP policy shared by the PING and Primero clients: timeouts, connection reuse, a limit of
+//! concurrent requests, error classification, and retries with exponential backoff, full
+//! jitter and `Retry-After`, bounded in attempts and in total time.
+//!
+//! It knows nothing of either system's wire format. Request observation (for metrics) goes
+//! through a process-wide [`RequestObserver`] so that the clients need not know about
+//! Prometheus.
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How often and for how long a transient failure is retried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total attempts, the first included (1 = no retry).
+    pub max_attempts: u32,
+    /// Backoff before the second attempt; doubled for each later one.
+    pub initial_backoff: Duration,
+    /// Upper bound of one backoff (and of an honoured `Retry-After`).
+    pub max_backoff: Duration,
+    /// No new attempt starts once this much time has passed since the first.
+    pub max_elapsed: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+            max_elapsed: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Timeouts, concurrency and retries of one API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpSettings {
+    pub connect_timeout: Duration,
+    /// Limit for the whole request, body included.
+    pub request_timeout: Duration,
+    /// Requests in flight at once against this API.
+    pub max_concurrency: usize,
+    pub retry: RetryPolicy,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            max_concurrency: 8,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// What a failure means for the record and the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// Timeout, connection error, 5xx, 429: worth another attempt.
+    Transient,
+    /// A 4xx other than 401/429: the request itself is wrong; retrying will not help.
+    Permanent,
+    /// Credentials refused.
+    Auth,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::Permanent => "permanent",
+            ErrorClass::Auth => "auth",
+        }
+    }
+}
+
+/// Classification of an HTTP status code.
+pub fn classify_status(status: u16) -> ErrorClass {
+    match status {
+        401 => ErrorClass::Auth,
+        408 | 425 | 429 => ErrorClass::Transient,
+        500..=599 => ErrorClass::Transient,
+        _ => ErrorClass::Permanent,
+    }
+}
+
+/// Classification of a transport error (no HTTP status): timeouts, connection failures and
+/// broken bodies are transient; a request that could not even be built is permanent.
+pub fn classify_transport(err: &reqwest::Error) -> ErrorClass {
+    if err.is_builder() || err.is_redirect() {
+        ErrorClass::Permanent
+    } else {
+        ErrorClass::Transient
+    }
+}
+
+/// A short, secret-free description of a transport error (reqwest's `Display` can include the
+/// full URL with query string, which may carry identifiers we do not want in logs).
+pub fn describe_transport(err: &reqwest::Error) -> &'static str {
+    if err.is_timeout() {
+        "timeout"
+    } else if err.is_connect() {
+        "connection failed"
+    } else if err.is_body() || err.is_decode() {
+        "connection broken while reading the response"
+    } else if err.is_request() {
+        "request failed (connection closed)"
+    } else if err.is_redirect() {
+        "unexpected redirect"
+    } else if err.is_builder() {
+        "invalid request"
+    } else {
+        "transport error"
+    }
+}
+
+/// An error that the retry loop can reason about.
+pub trait Retryable {
+    fn class(&self) -> ErrorClass;
+    /// The server's `Retry-After`, when it sent one.
+    fn retry_after(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date.
+pub fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let delta = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Backoff before attempt `attempt + 1` (attempt counts from 1): exponential with full jitter,
+/// at least a quarter of the exponential step so that retries do not collapse to zero.
+pub fn backoff_delay(policy: &RetryPolicy, attempt: u32) -> Duration {
+    let exp = policy
+        .initial_backoff
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let cap = exp.min(policy.max_backoff);
+    let floor = cap / 4;
+    let span = cap.saturating_sub(floor).as_millis() as u64;
+    let jitter = if span == 0 {
+        0
+    } else {
+        rand::thread_rng().gen_range(0..=span)
+    };
+    floor + Duration::from_millis(jitter)
+}
+
+/// Runs `op` until it succeeds, fails with a non-transient error, or the policy's bounds are
+/// reached; the last error is returned. `op` receives the attempt number (from 1).
+pub async fn with_retries<T, E, F, Fut>(
+    policy: &RetryPolicy,
+    system: &'static str,
+    mut op: F,
+) -> Result<T, E>
+where
+    E: Retryable,
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let started = Instant::now();
+    let mut attempt = 1u32;
+    loop {
+        match op(attempt).await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                if e.class() != ErrorClass::Transient || attempt >= policy.max_attempts.max(1) {
+                    return Err(e);
+                }
+                let delay = match e.retry_after() {
+                    Some(ra) => ra.min(policy.max_backoff),
+                    None => backoff_delay(policy, attempt),
+                };
+                if started.elapsed() + delay > policy.max_elapsed {
+                    return Err(e);
+                }
+                tracing::debug!(
+                    system,
+                    attempt,
+                    delay_ms = delay.as_millis() as u64,
+                    "retrying"
+                );
+                observer().on_retry(system);
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Builds a pooled client with the settings' timeouts (rustls, no proxies from the
+/// environment so that a stray variable cannot route personal data elsewhere).
+pub fn build_client(settings: &HttpSettings) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(settings.connect_timeout)
+        .timeout(settings.request_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent(concat!("ping-primero/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("a reqwest client with static settings always builds")
+}
+
+/// Bounds the requests in flight against one API.
+#[derive(Clone, Debug)]
+pub struct Limiter(Arc<Semaphore>);
+
+impl Limiter {
+    pub fn new(max_concurrency: usize) -> Self {
+        Limiter(Arc::new(Semaphore::new(max_concurrency.max(1))))
+    }
+
+    /// Waits for a free slot; the slot is released when the permit is dropped.
+    pub async fn acquire(&self) -> OwnedSemaphorePermit {
+        self.0
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the limiter's semaphore is never closed")
+    }
+}
+
+/// Receives one call per HTTP request and per retry; the daemon installs one that feeds
+/// Prometheus. Arguments are system names, route templates and status codes only.
+pub trait RequestObserver: Send + Sync {
+    fn on_request(
+        &self,
+        system: &'static str,
+        method: &str,
+        route: &'static str,
+        status: Option<u16>,
+        elapsed: Duration,
+    );
+    fn on_retry(&self, system: &'static str);
+}
+
+struct NoObserver;
+
+impl RequestObserver for NoObserver {
+    fn on_request(&self, _: &'static str, _: &str, _: &'static str, _: Option<u16>, _: Duration) {}
+    fn on_retry(&self, _: &'static str) {}
+}
+
+static OBSERVER: OnceLock<Arc<dyn RequestObserver>> = OnceLock::new();
+
+/// Installs the process-wide observer; only the first call takes effect.
+pub fn set_observer(observer: Arc<dyn RequestObserver>) {
+    let _ = OBSERVER.set(observer);
+}
+
+/// The installed observer, or one that does nothing.
+pub fn observer() -> &'static dyn RequestObserver {
+    static NONE: NoObserver = NoObserver;
+    match OBSERVER.get() {
+        Some(o) => o.as_ref(),
+        None => &NONE,
+    }
+}
+
+/// Logs one finished request (method, route, status, duration, optional PING transaction id)
+/// and reports it to the observer. Never logs bodies or query strings.
+pub fn record_request(
+    system: &'static str,
+    method: &str,
+    route: &'static str,
+    status: Option<u16>,
+    elapsed: Duration,
+    transaction_id: Option<&str>,
+) {
+    tracing::debug!(
+        system,
+        method,
+        route,
+        status = status.unwrap_or(0),
+        duration_ms = elapsed.as_millis() as u64,
+        sph_transaction_id = transaction_id.unwrap_or(""),
+        "api request"
+    );
+    observer().on_request(system, method, route, status, elapsed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[derive(Debug)]
+    struct E(ErrorClass, Option<Duration>);
+    impl Retryable for E {
+        fn class(&self) -> ErrorClass {
+            self.0
+        }
+        fn retry_after(&self) -> Option<Duration> {
+            self.1
+        }
+    }
+
+    fn fast(max_attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+            max_elapsed: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        assert_eq!(classify_status(500), ErrorClass::Transient);
+        assert_eq!(classify_status(503), ErrorClass::Transient);
+        assert_eq!(classify_status(429), ErrorClass::Transient);
+        assert_eq!(classify_status(401), ErrorClass::Auth);
+        assert_eq!(classify_status(422), ErrorClass::Permanent);
+        assert_eq!(classify_status(404), ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(1000),
+            max_elapsed: Duration::from_secs(60),
+        };
+        for _ in 0..50 {
+            let d1 = backoff_delay(&p, 1);
+            assert!(d1 >= Duration::from_millis(25) && d1 <= Duration::from_millis(100));
+            let d3 = backoff_delay(&p, 3);
+            assert!(d3 >= Duration::from_millis(100) && d3 <= Duration::from_millis(400));
+            let d9 = backoff_delay(&p, 9);
+            assert!(d9 <= Duration::from_millis(1000));
+        }
+    }
+
+    #[tokio::test]
+    async fn transient_errors_are_retried_until_success() {
+        let calls = AtomicU32::new(0);
+        let r: Result<u32, E> = with_retries(&fast(5), "test", |a| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if a < 3 {
+                    Err(E(ErrorClass::Transient, None))
+                } else {
+                    Ok(a)
+                }
+            }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 3);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn retries_stop_at_max_attempts() {
+        let calls = AtomicU32::new(0);
+        let r: Result<(), E> = with_retries(&fast(3), "test", |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(E(ErrorClass::Transient, None)) }
+        })
+        .await;
+        assert_eq!(r.unwrap_err().0, ErrorClass::Transient);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn permanent_and_auth_errors_are_not_retried() {
+        for class in [ErrorClass::Permanent, ErrorClass::Auth] {
+            let calls = AtomicU32::new(0);
+            let r: Result<(), E> = with_retries(&fast(5), "test", |_| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move { Err(E(class, None)) }
+            })
+            .await;
+            assert!(r.is_err());
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_stop_at_the_time_bound() {
+        let policy = RetryPolicy {
+            max_attempts: 100,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_secs(5),
+            max_elapsed: Duration::from_millis(200),
+        };
+        let calls = AtomicU32::new(0);
+        let started = Instant::now();
+        let r: Result<(), E> = with_retries(&policy, "test", |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            // The server asks for 150 ms each time: the second wait would pass the bound.
+            async { Err(E(ErrorClass::Transient, Some(Duration::from_millis(150)))) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates_are_parsed() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, "3".parse().unwrap());
+        assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(3)));
+        let future = chrono::Utc::now() + chrono::Duration::seconds(30);
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            future.to_rfc2822().parse().unwrap(),
+        );
+        let d = parse_retry_after(&h).unwrap();
+        assert!(d > Duration::from_secs(25) && d <= Duration::from_secs(30));
+        h.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(parse_retry_after(&h), None);
+    }
+}

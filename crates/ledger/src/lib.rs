@@ -1,0 +1,1 @@
+//! ledger crate of ping-primero (work in progress).

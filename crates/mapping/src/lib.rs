@@ -1,0 +1,1 @@
+//! mapping crate of ping-primero (work in progress).

@@ -1,0 +1,1 @@
+//! ping crate of ping-primero (work in progress).

@@ -1,0 +1,1 @@
+//! primero crate of ping-primero (work in progress).

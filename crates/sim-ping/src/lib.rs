@@ -1,0 +1,1 @@
+//! sim-ping crate of ping-primero (work in progress).

@@ -1,0 +1,1 @@
+//! sim-primero crate of ping-primero (work in progress).

@@ -1,0 +1,1 @@
+//! web crate of ping-primero (work in progress).
