@@ -1,1 +1,5 @@
-//! mapping crate of ping-primero (work in progress).
+//! Pure validation and mapping for the four flows of ping-primero. Value maps arrive as data
+//! ([`Maps`]); no IO and no clock reading happen in this crate.
+
+pub mod maps;
+pub use maps::*;
