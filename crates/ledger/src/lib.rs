@@ -1,1 +1,163 @@
-//! ledger crate of ping-primero (work in progress).
+//! Durable state of ping-primero: flow runs, cursors, record states, the audit trail,
+//! cross-flow facts and flow leases, on SQLite (default) or PostgreSQL behind one type,
+//! [`Ledger`]. Migrations are embedded and applied by [`Ledger::connect`].
+//!
+//! The ledger stores system identifiers, codes, counts and hashes only, never personal data
+//! (flows.md R11); free-text fields are cut to fixed lengths. Idempotency (R5) rests on
+//! UNIQUE constraints: records `(flow, key)`, facts `(kind, key)`, leases `(flow)`. A cursor
+//! only moves in the same transaction as the records fetched under it (R6).
+
+mod bound;
+mod db;
+mod error;
+mod leases;
+mod model;
+mod records;
+mod runs;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+pub use bound::{MAX_ERROR, MAX_IDENT, MAX_MESSAGE, MAX_NAME, MAX_REASON};
+pub use error::LedgerError;
+pub use model::{
+    AttentionGroup, AuditEvent, Backend, Cause, ErrorClass, Lease, PurgeReport, Record,
+    RecordChange, RecordFilter, RecordState, RetryTarget, Run, RunFilter, RunId, RunOutcome,
+};
+
+use db::Pool;
+
+/// Reason code given to records an operator re-queued with [`Ledger::retry`].
+pub const OPERATOR_RETRY: &str = "operator_retry";
+
+/// How long a SQLite connection waits for another writer before giving up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Handle on the ledger database. Cheap to clone (clones share one pool).
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    pool: Pool,
+}
+
+impl Ledger {
+    /// Opens the ledger and applies pending migrations.
+    ///
+    /// `url` is `sqlite://path.db` or `sqlite:path.db` (the file is created if missing and
+    /// opened in WAL mode with a busy timeout and foreign keys on), `sqlite::memory:`
+    /// (one private in-memory database, one connection), or `postgres://...` /
+    /// `postgresql://...` (a `?options=-c search_path=<schema>` parameter selects a schema).
+    pub async fn connect(url: &str) -> Result<Ledger, LedgerError> {
+        let scheme = url.split(':').next().unwrap_or_default();
+        let pool = match scheme {
+            "sqlite" => {
+                let memory = url.contains(":memory:") || url.contains("mode=memory");
+                let options = SqliteConnectOptions::from_str(url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                    .foreign_keys(true);
+                let pool_options = if memory {
+                    // Every connection to `:memory:` is its own database: keep exactly one, forever.
+                    SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .min_connections(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None)
+                } else {
+                    SqlitePoolOptions::new().max_connections(4)
+                };
+                Pool::Sqlite(pool_options.connect_with(options).await?)
+            }
+            "postgres" | "postgresql" => {
+                let options = PgConnectOptions::from_str(url)?;
+                Pool::Pg(
+                    PgPoolOptions::new()
+                        .max_connections(8)
+                        .connect_with(options)
+                        .await?,
+                )
+            }
+            other => {
+                return Err(LedgerError::UnsupportedUrl {
+                    scheme: bound::bounded(other, 20),
+                })
+            }
+        };
+        let ledger = Ledger { pool };
+        ledger.migrate().await?;
+        tracing::debug!(backend = %ledger.backend(), "ledger connected");
+        Ok(ledger)
+    }
+
+    /// Applies the embedded migrations of this backend that are not applied yet.
+    pub async fn migrate(&self) -> Result<(), LedgerError> {
+        match &self.pool {
+            Pool::Sqlite(p) => SQLITE_MIGRATOR.run(p).await?,
+            Pool::Pg(p) => POSTGRES_MIGRATOR.run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// Which backend this ledger uses.
+    pub fn backend(&self) -> Backend {
+        self.pool.backend()
+    }
+
+    /// Checks that the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), LedgerError> {
+        self.pool
+            .fetch_optional("SELECT 1 AS one", &[], |r| r.int("one"))
+            .await?;
+        Ok(())
+    }
+
+    /// Closes the pool; later calls fail.
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Sqlite(p) => p.close().await,
+            Pool::Pg(p) => p.close().await,
+        }
+    }
+
+    /// SQLite's journal mode (`wal` for file databases); `None` on PostgreSQL.
+    pub async fn sqlite_journal_mode(&self) -> Result<Option<String>, LedgerError> {
+        match self.backend() {
+            Backend::Sqlite => Ok(self
+                .pool
+                .fetch_optional("PRAGMA journal_mode", &[], |r| r.text("journal_mode"))
+                .await?),
+            Backend::Postgres => Ok(None),
+        }
+    }
+}
+
+fn parse_enum<T: FromStr<Err = LedgerError>>(
+    column: &'static str,
+    value: &str,
+) -> Result<T, LedgerError> {
+    value.parse().map_err(|_| LedgerError::Corrupt {
+        column,
+        reason: format!("unknown value `{}`", bound::bounded(value, 40)),
+    })
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    column: &'static str,
+    value: &str,
+) -> Result<T, LedgerError> {
+    serde_json::from_str(value).map_err(|e| LedgerError::Corrupt {
+        column,
+        reason: format!(
+            "not the expected JSON: line {} column {}",
+            e.line(),
+            e.column()
+        ),
+    })
+}

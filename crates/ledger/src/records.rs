@@ -1,0 +1,778 @@
+//! Records of the four flows: applying changes (with audit events, identifiers, facts and
+//! the cursor in one transaction), lookups, operator retries, and the aggregates the
+//! dashboard shows.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, NaiveTime, TimeDelta, Utc};
+
+use crate::bound::{
+    self, check_hash, check_ident, check_name, MAX_FACT_BYTES, MAX_IDENT, MAX_MESSAGE, MAX_NAME,
+    MAX_PING_IDS, MAX_REASON,
+};
+use crate::db::{args, now, Arg, Cols, Tx};
+use crate::error::LedgerError;
+use crate::model::{
+    AttentionGroup, AuditEvent, Backend, Cause, Lease, Record, RecordChange, RecordFilter,
+    RecordState, RetryTarget,
+};
+use crate::runs::page;
+use crate::{parse_enum, parse_json, Ledger, OPERATOR_RETRY};
+
+const RECORD_COLS: &str = "r.flow, r.key, r.state, r.attempts, r.next_retry_at, r.error_class, \
+     r.reason_code, r.message, r.dest_ids, r.ping_transaction_ids, r.payload_hash, \
+     r.fallback_used, r.contact_substituted, r.decision, r.operator_retry, r.created_at, \
+     r.updated_at, r.last_run_id";
+
+const AUDIT_COLS: &str =
+    "id, at, flow, record_key, from_state, to_state, reason_code, message, cause, run_id";
+
+/// Characters that separate the parts of a composite key (e.g. flow 1.2's
+/// case id, service unique id and decision); each part is also indexed as an identifier.
+const KEY_SEPARATORS: &[char] = &['|', ':', '/'];
+
+/// Most keys listed per attention group.
+const ATTENTION_KEYS: i64 = 50;
+
+fn record_from_row(r: &dyn Cols) -> Result<Record, LedgerError> {
+    Ok(Record {
+        flow: r.text("flow")?,
+        key: r.text("key")?,
+        state: parse_enum("records.state", &r.text("state")?)?,
+        attempts: r.int("attempts")?,
+        next_retry_at: r.opt_ts("next_retry_at")?,
+        error_class: r
+            .opt_text("error_class")?
+            .map(|c| parse_enum("records.error_class", &c))
+            .transpose()?,
+        reason_code: r.opt_text("reason_code")?,
+        message: r.opt_text("message")?,
+        dest_ids: parse_json("records.dest_ids", &r.text("dest_ids")?)?,
+        ping_transaction_ids: parse_json(
+            "records.ping_transaction_ids",
+            &r.text("ping_transaction_ids")?,
+        )?,
+        payload_hash: r.opt_text("payload_hash")?,
+        fallback_used: r.boolean("fallback_used")?,
+        contact_substituted: r.boolean("contact_substituted")?,
+        decision: r.opt_text("decision")?,
+        operator_retry: r.boolean("operator_retry")?,
+        created_at: r.ts("created_at")?,
+        updated_at: r.ts("updated_at")?,
+        last_run_id: r.opt_text("last_run_id")?,
+    })
+}
+
+fn audit_from_row(r: &dyn Cols) -> Result<AuditEvent, LedgerError> {
+    Ok(AuditEvent {
+        id: r.int("id")?,
+        at: r.ts("at")?,
+        flow: r.text("flow")?,
+        key: r.text("record_key")?,
+        from_state: r
+            .opt_text("from_state")?
+            .map(|s| parse_enum("audit_events.from_state", &s))
+            .transpose()?,
+        to_state: parse_enum("audit_events.to_state", &r.text("to_state")?)?,
+        reason_code: r.opt_text("reason_code")?,
+        message: r.opt_text("message")?,
+        cause: r.text("cause")?,
+        run_id: r.opt_text("run_id")?,
+    })
+}
+
+/// What is stored of a record before a change is applied to it.
+struct Stored {
+    id: i64,
+    state: RecordState,
+    reason_code: Option<String>,
+    attempts: i64,
+    dest_ids: BTreeMap<String, String>,
+    ping_ids: Vec<String>,
+    payload_hash: Option<String>,
+    fallback_used: bool,
+    contact_substituted: bool,
+    decision: Option<String>,
+}
+
+fn stored_from_row(r: &dyn Cols) -> Result<Stored, LedgerError> {
+    Ok(Stored {
+        id: r.int("id")?,
+        state: parse_enum("records.state", &r.text("state")?)?,
+        reason_code: r.opt_text("reason_code")?,
+        attempts: r.int("attempts")?,
+        dest_ids: parse_json("records.dest_ids", &r.text("dest_ids")?)?,
+        ping_ids: parse_json(
+            "records.ping_transaction_ids",
+            &r.text("ping_transaction_ids")?,
+        )?,
+        payload_hash: r.opt_text("payload_hash")?,
+        fallback_used: r.boolean("fallback_used")?,
+        contact_substituted: r.boolean("contact_substituted")?,
+        decision: r.opt_text("decision")?,
+    })
+}
+
+/// Refuses what must never be stored: over-long or malformed identifiers and names.
+fn check_change(c: &RecordChange) -> Result<(), LedgerError> {
+    check_ident("flow", &c.flow, MAX_IDENT)?;
+    check_ident("key", &c.key, MAX_IDENT)?;
+    if let Some(reason) = &c.reason_code {
+        check_ident("reason_code", reason, MAX_REASON)?;
+    }
+    for (name, value) in &c.dest_ids {
+        check_name("dest_ids", name)?;
+        check_ident("dest_ids", value, MAX_IDENT)?;
+    }
+    for id in &c.ping_transaction_ids {
+        check_ident("ping_transaction_ids", id, MAX_IDENT)?;
+    }
+    if let Some(hash) = &c.payload_hash {
+        check_hash(hash)?;
+    }
+    if let Some(decision) = &c.decision {
+        check_ident("decision", decision, MAX_NAME)?;
+    }
+    for (kind, key, value) in &c.facts {
+        check_fact(kind, key, value)?;
+    }
+    Ok(())
+}
+
+fn check_fact(kind: &str, key: &str, value: &serde_json::Value) -> Result<String, LedgerError> {
+    check_name("fact kind", kind)?;
+    check_ident("fact key", key, MAX_IDENT)?;
+    let text = serde_json::to_string(value).map_err(|e| LedgerError::Invalid {
+        field: "fact value",
+        reason: format!("not serializable: {e}"),
+    })?;
+    if text.len() > MAX_FACT_BYTES {
+        return Err(LedgerError::Invalid {
+            field: "fact value",
+            reason: format!("larger than {MAX_FACT_BYTES} bytes"),
+        });
+    }
+    Ok(text)
+}
+
+fn to_json<T: serde::Serialize>(field: &'static str, v: &T) -> Result<String, LedgerError> {
+    serde_json::to_string(v).map_err(|e| LedgerError::Invalid {
+        field,
+        reason: format!("not serializable: {e}"),
+    })
+}
+
+/// The identifiers a record can be found by: its key, the parts of a composite key, and
+/// its destination ids.
+fn identifiers(key: &str, dest_ids: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut out = vec![("key".to_owned(), key.to_owned())];
+    if key.contains(KEY_SEPARATORS) {
+        for part in key.split(KEY_SEPARATORS).filter(|p| !p.is_empty()) {
+            out.push(("key_part".to_owned(), part.to_owned()));
+        }
+    }
+    for (name, value) in dest_ids {
+        out.push((name.clone(), value.clone()));
+    }
+    out
+}
+
+/// One audit event about to be written.
+struct NewAudit<'a> {
+    at: DateTime<Utc>,
+    flow: &'a str,
+    key: &'a str,
+    from: Option<RecordState>,
+    to: RecordState,
+    reason: Option<&'a str>,
+    message: Option<&'a str>,
+}
+
+async fn insert_audit(tx: &mut Tx, e: NewAudit<'_>, cause: &Cause) -> Result<(), LedgerError> {
+    let NewAudit {
+        at,
+        flow,
+        key,
+        from,
+        to,
+        reason,
+        message,
+    } = e;
+    tx.execute(
+        "INSERT INTO audit_events (at, flow, record_key, from_state, to_state, reason_code, \
+         message, cause, run_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &args![
+            at,
+            flow,
+            key,
+            from.map(|s| s.as_str()),
+            to.as_str(),
+            reason,
+            message,
+            bound::bounded(&cause.as_text(), MAX_IDENT),
+            cause.run_id().map(|r| r.as_str())
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn upsert_fact(
+    tx: &mut Tx,
+    kind: &str,
+    key: &str,
+    value: &serde_json::Value,
+    at: DateTime<Utc>,
+) -> Result<(), LedgerError> {
+    let text = check_fact(kind, key, value)?;
+    tx.execute(
+        "INSERT INTO facts (kind, key, value, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, \
+         updated_at = excluded.updated_at",
+        &args![kind, key, text, at],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Applies one change inside `tx`.
+async fn apply_one(tx: &mut Tx, c: &RecordChange, cause: &Cause) -> Result<(), LedgerError> {
+    check_change(c)?;
+    let at = now();
+    // Create the row if it is new. The UNIQUE (flow, key) constraint makes concurrent
+    // creators agree on one row; on PostgreSQL the loser waits here for the winner's commit.
+    let created = tx
+        .execute(
+            "INSERT INTO records (flow, key, state, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $4) ON CONFLICT (flow, key) DO NOTHING",
+            &args![c.flow.as_str(), c.key.as_str(), c.state.as_str(), at],
+        )
+        .await?
+        == 1;
+    let sql = format!(
+        "SELECT id, state, reason_code, attempts, dest_ids, ping_transaction_ids, payload_hash, \
+         fallback_used, contact_substituted, decision FROM records \
+         WHERE flow = $1 AND key = $2{}",
+        tx.for_update()
+    );
+    let stored = tx
+        .fetch_optional(
+            &sql,
+            &args![c.flow.as_str(), c.key.as_str()],
+            stored_from_row,
+        )
+        .await?
+        .ok_or_else(|| LedgerError::Corrupt {
+            column: "records",
+            reason: format!(
+                "record {}/{} vanished inside its transaction",
+                c.flow, c.key
+            ),
+        })?;
+    let from = (!created).then_some(stored.state);
+    if from == Some(RecordState::Confirmed) && c.state != RecordState::Confirmed {
+        return Err(LedgerError::InvalidTransition {
+            flow: c.flow.clone(),
+            key: c.key.clone(),
+            from: RecordState::Confirmed,
+            to: c.state,
+        });
+    }
+
+    let reason = c.reason_code.clone();
+    let message = bound::bounded_opt(c.message.as_deref(), MAX_MESSAGE);
+    let attempts = stored.attempts + i64::from(c.increment_attempts);
+    let mut dest_ids = stored.dest_ids;
+    dest_ids.extend(c.dest_ids.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let mut ping_ids = stored.ping_ids;
+    for id in &c.ping_transaction_ids {
+        if !ping_ids.contains(id) {
+            ping_ids.push(id.clone());
+        }
+    }
+    if ping_ids.len() > MAX_PING_IDS {
+        let excess = ping_ids.len() - MAX_PING_IDS;
+        ping_ids.drain(..excess);
+    }
+    let payload_hash = c.payload_hash.clone().or(stored.payload_hash);
+    let decision = c.decision.clone().or(stored.decision);
+    let run_id = cause.run_id().map(|r| r.as_str().to_owned());
+
+    let mut a: Vec<Arg> = Vec::from(args![
+        c.state.as_str(),
+        attempts,
+        c.next_retry_at,
+        c.error_class.map(|e| e.as_str()),
+        reason.clone(),
+        message.clone(),
+        to_json("dest_ids", &dest_ids)?,
+        to_json("ping_transaction_ids", &ping_ids)?,
+        payload_hash,
+        stored.fallback_used || c.fallback_used,
+        stored.contact_substituted || c.contact_substituted,
+        decision,
+        at,
+    ]);
+    let mut sql = String::from(
+        "UPDATE records SET state = $1, attempts = $2, next_retry_at = $3, error_class = $4, \
+         reason_code = $5, message = $6, dest_ids = $7, ping_transaction_ids = $8, \
+         payload_hash = $9, fallback_used = $10, contact_substituted = $11, decision = $12, \
+         updated_at = $13, operator_retry = FALSE",
+    );
+    if let Some(run_id) = run_id {
+        a.push(run_id.into());
+        sql.push_str(&format!(", last_run_id = ${}", a.len()));
+    }
+    a.push(stored.id.into());
+    sql.push_str(&format!(" WHERE id = ${}", a.len()));
+    tx.execute(&sql, &a).await?;
+
+    for (kind, value) in identifiers(&c.key, &dest_ids) {
+        tx.execute(
+            "INSERT INTO record_identifiers (record_id, kind, value) VALUES ($1, $2, $3) \
+             ON CONFLICT (record_id, kind, value) DO NOTHING",
+            &args![stored.id, kind, value],
+        )
+        .await?;
+    }
+    for (kind, key, value) in &c.facts {
+        upsert_fact(tx, kind, key, value, at).await?;
+    }
+    if created || from != Some(c.state) || stored.reason_code != reason {
+        let event = NewAudit {
+            at,
+            flow: &c.flow,
+            key: &c.key,
+            from,
+            to: c.state,
+            reason: reason.as_deref(),
+            message: message.as_deref(),
+        };
+        insert_audit(tx, event, cause).await?;
+    }
+    Ok(())
+}
+
+impl Ledger {
+    /// The record `key` of `flow`.
+    pub async fn get(&self, flow: &str, key: &str) -> Result<Option<Record>, LedgerError> {
+        self.pool
+            .fetch_optional(
+                &format!("SELECT {RECORD_COLS} FROM records r WHERE r.flow = $1 AND r.key = $2"),
+                &args![flow, key],
+                record_from_row,
+            )
+            .await
+    }
+
+    /// Applies `changes` and then moves the cursor, all in ONE transaction: if any change is
+    /// refused, nothing is written and the cursor stays where it was (R6).
+    ///
+    /// Per change: creates or updates the record (UNIQUE `(flow, key)`), merges destination
+    /// ids, appends PING transaction ids, stores identifiers and facts, and writes an audit
+    /// event when the record is new or its state or reason changed. A `confirmed` record
+    /// cannot move to another state ([`LedgerError::InvalidTransition`]).
+    pub async fn apply(
+        &self,
+        changes: &[RecordChange],
+        cursor: Option<(&str, &str)>,
+        cause: &Cause,
+    ) -> Result<(), LedgerError> {
+        self.apply_inner(changes, cursor, cause, None).await
+    }
+
+    /// [`Ledger::apply`] fenced by a lease: refused with [`LedgerError::LeaseLost`] (and
+    /// nothing written) unless `lease` is still the live lease of its flow. On PostgreSQL the
+    /// lease row stays locked until the commit, so it cannot change hands meanwhile.
+    pub async fn apply_fenced(
+        &self,
+        changes: &[RecordChange],
+        cursor: Option<(&str, &str)>,
+        cause: &Cause,
+        lease: &Lease,
+    ) -> Result<(), LedgerError> {
+        self.apply_inner(changes, cursor, cause, Some(lease)).await
+    }
+
+    async fn apply_inner(
+        &self,
+        changes: &[RecordChange],
+        cursor: Option<(&str, &str)>,
+        cause: &Cause,
+        lease: Option<&Lease>,
+    ) -> Result<(), LedgerError> {
+        if let Cause::Operator(name) = cause {
+            check_name("operator", name)?;
+        }
+        let mut tx = self.pool.begin().await?;
+        if let Some(lease) = lease {
+            let (sql, a) = match tx.backend() {
+                Backend::Sqlite => (
+                    "SELECT token FROM leases WHERE flow = $1 AND holder = $2 AND token = $3 \
+                     AND expires_at > $4",
+                    args![
+                        lease.flow.as_str(),
+                        lease.holder.as_str(),
+                        lease.token,
+                        now()
+                    ]
+                    .to_vec(),
+                ),
+                Backend::Postgres => (
+                    "SELECT token FROM leases WHERE flow = $1 AND holder = $2 AND token = $3 \
+                     AND expires_at > clock_timestamp() FOR SHARE",
+                    args![lease.flow.as_str(), lease.holder.as_str(), lease.token].to_vec(),
+                ),
+            };
+            if tx
+                .fetch_optional(sql, &a, |r| r.int("token"))
+                .await?
+                .is_none()
+            {
+                return Err(LedgerError::LeaseLost {
+                    flow: lease.flow.clone(),
+                    token: lease.token,
+                });
+            }
+        }
+        for change in changes {
+            apply_one(&mut tx, change, cause).await?;
+        }
+        if let Some((flow, value)) = cursor {
+            check_ident("flow", flow, MAX_IDENT)?;
+            check_ident("cursor", value, MAX_IDENT)?;
+            tx.execute(
+                "INSERT INTO cursors (flow, value, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (flow) DO UPDATE SET value = excluded.value, \
+                 updated_at = excluded.updated_at",
+                &args![flow, value, now()],
+            )
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Records of `flow` to process again, oldest due first: `failed` ones whose
+    /// `next_retry_at` has come, and `pending` ones that no running run owns (left by a run
+    /// that crashed, or re-queued by an operator).
+    pub async fn due_for_retry(
+        &self,
+        flow: &str,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Record>, LedgerError> {
+        let (limit, _) = page(limit, 0);
+        self.pool
+            .fetch_all(
+                &format!(
+                    "SELECT {RECORD_COLS} FROM records r WHERE r.flow = $1 AND ( \
+                     (r.state = 'failed' AND (r.next_retry_at IS NULL OR r.next_retry_at <= $2)) \
+                     OR (r.state = 'pending' \
+                         AND (r.next_retry_at IS NULL OR r.next_retry_at <= $2) \
+                         AND NOT EXISTS (SELECT 1 FROM runs x WHERE x.id = r.last_run_id \
+                                         AND x.outcome = 'running'))) \
+                     ORDER BY COALESCE(r.next_retry_at, r.updated_at), r.id LIMIT $3"
+                ),
+                &args![flow, now, limit],
+                record_from_row,
+            )
+            .await
+    }
+
+    /// Records an operator re-queued that the flow has not processed since.
+    pub async fn pending_operator_retries(&self, flow: &str) -> Result<Vec<Record>, LedgerError> {
+        self.pool
+            .fetch_all(
+                &format!(
+                    "SELECT {RECORD_COLS} FROM records r WHERE r.flow = $1 \
+                     AND r.state = 'pending' AND r.operator_retry = TRUE ORDER BY r.id"
+                ),
+                &args![flow],
+                record_from_row,
+            )
+            .await
+    }
+
+    /// Records matching `filter`, most recently changed first.
+    pub async fn list_records(&self, filter: &RecordFilter) -> Result<Vec<Record>, LedgerError> {
+        let mut sql = format!("SELECT {RECORD_COLS} FROM records r WHERE 1 = 1");
+        let mut a: Vec<Arg> = Vec::new();
+        if let Some(flow) = &filter.flow {
+            a.push(flow.into());
+            sql.push_str(&format!(" AND r.flow = ${}", a.len()));
+        }
+        if !filter.states.is_empty() {
+            let mut marks = Vec::new();
+            for s in &filter.states {
+                a.push(s.as_str().into());
+                marks.push(format!("${}", a.len()));
+            }
+            sql.push_str(&format!(" AND r.state IN ({})", marks.join(", ")));
+        }
+        if let Some(reason) = &filter.reason_code {
+            a.push(reason.into());
+            sql.push_str(&format!(" AND r.reason_code = ${}", a.len()));
+        }
+        if let Some(run) = &filter.run_id {
+            a.push(run.into());
+            let n = a.len();
+            sql.push_str(&format!(
+                " AND (r.last_run_id = ${n} OR EXISTS (SELECT 1 FROM audit_events e \
+                 WHERE e.run_id = ${n} AND e.flow = r.flow AND e.record_key = r.key))"
+            ));
+        }
+        let (limit, offset) = page(filter.limit, filter.offset);
+        a.push(limit.into());
+        a.push(offset.into());
+        sql.push_str(&format!(
+            " ORDER BY r.updated_at DESC, r.id DESC LIMIT ${} OFFSET ${}",
+            a.len() - 1,
+            a.len()
+        ));
+        self.pool.fetch_all(&sql, &a, record_from_row).await
+    }
+
+    /// Records whose key, key part or any destination id equals `identifier` (exactly).
+    pub async fn find(&self, identifier: &str) -> Result<Vec<Record>, LedgerError> {
+        self.pool
+            .fetch_all(
+                &format!(
+                    "SELECT {RECORD_COLS} FROM records r WHERE r.id IN \
+                     (SELECT i.record_id FROM record_identifiers i WHERE i.value = $1) \
+                     ORDER BY r.flow, r.key LIMIT 1000"
+                ),
+                &args![identifier],
+                record_from_row,
+            )
+            .await
+    }
+
+    /// The audit trail of one record, oldest first.
+    pub async fn audit(&self, flow: &str, key: &str) -> Result<Vec<AuditEvent>, LedgerError> {
+        self.pool
+            .fetch_all(
+                &format!(
+                    "SELECT {AUDIT_COLS} FROM audit_events WHERE flow = $1 AND record_key = $2 \
+                     ORDER BY id"
+                ),
+                &args![flow, key],
+                audit_from_row,
+            )
+            .await
+    }
+
+    /// Sends rejected, conflict or failed records back to `pending` so their flow processes
+    /// them again: attempts reset, `next_retry_at` now, marked [`OPERATOR_RETRY`], with an
+    /// audit event caused by `operator:<operator>`. Records in other states are left alone.
+    /// Returns how many records were re-queued.
+    pub async fn retry(&self, target: RetryTarget, operator: &str) -> Result<u64, LedgerError> {
+        check_name("operator", operator)?;
+        let retryable = "r.state IN ('rejected', 'conflict', 'failed')";
+        let mut sql =
+            format!("SELECT r.id, r.flow, r.key, r.state FROM records r WHERE {retryable}");
+        let mut a: Vec<Arg> = Vec::new();
+        match &target {
+            RetryTarget::Key { flow, key } => {
+                a.push(key.into());
+                sql.push_str(&format!(" AND r.key = ${}", a.len()));
+                if let Some(flow) = flow {
+                    a.push(flow.into());
+                    sql.push_str(&format!(" AND r.flow = ${}", a.len()));
+                }
+            }
+            RetryTarget::Filter {
+                flow,
+                state,
+                reason,
+            } => {
+                if let Some(flow) = flow {
+                    a.push(flow.into());
+                    sql.push_str(&format!(" AND r.flow = ${}", a.len()));
+                }
+                if let Some(state) = state {
+                    if !RecordState::RETRYABLE.contains(state) {
+                        return Err(LedgerError::Invalid {
+                            field: "state",
+                            reason: format!(
+                                "only rejected, conflict or failed records can be retried, not {state}"
+                            ),
+                        });
+                    }
+                    a.push(state.as_str().into());
+                    sql.push_str(&format!(" AND r.state = ${}", a.len()));
+                }
+                if let Some(reason) = reason {
+                    a.push(reason.into());
+                    sql.push_str(&format!(" AND r.reason_code = ${}", a.len()));
+                }
+            }
+        }
+        sql.push_str(" ORDER BY r.id");
+        let mut tx = self.pool.begin().await?;
+        sql.push_str(tx.for_update());
+        let targets = tx
+            .fetch_all(&sql, &a, |r| {
+                Ok((
+                    r.int("id")?,
+                    r.text("flow")?,
+                    r.text("key")?,
+                    parse_enum::<RecordState>("records.state", &r.text("state")?)?,
+                ))
+            })
+            .await?;
+        let cause = Cause::Operator(operator.to_owned());
+        let message = format!("re-queued by operator {operator}");
+        let at = now();
+        for (id, flow, key, state) in &targets {
+            tx.execute(
+                "UPDATE records SET state = 'pending', attempts = 0, next_retry_at = $1, \
+                 error_class = NULL, reason_code = $2, message = $3, operator_retry = TRUE, \
+                 updated_at = $1 WHERE id = $4",
+                &args![at, OPERATOR_RETRY, message.as_str(), *id],
+            )
+            .await?;
+            let event = NewAudit {
+                at,
+                flow,
+                key,
+                from: Some(*state),
+                to: RecordState::Pending,
+                reason: Some(OPERATOR_RETRY),
+                message: Some(&message),
+            };
+            insert_audit(&mut tx, event, &cause).await?;
+        }
+        tx.commit().await?;
+        tracing::info!(
+            operator,
+            count = targets.len(),
+            "records re-queued by operator"
+        );
+        Ok(targets.len() as u64)
+    }
+
+    /// Number of records per `(flow, state)`.
+    pub async fn counts_by_state(&self) -> Result<BTreeMap<(String, String), i64>, LedgerError> {
+        let rows = self
+            .pool
+            .fetch_all(
+                "SELECT flow, state, COUNT(*) AS n FROM records GROUP BY flow, state",
+                &[],
+                |r| Ok(((r.text("flow")?, r.text("state")?), r.int("n")?)),
+            )
+            .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Rejected and conflict records grouped by `(flow, reason_code)`, largest group first,
+    /// each with the keys of its most recently changed records.
+    pub async fn attention(&self) -> Result<Vec<AttentionGroup>, LedgerError> {
+        let mut groups = self
+            .pool
+            .fetch_all(
+                "SELECT flow, reason_code, \
+                 COUNT(CASE WHEN state = 'rejected' THEN 1 END) AS rejected, \
+                 COUNT(CASE WHEN state = 'conflict' THEN 1 END) AS conflict \
+                 FROM records WHERE state IN ('rejected', 'conflict') \
+                 GROUP BY flow, reason_code ORDER BY COUNT(*) DESC, flow, reason_code",
+                &[],
+                |r| {
+                    Ok(AttentionGroup {
+                        flow: r.text("flow")?,
+                        reason_code: r.opt_text("reason_code")?,
+                        rejected: r.int("rejected")?,
+                        conflict: r.int("conflict")?,
+                        keys: Vec::new(),
+                    })
+                },
+            )
+            .await?;
+        for g in &mut groups {
+            let (sql, a) = match &g.reason_code {
+                Some(reason) => (
+                    "SELECT key FROM records WHERE flow = $1 AND state IN ('rejected', 'conflict') \
+                     AND reason_code = $2 ORDER BY updated_at DESC, id DESC LIMIT $3",
+                    args![g.flow.as_str(), reason.as_str(), ATTENTION_KEYS].to_vec(),
+                ),
+                None => (
+                    "SELECT key FROM records WHERE flow = $1 AND state IN ('rejected', 'conflict') \
+                     AND reason_code IS NULL ORDER BY updated_at DESC, id DESC LIMIT $2",
+                    args![g.flow.as_str(), ATTENTION_KEYS].to_vec(),
+                ),
+            };
+            g.keys = self.pool.fetch_all(sql, &a, |r| r.text("key")).await?;
+        }
+        Ok(groups)
+    }
+
+    /// Audit events of `flow` per UTC day and resulting state over the `days` days ending
+    /// with `today`, ordered by day then state. Days without events are absent.
+    pub async fn daily_outcomes(
+        &self,
+        flow: &str,
+        days: i64,
+        today: NaiveDate,
+    ) -> Result<Vec<(NaiveDate, String, i64)>, LedgerError> {
+        let days = days.clamp(1, 3660);
+        let first = today - TimeDelta::days(days - 1);
+        let start = first.and_time(NaiveTime::MIN).and_utc();
+        let end = (today + TimeDelta::days(1))
+            .and_time(NaiveTime::MIN)
+            .and_utc();
+        let day_expr = match self.backend() {
+            Backend::Sqlite => "substr(at, 1, 10)",
+            Backend::Postgres => "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+        };
+        let rows = self
+            .pool
+            .fetch_all(
+                &format!(
+                    "SELECT {day_expr} AS day, to_state, COUNT(*) AS n FROM audit_events \
+                     WHERE flow = $1 AND at >= $2 AND at < $3 GROUP BY 1, 2 ORDER BY 1, 2"
+                ),
+                &args![flow, start, end],
+                |r| Ok((r.text("day")?, r.text("to_state")?, r.int("n")?)),
+            )
+            .await?;
+        rows.into_iter()
+            .map(|(day, state, n)| {
+                let date = NaiveDate::parse_from_str(&day, "%Y-%m-%d").map_err(|_| {
+                    LedgerError::Corrupt {
+                        column: "audit_events.at",
+                        reason: format!("not a date: {}", bound::bounded(&day, 40)),
+                    }
+                })?;
+                Ok((date, state, n))
+            })
+            .collect()
+    }
+
+    /// Stores (or replaces) a fact, e.g. kind `intervention`, key = intervention number.
+    pub async fn put_fact(
+        &self,
+        kind: &str,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> Result<(), LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        upsert_fact(&mut tx, kind, key, value, now()).await?;
+        tx.commit().await
+    }
+
+    /// A stored fact.
+    pub async fn fact(
+        &self,
+        kind: &str,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, LedgerError> {
+        let text = self
+            .pool
+            .fetch_optional(
+                "SELECT value FROM facts WHERE kind = $1 AND key = $2",
+                &args![kind, key],
+                |r| r.text("value"),
+            )
+            .await?;
+        text.map(|t| parse_json("facts.value", &t)).transpose()
+    }
+}
