@@ -1,5 +1,7 @@
 //! Pure validation and mapping for the four flows of ping-primero. Value maps arrive as data
 //! ([`Maps`]); no IO and no clock reading happen in this crate.
 
+pub mod hash;
 pub mod maps;
+pub use hash::payload_hash;
 pub use maps::*;
