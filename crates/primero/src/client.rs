@@ -1,0 +1,894 @@
+//! The Primero v2 client: settings, authentication state, the request loop (shared retry
+//! policy, concurrency limit, request observation) and the calls the flows use.
+//!
+//! Writes are made safe to retry: `create_case` sends a client-generated record `id` (Primero
+//! answers 204; a retried POST that meets 409 reads the case back by that id), and new subform
+//! rows get a `unique_id` before sending, so a repeated PATCH merges into the same row instead
+//! of appending a twin.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use pp_http::{HttpSettings, Limiter, RetryPolicy};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION};
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Map, Value};
+use url::Url;
+
+use crate::auth::{self, AuthMode, Token};
+use crate::error::{self, PrimeroError};
+use crate::model::{Case, Referral, ReferralStatus, TransitionOutcome, User, Users};
+use crate::query::CaseQuery;
+
+/// System name used in logs and metrics.
+pub const SYSTEM: &str = "primero";
+/// Page size asked for; Primero >= 2.10.3 clamps `per` to 1000.
+pub const PAGE_SIZE: u64 = 1000;
+/// A listing that has not ended after this many pages is treated as a server fault.
+const MAX_PAGES: u64 = 100_000;
+
+/// Route templates reported to the request observer.
+pub mod routes {
+    pub const TOKENS: &str = "/api/v2/tokens";
+    pub const CASES: &str = "/api/v2/cases";
+    pub const CASE: &str = "/api/v2/cases/:id";
+    pub const REFERRALS: &str = "/api/v2/cases/:id/referrals";
+    pub const REFERRAL: &str = "/api/v2/cases/:id/referrals/:referral_id";
+    pub const USERS: &str = "/api/v2/users";
+}
+
+/// Where and how to reach Primero.
+#[derive(Clone)]
+pub struct PrimeroSettings {
+    /// The server's root (`https://primero.example.org` or with a path prefix); `/api/v2/...`
+    /// is appended.
+    pub base_url: Url,
+    pub username: String,
+    pub password: SecretString,
+    pub auth: AuthMode,
+    pub http: HttpSettings,
+}
+
+impl fmt::Debug for PrimeroSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrimeroSettings")
+            .field("base_url", &clean_base(&self.base_url).as_str())
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("auth", &self.auth)
+            .field("http", &self.http)
+            .finish()
+    }
+}
+
+/// The base URL without credentials, query or fragment.
+fn clean_base(url: &Url) -> Url {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    u
+}
+
+/// Counts of one paged case listing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListStats {
+    /// Pages read.
+    pub pages: u64,
+    /// Cases handed to the caller (each id once).
+    pub cases: usize,
+    /// Records seen again on a later page (offset paging over a changing list) and skipped.
+    pub duplicates: usize,
+    /// Records that did not match an exact filter (the server ignored it) and were skipped.
+    pub filtered_out: usize,
+    /// Records without an `id`, skipped.
+    pub malformed: usize,
+}
+
+/// A Primero v2 client. Cheap to clone; clones share the connection pool, the concurrency
+/// limit and the login.
+#[derive(Clone)]
+pub struct PrimeroClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    base: Url,
+    username: String,
+    password: SecretString,
+    auth: AuthMode,
+    retry: RetryPolicy,
+    http: reqwest::Client,
+    limiter: Limiter,
+    basic: HeaderValue,
+    /// The legacy bearer token; the lock is held during a login so that concurrent callers
+    /// wait for one login instead of starting their own.
+    token: tokio::sync::Mutex<Option<Token>>,
+    logins: AtomicU64,
+}
+
+impl fmt::Debug for PrimeroClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrimeroClient")
+            .field("base_url", &self.inner.base.as_str())
+            .field("username", &self.inner.username)
+            .field("auth", &self.inner.auth)
+            .finish()
+    }
+}
+
+/// A successful answer: status and parsed body (`None` when empty, as for 204).
+struct Reply {
+    status: u16,
+    body: Option<Value>,
+}
+
+/// One page of a paged listing.
+struct ListPage {
+    items: Vec<Map<String, Value>>,
+    total: Option<u64>,
+    per: Option<u64>,
+}
+
+enum Created {
+    Reply(Reply),
+    /// A retried POST met 409: the first attempt may have created the case.
+    Conflict(PrimeroError),
+}
+
+impl PrimeroClient {
+    /// Checks the settings and builds the HTTP client; nothing is sent.
+    pub fn new(settings: PrimeroSettings) -> Result<Self, PrimeroError> {
+        let PrimeroSettings {
+            base_url,
+            username,
+            password,
+            auth,
+            http,
+        } = settings;
+        if !matches!(base_url.scheme(), "http" | "https") || base_url.cannot_be_a_base() {
+            return Err(PrimeroError::invalid(
+                "primero base_url must be an http(s) URL",
+            ));
+        }
+        let username = username.trim().to_string();
+        if username.is_empty() {
+            return Err(PrimeroError::invalid("primero username is empty"));
+        }
+        if password.expose_secret().is_empty() {
+            return Err(PrimeroError::invalid("primero password is empty"));
+        }
+        let basic = auth::basic_header(&username, &password);
+        Ok(PrimeroClient {
+            inner: Arc::new(Inner {
+                base: clean_base(&base_url),
+                username,
+                password,
+                auth,
+                retry: http.retry.clone(),
+                http: pp_http::build_client(&http),
+                limiter: Limiter::new(http.max_concurrency),
+                basic,
+                token: tokio::sync::Mutex::new(None),
+                logins: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// How many logins (`POST /api/v2/tokens`) this client has made (token mode only).
+    pub fn login_count(&self) -> u64 {
+        self.inner.logins.load(Ordering::SeqCst)
+    }
+
+    // ---- cases -------------------------------------------------------------------------
+
+    /// Every case matching the query, all pages, each id once.
+    pub async fn list_cases(&self, query: &CaseQuery) -> Result<Vec<Case>, PrimeroError> {
+        let mut all: Vec<Case> = Vec::new();
+        self.for_each_case_page(query, |page| {
+            all.extend(page);
+            async { Ok::<(), PrimeroError>(()) }
+        })
+        .await?;
+        Ok(all)
+    }
+
+    /// Reads the listing page by page (`per=1000`) and hands each page to `on_page` before the
+    /// next is fetched, so memory stays bounded by a page (plus the ids already seen, used to
+    /// drop records that offset paging shows twice). An error from `on_page` stops the listing.
+    pub async fn for_each_case_page<F, Fut, E>(
+        &self,
+        query: &CaseQuery,
+        mut on_page: F,
+    ) -> Result<ListStats, E>
+    where
+        F: FnMut(Vec<Case>) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: From<PrimeroError>,
+    {
+        query.validate()?;
+        let base_params = query.params();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut stats = ListStats::default();
+        let mut page: u64 = 1;
+        loop {
+            let mut params = base_params.clone();
+            params.push(("page".into(), page.to_string()));
+            params.push(("per".into(), PAGE_SIZE.to_string()));
+            let url = self.url_with_query(&["cases"], &params);
+            let list = self.get_list(routes::CASES, &url).await?;
+            let received = list.items.len() as u64;
+            let mut cases = Vec::with_capacity(list.items.len());
+            for item in list.items {
+                let Ok(case) = Case::from_data(item) else {
+                    stats.malformed += 1;
+                    continue;
+                };
+                if !seen.insert(case.id.clone()) {
+                    stats.duplicates += 1;
+                } else if !query.matches(&case) {
+                    stats.filtered_out += 1;
+                } else {
+                    cases.push(case);
+                }
+            }
+            stats.pages += 1;
+            stats.cases += cases.len();
+            if !cases.is_empty() {
+                on_page(cases).await?;
+            }
+            if !has_more(page, received, list.per, list.total) {
+                break;
+            }
+            page += 1;
+            if page > MAX_PAGES {
+                return Err(PrimeroError::malformed(200, "case listing did not end").into());
+            }
+        }
+        if stats.filtered_out > 0 || stats.malformed > 0 {
+            tracing::warn!(
+                system = SYSTEM,
+                filtered_out = stats.filtered_out,
+                malformed = stats.malformed,
+                "case listing returned records that were skipped"
+            );
+        }
+        Ok(stats)
+    }
+
+    /// One case by its record `id`; `None` when Primero answers 404.
+    pub async fn get_case(&self, id: &str) -> Result<Option<Case>, PrimeroError> {
+        check_id(id, "case id")?;
+        let url = self.url(&["cases", id]);
+        match self
+            .call(&Method::GET, routes::CASE, &url, None, decode_record)
+            .await
+        {
+            Ok(map) => Case::from_data(map).map(Some),
+            Err(PrimeroError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a case and returns it as stored (with the server's `id`, `case_id`, `short_id`,
+    /// ...). `data` must hold a non-blank `module_id` (checked before sending: without it
+    /// Primero stores core fields only). A record `id` (UUID) is generated when `data` has none,
+    /// so that a retry after a lost answer cannot create a second case.
+    pub async fn create_case(&self, mut data: Map<String, Value>) -> Result<Case, PrimeroError> {
+        match data.get("module_id") {
+            Some(Value::String(s)) if !s.trim().is_empty() => {}
+            _ => {
+                return Err(PrimeroError::invalid(
+                    "create_case needs module_id (Primero would store core fields only)",
+                ))
+            }
+        }
+        let id = match data.get("id") {
+            None | Some(Value::Null) => {
+                let id = uuid::Uuid::new_v4().to_string();
+                data.insert("id".into(), Value::String(id.clone()));
+                id
+            }
+            Some(Value::String(s)) if is_uuid(s) => s.clone(),
+            Some(_) => return Err(PrimeroError::invalid("case id must be a UUID")),
+        };
+        assign_row_ids(&mut data);
+        let body = json!({ "data": Value::Object(data) });
+        let url = self.url(&["cases"]);
+        let (body, url) = (&body, &url);
+        let created = pp_http::with_retries(&self.inner.retry, SYSTEM, |attempt| async move {
+            match self
+                .attempt(&Method::POST, routes::CASES, url, Some(body))
+                .await
+            {
+                Ok(reply) => Ok(Created::Reply(reply)),
+                Err(e @ PrimeroError::Permanent { status: 409, .. }) if attempt > 1 => {
+                    Ok(Created::Conflict(e))
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
+        match created {
+            Created::Reply(Reply {
+                body: Some(body), ..
+            }) => Case::from_data(decode_record(Reply {
+                status: 200,
+                body: Some(body),
+            })?),
+            Created::Reply(Reply { status, .. }) => self.get_case(&id).await?.ok_or_else(|| {
+                PrimeroError::malformed(status, "the created case could not be read back")
+            }),
+            Created::Conflict(err) => self.get_case(&id).await?.ok_or(err),
+        }
+    }
+
+    /// Merges `data` into the case (Primero's PATCH: unsent keys kept, subform rows merged by
+    /// `unique_id`, rows with a new `unique_id` appended). Rows without a `unique_id` get one
+    /// before sending. Returns what Primero sends back: `id`, `enabled`, `last_updated_at` and
+    /// the changed fields (a changed subform whole). 404 → [`PrimeroError::NotFound`].
+    pub async fn patch_case(
+        &self,
+        id: &str,
+        mut data: Map<String, Value>,
+    ) -> Result<Case, PrimeroError> {
+        check_id(id, "case id")?;
+        if data.is_empty() {
+            return Err(PrimeroError::invalid(
+                "patch_case with no fields (a no-op PATCH still bumps last_updated_at)",
+            ));
+        }
+        assign_row_ids(&mut data);
+        let body = json!({ "data": Value::Object(data) });
+        let url = self.url(&["cases", id]);
+        let map = self
+            .call(
+                &Method::PATCH,
+                routes::CASE,
+                &url,
+                Some(&body),
+                decode_record,
+            )
+            .await?;
+        Case::from_data(map)
+    }
+
+    // ---- referrals ---------------------------------------------------------------------
+
+    /// The referrals of a case (Primero does not page them). 404 → [`PrimeroError::NotFound`].
+    pub async fn list_referrals(&self, case_id: &str) -> Result<Vec<Referral>, PrimeroError> {
+        check_id(case_id, "case id")?;
+        let url = self.url(&["cases", case_id, "referrals"]);
+        let items = self
+            .call(&Method::GET, routes::REFERRALS, &url, None, decode_array)
+            .await?;
+        let total = items.len();
+        let referrals: Vec<Referral> = items
+            .into_iter()
+            .filter_map(|m| Referral::from_data(m).ok())
+            .collect();
+        if referrals.len() < total {
+            tracing::warn!(
+                system = SYSTEM,
+                skipped = total - referrals.len(),
+                "referrals without id or status were skipped"
+            );
+        }
+        Ok(referrals)
+    }
+
+    /// Moves a referral to `status` and checks that it moved: Primero answers 200 with the
+    /// referral unchanged when the move is not allowed, which gives `applied: false`. A
+    /// referral already in `status` gives `applied: true, already_in_state: true` and no PATCH
+    /// is sent (a PATCH would bump the case's `last_updated_at`). `rejected_reason` is sent
+    /// when given. Unknown case or referral → [`PrimeroError::NotFound`].
+    pub async fn set_referral_status(
+        &self,
+        case_id: &str,
+        referral_id: &str,
+        status: ReferralStatus,
+        rejected_reason: Option<&str>,
+    ) -> Result<TransitionOutcome, PrimeroError> {
+        check_id(case_id, "case id")?;
+        check_id(referral_id, "referral id")?;
+        let current = self.list_referrals(case_id).await?;
+        if let Some(r) = current.into_iter().find(|r| r.id == referral_id) {
+            if r.status == status.as_str() {
+                return Ok(TransitionOutcome {
+                    applied: true,
+                    already_in_state: true,
+                    returned_status: r.status.clone(),
+                    referral: r,
+                });
+            }
+        }
+        let mut data = Map::new();
+        data.insert("status".into(), Value::String(status.as_str().into()));
+        if let Some(reason) = rejected_reason {
+            data.insert("rejected_reason".into(), Value::String(reason.into()));
+        }
+        let body = json!({ "data": Value::Object(data) });
+        let url = self.url(&["cases", case_id, "referrals", referral_id]);
+        let map = self
+            .call(
+                &Method::PATCH,
+                routes::REFERRAL,
+                &url,
+                Some(&body),
+                decode_record,
+            )
+            .await?;
+        let referral = Referral::from_data(map)?;
+        Ok(TransitionOutcome {
+            applied: referral.status == status.as_str(),
+            already_in_state: false,
+            returned_status: referral.status.clone(),
+            referral,
+        })
+    }
+
+    // ---- users -------------------------------------------------------------------------
+
+    /// Every user, all pages (`per=1000`), indexed by `user_name`. Needs user-read permission
+    /// (a case-worker account gets 403 → [`PrimeroError::Permanent`]).
+    pub async fn list_users(&self) -> Result<Users, PrimeroError> {
+        let mut users: Vec<User> = Vec::new();
+        let mut skipped = 0usize;
+        let mut page: u64 = 1;
+        loop {
+            let params = [
+                ("page".to_string(), page.to_string()),
+                ("per".to_string(), PAGE_SIZE.to_string()),
+            ];
+            let url = self.url_with_query(&["users"], &params);
+            let list = self.get_list(routes::USERS, &url).await?;
+            let received = list.items.len() as u64;
+            for item in &list.items {
+                match User::from_data(item) {
+                    Ok(u) => users.push(u),
+                    Err(_) => skipped += 1,
+                }
+            }
+            if !has_more(page, received, list.per, list.total) {
+                break;
+            }
+            page += 1;
+            if page > MAX_PAGES {
+                return Err(PrimeroError::malformed(200, "user listing did not end"));
+            }
+        }
+        if skipped > 0 {
+            tracing::warn!(
+                system = SYSTEM,
+                skipped,
+                "users without id or user_name were skipped"
+            );
+        }
+        Ok(Users::from_users(users))
+    }
+
+    // ---- plumbing ----------------------------------------------------------------------
+
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut u = self.inner.base.clone();
+        {
+            let mut s = u
+                .path_segments_mut()
+                .expect("base_url was checked to be a base in new()");
+            s.pop_if_empty();
+            s.extend(["api", "v2"]);
+            s.extend(segments);
+        }
+        u
+    }
+
+    fn url_with_query(&self, segments: &[&str], params: &[(String, String)]) -> Url {
+        let mut u = self.url(segments);
+        if !params.is_empty() {
+            u.query_pairs_mut().extend_pairs(params);
+        }
+        u
+    }
+
+    async fn get_list(&self, route: &'static str, url: &Url) -> Result<ListPage, PrimeroError> {
+        self.call(&Method::GET, route, url, None, decode_list).await
+    }
+
+    /// One call with the shared retry policy; `decode` runs inside the retried operation, so a
+    /// malformed answer is retried like any transient failure.
+    async fn call<T, D>(
+        &self,
+        method: &Method,
+        route: &'static str,
+        url: &Url,
+        body: Option<&Value>,
+        decode: D,
+    ) -> Result<T, PrimeroError>
+    where
+        D: Fn(Reply) -> Result<T, PrimeroError>,
+    {
+        let decode = &decode;
+        pp_http::with_retries(&self.inner.retry, SYSTEM, |_attempt| async move {
+            decode(self.attempt(method, route, url, body).await?)
+        })
+        .await
+    }
+
+    /// One attempt: authenticate, send, and in token mode re-login once on a 401.
+    async fn attempt(
+        &self,
+        method: &Method,
+        route: &'static str,
+        url: &Url,
+        body: Option<&Value>,
+    ) -> Result<Reply, PrimeroError> {
+        let mut relogged = false;
+        loop {
+            let (authorization, generation) = self.authorization().await?;
+            let (status, headers, bytes) = self
+                .send(method, route, url, body, Some(authorization))
+                .await?;
+            if status == 401 && !relogged {
+                if let Some(generation) = generation {
+                    self.invalidate_token(generation).await;
+                    relogged = true;
+                    continue;
+                }
+            }
+            if !(200..300).contains(&status) {
+                return Err(error::from_response(route, status, &headers, &bytes));
+            }
+            return Ok(Reply {
+                status,
+                body: parse_body(status, &bytes)?,
+            });
+        }
+    }
+
+    /// Sends one request under the concurrency limit and reports it to the observer. Bodies
+    /// and query strings are never logged.
+    async fn send(
+        &self,
+        method: &Method,
+        route: &'static str,
+        url: &Url,
+        body: Option<&Value>,
+        authorization: Option<HeaderValue>,
+    ) -> Result<(u16, HeaderMap, Vec<u8>), PrimeroError> {
+        let _permit = self.inner.limiter.acquire().await;
+        let started = Instant::now();
+        let mut req = self
+            .inner
+            .http
+            .request(method.clone(), url.clone())
+            .header(ACCEPT, "application/json");
+        if let Some(a) = authorization {
+            req = req.header(AUTHORIZATION, a);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                pp_http::record_request(
+                    SYSTEM,
+                    method.as_str(),
+                    route,
+                    None,
+                    started.elapsed(),
+                    None,
+                );
+                return Err(error::from_transport(&e));
+            }
+        };
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await;
+        pp_http::record_request(
+            SYSTEM,
+            method.as_str(),
+            route,
+            Some(status),
+            started.elapsed(),
+            None,
+        );
+        let bytes = bytes.map_err(|e| error::from_transport(&e))?;
+        Ok((status, headers, bytes.to_vec()))
+    }
+
+    /// The `Authorization` value to use, and in token mode the login generation it came from.
+    async fn authorization(&self) -> Result<(HeaderValue, Option<u64>), PrimeroError> {
+        match self.inner.auth {
+            AuthMode::Basic => Ok((self.inner.basic.clone(), None)),
+            AuthMode::LegacyToken => {
+                let mut slot = self.inner.token.lock().await;
+                if let Some(t) = slot.as_ref() {
+                    if Utc::now() < t.refresh_at {
+                        return Ok((t.header.clone(), Some(t.generation)));
+                    }
+                }
+                let token = self.login().await?;
+                let out = (token.header.clone(), Some(token.generation));
+                *slot = Some(token);
+                Ok(out)
+            }
+        }
+    }
+
+    /// Forgets the token of `generation` (not a newer one another caller already fetched).
+    async fn invalidate_token(&self, generation: u64) {
+        let mut slot = self.inner.token.lock().await;
+        if slot.as_ref().map(|t| t.generation) == Some(generation) {
+            *slot = None;
+        }
+    }
+
+    /// `POST /api/v2/tokens`; the JWT comes in the body's `token` (or the `Authorization`
+    /// response header). A server that issues none (>= 2.11) is an auth error.
+    async fn login(&self) -> Result<Token, PrimeroError> {
+        let url = self.url(&["tokens"]);
+        let body = json!({"user": {
+            "user_name": self.inner.username,
+            "password": self.inner.password.expose_secret(),
+        }});
+        let (status, headers, bytes) = self
+            .send(&Method::POST, routes::TOKENS, &url, Some(&body), None)
+            .await?;
+        drop(body);
+        if !(200..300).contains(&status) {
+            let err = error::from_response(routes::TOKENS, status, &headers, &bytes);
+            return Err(match err.class() {
+                pp_http::ErrorClass::Transient => err,
+                _ => PrimeroError::Auth {
+                    status: Some(status),
+                    message: match err {
+                        PrimeroError::Auth { message, .. }
+                        | PrimeroError::Permanent { message, .. } => {
+                            format!("login refused: {message}")
+                        }
+                        _ => "login refused".into(),
+                    },
+                },
+            });
+        }
+        let parsed = parse_body(status, &bytes)?;
+        let from_body = parsed
+            .as_ref()
+            .and_then(|v| v.get("token"))
+            .and_then(Value::as_str)
+            .filter(|t| !t.trim().is_empty())
+            .map(str::to_string);
+        let from_header = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .filter(|t| !t.trim().is_empty())
+            .map(str::to_string);
+        let Some(token) = from_body.or(from_header) else {
+            return Err(PrimeroError::Auth {
+                status: Some(status),
+                message: "the server issued no token (Primero >= 2.11 needs basic auth)".into(),
+            });
+        };
+        let header = auth::bearer_header(&token).ok_or_else(|| PrimeroError::Auth {
+            status: Some(status),
+            message: "the issued token cannot be sent as a header".into(),
+        })?;
+        let generation = self.inner.logins.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(Token {
+            header,
+            refresh_at: auth::refresh_at(&token, Utc::now()),
+            generation,
+        })
+    }
+}
+
+/// Whether another page may follow: the page was full and the total (when reported) is not
+/// reached yet.
+fn has_more(page: u64, received: u64, per: Option<u64>, total: Option<u64>) -> bool {
+    let per = per.filter(|p| *p > 0).unwrap_or(PAGE_SIZE);
+    received > 0 && received >= per && total.is_none_or(|t| page.saturating_mul(per) < t)
+}
+
+fn parse_body(status: u16, bytes: &[u8]) -> Result<Option<Value>, PrimeroError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(bytes)
+        .map(Some)
+        .map_err(|_| PrimeroError::malformed(status, "response body is not JSON"))
+}
+
+/// `{"data": {...}}` → the object.
+fn decode_record(reply: Reply) -> Result<Map<String, Value>, PrimeroError> {
+    match reply.body {
+        Some(Value::Object(mut body)) => match body.remove("data") {
+            Some(Value::Object(m)) => Ok(m),
+            _ => Err(PrimeroError::malformed(reply.status, "no data object")),
+        },
+        _ => Err(PrimeroError::malformed(
+            reply.status,
+            "expected a JSON object",
+        )),
+    }
+}
+
+/// `{"data": [...]}` → the objects in it.
+fn decode_array(reply: Reply) -> Result<Vec<Map<String, Value>>, PrimeroError> {
+    decode_list(reply).map(|p| p.items)
+}
+
+/// `{"data": [...], "metadata": {"total", "per", "page"}}`.
+fn decode_list(reply: Reply) -> Result<ListPage, PrimeroError> {
+    let Some(Value::Object(mut body)) = reply.body else {
+        return Err(PrimeroError::malformed(
+            reply.status,
+            "expected a JSON object",
+        ));
+    };
+    let Some(Value::Array(data)) = body.remove("data") else {
+        return Err(PrimeroError::malformed(reply.status, "no data array"));
+    };
+    let items = data
+        .into_iter()
+        .filter_map(|v| match v {
+            Value::Object(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    let meta = body.get("metadata");
+    let num = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_u64);
+    Ok(ListPage {
+        items,
+        total: num("total"),
+        per: num("per"),
+    })
+}
+
+/// Refuses ids that would change the URL's meaning (an empty case id lists every case).
+fn check_id(id: &str, what: &str) -> Result<(), PrimeroError> {
+    if id.trim().is_empty() {
+        return Err(PrimeroError::invalid(format!("{what} is empty")));
+    }
+    Ok(())
+}
+
+/// Primero's record-id form: a hyphenated UUID.
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36 && uuid::Uuid::try_parse(s).is_ok()
+}
+
+/// Gives every new row of a subform (a top-level array of objects) a `unique_id`, so that a
+/// repeated write merges into the same row. Rows marked `_destroy` are left as they are.
+fn assign_row_ids(data: &mut Map<String, Value>) {
+    for value in data.values_mut() {
+        let Value::Array(rows) = value else { continue };
+        if rows.is_empty() || !rows.iter().all(Value::is_object) {
+            continue;
+        }
+        for row in rows.iter_mut() {
+            let Value::Object(row) = row else { continue };
+            let has_id =
+                matches!(row.get("unique_id"), Some(Value::String(s)) if !s.trim().is_empty());
+            let destroy = matches!(row.get("_destroy"), Some(Value::Bool(true)));
+            if !has_id && !destroy {
+                row.insert(
+                    "unique_id".into(),
+                    Value::String(uuid::Uuid::new_v4().to_string()),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(base: &str) -> PrimeroSettings {
+        PrimeroSettings {
+            base_url: Url::parse(base).unwrap(),
+            username: "openfn_integration".into(),
+            password: SecretString::from("s3cret-pw".to_string()),
+            auth: AuthMode::Basic,
+            http: HttpSettings::default(),
+        }
+    }
+
+    #[test]
+    fn urls_keep_a_path_prefix_and_encode_ids() {
+        let c =
+            PrimeroClient::new(settings("https://u:p@primero.example.org/prefix/?x=1")).unwrap();
+        assert_eq!(
+            c.url(&["cases", "a/b"]).as_str(),
+            "https://primero.example.org/prefix/api/v2/cases/a%2Fb"
+        );
+        let c = PrimeroClient::new(settings("http://127.0.0.1:8080")).unwrap();
+        let u = c.url_with_query(
+            &["cases"],
+            &[("last_updated_at".into(), "2024-01-01T00:00:00Z..".into())],
+        );
+        assert_eq!(u.path(), "/api/v2/cases");
+        let pairs: Vec<(String, String)> = u.query_pairs().into_owned().collect();
+        assert_eq!(
+            pairs,
+            vec![(
+                "last_updated_at".to_string(),
+                "2024-01-01T00:00:00Z..".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        assert!(PrimeroClient::new(settings("ftp://x")).is_err());
+        let mut s = settings("http://x");
+        s.username = " ".into();
+        assert!(PrimeroClient::new(s).is_err());
+    }
+
+    #[test]
+    fn settings_debug_hides_the_password_and_url_credentials() {
+        let s = settings("https://admin:urlpw@primero.example.org/?token=abc");
+        let text = format!("{s:?}");
+        assert!(!text.contains("s3cret-pw"));
+        assert!(!text.contains("urlpw"));
+        assert!(!text.contains("token=abc"));
+        assert!(text.contains("openfn_integration"));
+        let c = PrimeroClient::new(s).unwrap();
+        assert!(!format!("{c:?}").contains("urlpw"));
+    }
+
+    #[test]
+    fn paging_stops_on_short_pages_and_totals() {
+        assert!(has_more(1, 1000, Some(1000), Some(2500)));
+        assert!(has_more(2, 1000, Some(1000), Some(2500)));
+        assert!(!has_more(3, 500, Some(1000), Some(2500)));
+        assert!(!has_more(2, 1000, Some(1000), Some(2000)));
+        assert!(!has_more(1, 0, Some(1000), None));
+        assert!(has_more(1, 1000, None, None));
+        assert!(!has_more(1, 20, Some(20), Some(20)));
+    }
+
+    #[test]
+    fn new_subform_rows_get_ids_and_existing_ones_are_kept() {
+        let mut data = json!({
+            "services_section": [
+                {"service_type": "food"},
+                {"unique_id": "5c2d4f6c-7a78-43b5-ac40-eb097be51d89", "service_type": "x"},
+                {"unique_id": "0a30b142-3906-46d3-bbb4-f28c44b357d7", "_destroy": true}
+            ],
+            "language": ["language1"],
+            "name": "n"
+        })
+        .as_object()
+        .unwrap()
+        .clone();
+        assign_row_ids(&mut data);
+        let rows = data["services_section"].as_array().unwrap();
+        assert!(is_uuid(rows[0]["unique_id"].as_str().unwrap()));
+        assert_eq!(rows[1]["unique_id"], "5c2d4f6c-7a78-43b5-ac40-eb097be51d89");
+        assert_eq!(data["language"], json!(["language1"]));
+    }
+
+    #[tokio::test]
+    async fn create_without_module_id_is_refused_before_sending() {
+        // Port 9 (discard) on localhost: any attempt to send would fail with a transport error.
+        let c = PrimeroClient::new(settings("http://127.0.0.1:9")).unwrap();
+        let mut data = Map::new();
+        data.insert("name_first".into(), json!("A"));
+        let e = c.create_case(data).await.unwrap_err();
+        assert!(matches!(e, PrimeroError::InvalidRequest { .. }), "{e}");
+        assert!(e.to_string().contains("module_id"));
+        let e = c.get_case(" ").await.unwrap_err();
+        assert!(matches!(e, PrimeroError::InvalidRequest { .. }));
+    }
+}
