@@ -1,0 +1,221 @@
+//! Simulator switches: credentials, environment identifiers, shipping process ids and every
+//! behaviour the PING spec marks as unknown or assumed (A). All fields are public, have a
+//! default and can be changed at run time through `POST /_sim/options` (partial JSON).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Shipping process ids of the seven operations (defaults: the Gambella deployment).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShippingProcesses {
+    /// Retrieval: pending outgoing referrals (Flow 1.1).
+    pub pending_referrals: String,
+    /// Retrieval: intervention details, languages x needs rows (Flow 1.1).
+    pub intervention_details: String,
+    /// Sync ingestion: Primero transfer status on an LP intervention (Flows 1.1, 1.2).
+    pub transfer_status: String,
+    /// Retrieval: interoperability referral decision list (Flow 2.2).
+    pub decision_list: String,
+    /// Retrieval: one interoperability referral in full (Flow 2.2).
+    pub decision_details: String,
+    /// Sync ingestion: mark an interoperability referral synced (Flow 2.2).
+    pub referral_synced: String,
+    /// Async ingestion: create an interoperability referral (Flow 2.1).
+    pub incoming_referral: String,
+}
+
+impl Default for ShippingProcesses {
+    fn default() -> Self {
+        Self {
+            pending_referrals: "SHP-2747".into(),
+            intervention_details: "SHP-2358".into(),
+            transfer_status: "SHP-2748".into(),
+            decision_list: "SHP-2795".into(),
+            decision_details: "SHP-2796".into(),
+            referral_synced: "SHP-2284".into(),
+            incoming_referral: "SHP-2731".into(),
+        }
+    }
+}
+
+/// How an empty retrieval reports `RecordCount` (contract item 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmptyRecordCount {
+    /// `RecordCount: null` (default; Flow 1.1's reference edge tests `RecordCount != null`).
+    Null,
+    /// `RecordCount: 0`.
+    Zero,
+}
+
+/// How a refused request is answered (contract items 8, 9 and 13).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorMode {
+    /// HTTP 400 with a non-null `ErrorMessage` (default).
+    #[serde(rename = "http_400")]
+    Http400,
+    /// HTTP 200 with a non-null `ErrorMessage`.
+    #[serde(rename = "ok_200")]
+    Ok200,
+}
+
+/// What ingestion does with an option-set value that is not a valid code (contract item 14).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidOptionCode {
+    /// The record fails naming the field (default).
+    Reject,
+    /// The value is stored as sent (a string) and read back as that string.
+    StoreRaw,
+}
+
+/// Whether one failing record stops a whole ingestion batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchMode {
+    /// Nothing is applied when any record fails (default).
+    AllOrNothing,
+    /// Valid records are applied; failed ones are listed in `FailedRecords`.
+    Partial,
+}
+
+/// Every switch of the simulator. `Options::default()` matches the demo configuration.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Options {
+    /// B2C `client_id` the token endpoint accepts.
+    pub client_id: String,
+    /// Scope the token request must contain (space-separated list allowed).
+    pub scope: String,
+    /// ROPC user name.
+    pub username: String,
+    /// ROPC password.
+    pub password: String,
+    /// APIM subscription key required in `Ocp-Apim-Subscription-Key`.
+    pub subscription_key: String,
+    /// PING partner id (body `PartnerId` and ingestion URL path).
+    pub partner_id: String,
+    /// PING interop id (body `InteropID`/`InteropId`).
+    pub interop_id: String,
+    /// The seven shipping process ids.
+    pub shipping_processes: ShippingProcesses,
+    /// Token lifetime in seconds (0 = already expired when issued).
+    pub token_expires_in_secs: u64,
+    /// Send `expires_in` as a string (`"3600"`, as B2C does) instead of a number.
+    pub token_expires_in_as_string: bool,
+    /// Rows per retrieval page.
+    pub page_size: usize,
+    /// `RecordCount` of an empty retrieval.
+    pub empty_record_count: EmptyRecordCount,
+    /// Answer to an undefined parameter, unknown SHP, wrong PartnerId/InteropID.
+    pub request_error_mode: ErrorMode,
+    /// Answer to an ingestion batch with failed records.
+    pub ingestion_error_mode: ErrorMode,
+    /// Invalid option-set codes in ingestion: reject the record or store the raw value.
+    pub invalid_option_code: InvalidOptionCode,
+    /// All-or-nothing or partial application of ingestion batches.
+    pub batch_mode: BatchMode,
+    /// Setting `progres_primerotransferstatus` drops the intervention from the pending list.
+    pub drop_transferred_from_pending: bool,
+    /// Delay before an async ingestion is processed (always after the response is sent).
+    pub async_delay_ms: u64,
+    /// Check-status `Data` as the legacy malformed string (true) or clean nested JSON.
+    pub checkstatus_legacy_malformed: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            client_id: "ping-primero-sim".into(),
+            scope: "https://primespingb2cuat.onmicrosoft.com/apimurls/API.Read".into(),
+            username: "ping.partner@sim.local".into(),
+            password: "sim-ping-password".into(),
+            subscription_key: "sim-subscription-key".into(),
+            partner_id: "PNR-1363".into(),
+            interop_id: "INT-1436".into(),
+            shipping_processes: ShippingProcesses::default(),
+            token_expires_in_secs: 3600,
+            token_expires_in_as_string: true,
+            page_size: 1000,
+            empty_record_count: EmptyRecordCount::Null,
+            request_error_mode: ErrorMode::Http400,
+            ingestion_error_mode: ErrorMode::Http400,
+            invalid_option_code: InvalidOptionCode::Reject,
+            batch_mode: BatchMode::AllOrNothing,
+            drop_transferred_from_pending: true,
+            async_delay_ms: 0,
+            checkstatus_legacy_malformed: true,
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("client_id", &self.client_id)
+            .field("scope", &self.scope)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("subscription_key", &"<redacted>")
+            .field("partner_id", &self.partner_id)
+            .field("interop_id", &self.interop_id)
+            .field("shipping_processes", &self.shipping_processes)
+            .field("token_expires_in_secs", &self.token_expires_in_secs)
+            .field(
+                "token_expires_in_as_string",
+                &self.token_expires_in_as_string,
+            )
+            .field("page_size", &self.page_size)
+            .field("empty_record_count", &self.empty_record_count)
+            .field("request_error_mode", &self.request_error_mode)
+            .field("ingestion_error_mode", &self.ingestion_error_mode)
+            .field("invalid_option_code", &self.invalid_option_code)
+            .field("batch_mode", &self.batch_mode)
+            .field(
+                "drop_transferred_from_pending",
+                &self.drop_transferred_from_pending,
+            )
+            .field("async_delay_ms", &self.async_delay_ms)
+            .field(
+                "checkstatus_legacy_malformed",
+                &self.checkstatus_legacy_malformed,
+            )
+            .finish()
+    }
+}
+
+impl Options {
+    /// Applies a partial JSON document (objects merge recursively, other values replace).
+    /// Unknown keys or wrong types are refused and leave the options unchanged.
+    pub fn merge_json(&mut self, patch: &Value) -> Result<(), String> {
+        if !patch.is_object() {
+            return Err("options patch must be a JSON object".into());
+        }
+        let mut current = serde_json::to_value(&*self).map_err(|e| e.to_string())?;
+        merge_value(&mut current, patch);
+        let next: Options = serde_json::from_value(current).map_err(|e| e.to_string())?;
+        if next.page_size == 0 {
+            return Err("page_size must be at least 1".into());
+        }
+        *self = next;
+        Ok(())
+    }
+}
+
+/// Deep-merges `patch` into `base`: objects merge key by key, anything else replaces.
+pub(crate) fn merge_value(base: &mut Value, patch: &Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                match b.get_mut(k) {
+                    Some(slot) if slot.is_object() && v.is_object() => merge_value(slot, v),
+                    _ => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
