@@ -1,0 +1,669 @@
+//! The simulator's in-memory state: cases, referrals, users, sessions/JWTs, login counters,
+//! request log and fault rules; plus record saving (strictly increasing `last_updated_at`),
+//! JSON views of records and the seed loader.
+
+use crate::faults::FaultRule;
+use crate::options::{FieldType, Options, SimUser};
+use crate::schema::is_uuid;
+use crate::time::{fmt_ts, normalise_ts};
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+/// A stored case. Its data holds personal fields, so `Debug` shows the id only.
+#[derive(Clone)]
+pub struct CaseRec {
+    /// Record id (UUID).
+    pub id: String,
+    /// Insertion sequence (tie-break of equal `created_at`).
+    pub seq: u64,
+    /// When the case was last saved (search-lag simulation).
+    pub saved_at: Instant,
+    /// Record data without `id`.
+    pub data: Map<String, Value>,
+}
+
+impl std::fmt::Debug for CaseRec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaseRec")
+            .field("id", &self.id)
+            .field("fields", &self.data.len())
+            .finish()
+    }
+}
+
+/// A stored referral (transition). Notes may hold personal data: `Debug` shows ids only.
+#[derive(Clone)]
+pub struct Referral {
+    /// Referral id.
+    pub id: String,
+    /// Case id (`record_id`).
+    pub record_id: String,
+    /// Insertion sequence.
+    pub seq: u64,
+    /// Referral JSON (without the computed `record_access_denied` /
+    /// `user_can_accept_or_reject`).
+    pub data: Map<String, Value>,
+}
+
+impl std::fmt::Debug for Referral {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Referral")
+            .field("id", &self.id)
+            .field("record_id", &self.record_id)
+            .finish()
+    }
+}
+
+/// A cookie session (>= v2.11).
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// User name.
+    pub user: String,
+    /// CSRF token to be echoed in `X-CSRF-Token`.
+    pub csrf: String,
+    /// Last use (idle timeout).
+    pub last_seen: Instant,
+}
+
+/// One logged API request.
+#[derive(Clone, Debug, Serialize)]
+pub struct LogEntry {
+    /// Internal sequence number (to update the status later).
+    #[serde(skip)]
+    pub seq: u64,
+    /// HTTP method.
+    pub method: String,
+    /// Path without query string.
+    pub path: String,
+    /// Raw query string, if any.
+    pub query: Option<String>,
+    /// Endpoint name (as used by fault rules).
+    pub endpoint: String,
+    /// Response status (0 when the connection was dropped).
+    pub status: u16,
+    /// Fault kind applied, if any.
+    pub fault: Option<String>,
+    /// Authenticated user, if any.
+    pub user: Option<String>,
+    /// `basic`, `session`, `bearer` or null.
+    pub auth: Option<String>,
+}
+
+/// Login bookkeeping of one user name.
+#[derive(Clone, Debug, Default)]
+pub struct LoginState {
+    /// Consecutive failed attempts.
+    pub failed: u32,
+    /// Locked until.
+    pub locked_until: Option<Instant>,
+}
+
+/// Everything the simulator holds.
+#[derive(Debug)]
+pub struct Store {
+    /// Current switches.
+    pub opts: Options,
+    /// Cases in insertion order.
+    pub cases: Vec<CaseRec>,
+    /// id -> index in `cases`.
+    pub case_idx: HashMap<String, usize>,
+    /// case_id -> index in `cases`.
+    pub case_id_idx: HashMap<String, usize>,
+    /// Referrals in insertion order.
+    pub referrals: Vec<Referral>,
+    /// referral id -> index.
+    pub ref_idx: HashMap<String, usize>,
+    /// case id -> referral indexes.
+    pub refs_by_case: HashMap<String, Vec<usize>>,
+    /// Users.
+    pub users: Vec<SimUser>,
+    /// Sessions by cookie value.
+    pub sessions: HashMap<String, Session>,
+    /// JWTs -> (user, expiry).
+    pub jwts: HashMap<String, (String, Instant)>,
+    /// Login POST times per user_name (throttle).
+    pub login_hits: HashMap<String, VecDeque<Instant>>,
+    /// Failed-login state per user_name.
+    pub logins: HashMap<String, LoginState>,
+    /// Request log.
+    pub log: VecDeque<LogEntry>,
+    /// Active fault rules.
+    pub faults: Vec<FaultRule>,
+    /// Last `last_updated_at` handed out.
+    pub last_ts: DateTime<Utc>,
+    /// Sequence counter.
+    pub seq: u64,
+}
+
+impl Store {
+    /// A fresh store with the option's users.
+    pub fn new(opts: Options) -> Self {
+        let users = opts.users.clone();
+        Store {
+            opts,
+            cases: vec![],
+            case_idx: HashMap::new(),
+            case_id_idx: HashMap::new(),
+            referrals: vec![],
+            ref_idx: HashMap::new(),
+            refs_by_case: HashMap::new(),
+            users,
+            sessions: HashMap::new(),
+            jwts: HashMap::new(),
+            login_hits: HashMap::new(),
+            logins: HashMap::new(),
+            log: VecDeque::new(),
+            faults: vec![],
+            last_ts: DateTime::<Utc>::MIN_UTC,
+            seq: 0,
+        }
+    }
+
+    /// Clears all data, sessions, logs and faults; restores the option's users.
+    pub fn reset(&mut self) {
+        let opts = self.opts.clone();
+        *self = Store::new(opts);
+    }
+
+    /// Next save timestamp: now at ms precision, strictly after the previous one.
+    pub fn next_ts(&mut self) -> DateTime<Utc> {
+        let now = Utc::now();
+        let now = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
+        let t = if now <= self.last_ts {
+            self.last_ts + Duration::milliseconds(1)
+        } else {
+            now
+        };
+        self.last_ts = t;
+        t
+    }
+
+    /// Next sequence number.
+    pub fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Finds a user by name (case-insensitive, trimmed).
+    pub fn user(&self, name: &str) -> Option<&SimUser> {
+        let n = name.trim();
+        self.users
+            .iter()
+            .find(|u| u.user_name.eq_ignore_ascii_case(n))
+    }
+
+    /// Finds a case index by id or by case_id.
+    pub fn find_case(&self, key: &str) -> Option<usize> {
+        self.case_idx
+            .get(key)
+            .or_else(|| self.case_id_idx.get(key))
+            .copied()
+    }
+
+    /// Whether `user` may see the case at `idx`.
+    pub fn in_scope(&self, user: &SimUser, idx: usize) -> bool {
+        let d = &self.cases[idx].data;
+        match user.group_permission.as_str() {
+            "all" => true,
+            perm => {
+                let named = |k: &str| match d.get(k) {
+                    Some(Value::String(s)) => s == &user.user_name,
+                    Some(Value::Array(a)) => a.iter().any(|x| x.as_str() == Some(&user.user_name)),
+                    _ => false,
+                };
+                named("owned_by")
+                    || named("associated_user_names")
+                    || named("assigned_user_names")
+                    || (perm == "agency"
+                        && d.get("owned_by_agency_id").and_then(|v| v.as_str())
+                            == Some(user.agency.as_str()))
+            }
+        }
+    }
+
+    /// Gives every subform row a `unique_id` and removes `_destroy` keys.
+    pub fn populate_subform_ids(&self, data: &mut Map<String, Value>) {
+        for (k, ty) in &self.opts.form_schema {
+            if !matches!(ty, FieldType::Subform { .. }) {
+                continue;
+            }
+            if let Some(Value::Array(rows)) = data.get_mut(k) {
+                for r in rows.iter_mut() {
+                    if let Value::Object(o) = r {
+                        o.remove("_destroy");
+                        if o.get("unique_id").map(|u| u.is_null()).unwrap_or(true) {
+                            o.insert(
+                                "unique_id".into(),
+                                Value::String(uuid::Uuid::new_v4().to_string()),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Saves a case after a change by `user`: subform ids, associated users,
+    /// `last_updated_at` (strictly increasing) and `last_updated_by`.
+    pub fn touch_case(&mut self, idx: usize, user: &str) {
+        let ts = fmt_ts(self.next_ts());
+        let mut data = std::mem::take(&mut self.cases[idx].data);
+        self.populate_subform_ids(&mut data);
+        recompute_associated(&mut data);
+        data.insert("last_updated_at".into(), Value::String(ts));
+        data.insert("last_updated_by".into(), Value::String(user.to_string()));
+        let c = &mut self.cases[idx];
+        c.data = data;
+        c.saved_at = Instant::now();
+    }
+
+    /// Inserts a new case (or replaces the one with the same id) and maintains indexes.
+    pub fn put_case(&mut self, id: String, data: Map<String, Value>) -> usize {
+        let seq = self.next_seq();
+        let case_id = data
+            .get("case_id")
+            .and_then(|v| v.as_str())
+            .map(|s| s.to_string());
+        let idx = match self.case_idx.get(&id) {
+            Some(&i) => {
+                if let Some(old) = self.cases[i].data.get("case_id").and_then(|v| v.as_str()) {
+                    let old = old.to_string();
+                    if self.case_id_idx.get(&old) == Some(&i) {
+                        self.case_id_idx.remove(&old);
+                    }
+                }
+                self.cases[i].data = data;
+                self.cases[i].saved_at = Instant::now();
+                i
+            }
+            None => {
+                self.cases.push(CaseRec {
+                    id: id.clone(),
+                    seq,
+                    saved_at: Instant::now(),
+                    data,
+                });
+                let i = self.cases.len() - 1;
+                self.case_idx.insert(id, i);
+                i
+            }
+        };
+        if let Some(cid) = case_id {
+            self.case_id_idx.insert(cid, idx);
+        }
+        idx
+    }
+
+    /// Adds or replaces a referral.
+    pub fn put_referral(&mut self, r: Referral) {
+        if let Some(&i) = self.ref_idx.get(&r.id) {
+            let old_case = self.referrals[i].record_id.clone();
+            if old_case != r.record_id {
+                if let Some(v) = self.refs_by_case.get_mut(&old_case) {
+                    v.retain(|x| *x != i);
+                }
+                self.refs_by_case
+                    .entry(r.record_id.clone())
+                    .or_default()
+                    .push(i);
+            }
+            self.referrals[i] = r;
+        } else {
+            let i = self.referrals.len();
+            self.ref_idx.insert(r.id.clone(), i);
+            self.refs_by_case
+                .entry(r.record_id.clone())
+                .or_default()
+                .push(i);
+            self.referrals.push(r);
+        }
+    }
+
+    /// Appends to the request log (bounded).
+    pub fn log_request(&mut self, e: LogEntry) {
+        if !self.opts.record_requests {
+            return;
+        }
+        self.log.push_back(e);
+        while self.log.len() > self.opts.request_log_limit.max(1) {
+            self.log.pop_front();
+        }
+    }
+
+    /// `GET /_sim/state`.
+    pub fn state_json(&self) -> Value {
+        let mut opts = serde_json::to_value(&self.opts).unwrap_or(Value::Null);
+        if let Value::Object(o) = &mut opts {
+            o.remove("users");
+            o.remove("form_schema");
+        }
+        json!({
+            "cases": self.cases.iter().map(|c| record_json(c, None)).collect::<Vec<_>>(),
+            "referrals": self.referrals.iter().map(|r| Value::Object(r.data.clone())).collect::<Vec<_>>(),
+            "users": self.users.iter().map(user_json).collect::<Vec<_>>(),
+            "options": opts,
+        })
+    }
+}
+
+/// Recomputes `associated_user_names` = owner + assigned + referred users (unique, ordered).
+pub fn recompute_associated(data: &mut Map<String, Value>) {
+    let mut names: Vec<String> = vec![];
+    let mut add = |v: Option<&Value>| match v {
+        Some(Value::String(s)) if !names.contains(s) => names.push(s.clone()),
+        Some(Value::Array(a)) => {
+            for x in a {
+                if let Some(s) = x.as_str() {
+                    if !names.iter().any(|n| n == s) {
+                        names.push(s.to_string());
+                    }
+                }
+            }
+        }
+        _ => {}
+    };
+    add(data.get("owned_by"));
+    add(data.get("assigned_user_names"));
+    add(data.get("referred_users"));
+    data.insert(
+        "associated_user_names".into(),
+        Value::Array(names.into_iter().map(Value::String).collect()),
+    );
+}
+
+/// Fields of a record's `fields=short` summary.
+pub const SUMMARY_FIELDS: [&str; 14] = [
+    "case_id_display",
+    "name",
+    "age",
+    "sex",
+    "registration_date",
+    "status",
+    "owned_by",
+    "created_at",
+    "short_id",
+    "module_id",
+    "workflow",
+    "flag_count",
+    "alert_count",
+    "photo",
+];
+
+/// Record JSON: `id`, `enabled`, then the data (only `fields` + `last_updated_at` when given).
+pub fn record_json(c: &CaseRec, fields: Option<&[String]>) -> Value {
+    let mut m = Map::new();
+    m.insert("id".into(), Value::String(c.id.clone()));
+    let enabled = c
+        .data
+        .get("record_state")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(true);
+    m.insert("enabled".into(), Value::Bool(enabled));
+    match fields {
+        None => {
+            for (k, v) in &c.data {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        Some(fs) => {
+            for f in fs {
+                if f == "id" || f == "enabled" {
+                    continue;
+                }
+                if let Some(v) = c.data.get(f) {
+                    m.insert(f.clone(), v.clone());
+                }
+            }
+            if let Some(v) = c.data.get("last_updated_at") {
+                m.insert("last_updated_at".into(), v.clone());
+            }
+        }
+    }
+    Value::Object(m)
+}
+
+/// The `id`, `enabled`, `last_updated_at` and every top-level key whose value differs.
+pub fn changed_json(c: &CaseRec, before: &Map<String, Value>) -> Value {
+    let mut m = Map::new();
+    m.insert("id".into(), Value::String(c.id.clone()));
+    let enabled = c
+        .data
+        .get("record_state")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(true);
+    m.insert("enabled".into(), Value::Bool(enabled));
+    if let Some(v) = c.data.get("last_updated_at") {
+        m.insert("last_updated_at".into(), v.clone());
+    }
+    for (k, v) in &c.data {
+        if before.get(k) != Some(v) {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    Value::Object(m)
+}
+
+/// Constant account timestamps shown on users.
+const USER_CREATED_AT: &str = "2025-01-06T08:00:00.000Z";
+
+/// User JSON as `GET /api/v2/users` shows it (nulls omitted, no password).
+pub fn user_json(u: &SimUser) -> Value {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(u.id));
+    m.insert("user_name".into(), json!(u.user_name));
+    let mut opt = |k: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            m.insert(k.into(), json!(v));
+        }
+    };
+    opt("full_name", &u.full_name);
+    opt("email", &u.email);
+    opt("phone", &u.phone);
+    opt("position", &u.position);
+    opt("code", &u.code);
+    opt("agency_office", &u.agency_office);
+    opt("location", &u.location);
+    m.insert("agency_id".into(), json!(u.agency_id));
+    m.insert("agency_unique_id".into(), json!(u.agency));
+    m.insert("locale".into(), json!("en"));
+    m.insert("time_zone".into(), json!("UTC"));
+    m.insert("disabled".into(), json!(u.disabled));
+    m.insert("services".into(), json!(u.services));
+    m.insert("created_at".into(), json!(USER_CREATED_AT));
+    m.insert("updated_at".into(), json!(USER_CREATED_AT));
+    m.insert("role_unique_id".into(), json!(u.role_unique_id));
+    m.insert("role_group_permission".into(), json!(u.group_permission));
+    m.insert(
+        "user_group_unique_ids".into(),
+        json!(u.user_group_unique_ids),
+    );
+    m.insert("module_unique_ids".into(), json!(u.module_unique_ids));
+    Value::Object(m)
+}
+
+/// Normalises the timestamp fields of a seeded/created record in place.
+fn normalise_record_times(data: &mut Map<String, Value>) {
+    for k in ["created_at", "last_updated_at", "posted_at"] {
+        if let Some(Value::String(s)) = data.get(k) {
+            if let Some(n) = normalise_ts(s) {
+                data.insert(k.into(), Value::String(n));
+            }
+        }
+    }
+}
+
+/// Loads a seed document (see README): `cases`, `referrals`, `users`, optional `reset`.
+/// Returns counts.
+pub fn seed(store: &mut Store, doc: &Value) -> Result<Value, String> {
+    let obj = doc
+        .as_object()
+        .ok_or_else(|| "seed document must be a JSON object".to_string())?;
+    if obj.get("reset").and_then(|v| v.as_bool()) == Some(true) {
+        store.reset();
+    }
+    let mut n_users = 0;
+    if let Some(users) = obj.get("users") {
+        let users = users.as_array().ok_or("users must be an array")?;
+        for (i, u) in users.iter().enumerate() {
+            let mut user: SimUser =
+                serde_json::from_value(u.clone()).map_err(|e| format!("users[{i}]: {e}"))?;
+            if user.user_name.is_empty() {
+                return Err(format!("users[{i}]: user_name missing"));
+            }
+            let existing = store
+                .users
+                .iter()
+                .position(|x| x.user_name.eq_ignore_ascii_case(&user.user_name));
+            if user.id == 0 {
+                user.id = match existing {
+                    Some(p) => store.users[p].id,
+                    None => store.users.iter().map(|x| x.id).max().unwrap_or(0) + 1,
+                };
+            }
+            match existing {
+                Some(p) => store.users[p] = user,
+                None => store.users.push(user),
+            }
+            n_users += 1;
+        }
+    }
+    let mut n_cases = 0;
+    if let Some(cases) = obj.get("cases") {
+        let cases = cases.as_array().ok_or("cases must be an array")?;
+        for (i, c) in cases.iter().enumerate() {
+            let mut data = c
+                .as_object()
+                .cloned()
+                .ok_or_else(|| format!("cases[{i}] must be an object"))?;
+            seed_case(store, &mut data).map_err(|e| format!("cases[{i}]: {e}"))?;
+            n_cases += 1;
+        }
+    }
+    let mut n_refs = 0;
+    if let Some(refs) = obj.get("referrals") {
+        let refs = refs.as_array().ok_or("referrals must be an array")?;
+        for (i, r) in refs.iter().enumerate() {
+            let data = r
+                .as_object()
+                .cloned()
+                .ok_or_else(|| format!("referrals[{i}] must be an object"))?;
+            seed_referral(store, data).map_err(|e| format!("referrals[{i}]: {e}"))?;
+            n_refs += 1;
+        }
+    }
+    Ok(json!({"cases": n_cases, "referrals": n_refs, "users": n_users}))
+}
+
+fn seed_case(store: &mut Store, data: &mut Map<String, Value>) -> Result<(), String> {
+    let id = match data.remove("id") {
+        Some(Value::String(s)) => s,
+        None | Some(Value::Null) => uuid::Uuid::new_v4().to_string(),
+        Some(_) => return Err("id must be a string".into()),
+    };
+    let enabled = data.remove("enabled");
+    if !data.contains_key("record_state") {
+        data.insert("record_state".into(), enabled.unwrap_or(Value::Bool(true)));
+    }
+    let unique = data
+        .get("unique_identifier")
+        .and_then(|v| v.as_str())
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| {
+            data.get("case_id")
+                .and_then(|v| v.as_str())
+                .filter(|s| is_uuid(s))
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        });
+    let short: String = unique
+        .chars()
+        .rev()
+        .take(7)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    data.entry("unique_identifier")
+        .or_insert_with(|| Value::String(unique.clone()));
+    data.entry("case_id")
+        .or_insert_with(|| Value::String(unique.clone()));
+    data.entry("short_id")
+        .or_insert_with(|| Value::String(short.clone()));
+    let short_now = data
+        .get("short_id")
+        .cloned()
+        .unwrap_or(Value::String(short));
+    data.entry("case_id_display").or_insert(short_now);
+    data.entry("status").or_insert_with(|| json!("open"));
+    normalise_record_times(data);
+    if !data.contains_key("created_at") || !data.contains_key("last_updated_at") {
+        let ts = fmt_ts(store.next_ts());
+        data.entry("created_at")
+            .or_insert_with(|| Value::String(ts.clone()));
+        data.entry("last_updated_at").or_insert(Value::String(ts));
+    }
+    store.populate_subform_ids(data);
+    if !data.contains_key("associated_user_names") {
+        recompute_associated(data);
+    }
+    if let Some(cid) = data.get("case_id").and_then(|v| v.as_str()) {
+        if let Some(&other) = store.case_id_idx.get(cid) {
+            if store.cases[other].id != id {
+                return Err("case_id already used by another case".into());
+            }
+        }
+    }
+    store.put_case(id, std::mem::take(data));
+    Ok(())
+}
+
+fn seed_referral(store: &mut Store, mut data: Map<String, Value>) -> Result<(), String> {
+    let rec = data
+        .get("record_id")
+        .and_then(|v| v.as_str())
+        .ok_or("record_id missing")?
+        .to_string();
+    let idx = store
+        .find_case(&rec)
+        .ok_or("record_id names no seeded case")?;
+    let case_uuid = store.cases[idx].id.clone();
+    let id = data
+        .get("id")
+        .and_then(|v| v.as_str())
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let mut m = Map::new();
+    m.insert("id".into(), json!(id));
+    m.insert("type".into(), json!("Referral"));
+    m.insert("status".into(), json!("in_progress"));
+    m.insert("record_id".into(), json!(case_uuid));
+    m.insert("record_type".into(), json!("case"));
+    data.remove("record_access_denied");
+    data.remove("user_can_accept_or_reject");
+    for (k, v) in data {
+        if v.is_null() || k == "id" || k == "record_id" {
+            continue;
+        }
+        m.insert(k, v);
+    }
+    m.entry("remote").or_insert(json!(false));
+    if let Some(Value::String(s)) = m.get("created_at") {
+        if let Some(n) = normalise_ts(s) {
+            m.insert("created_at".into(), json!(n));
+        }
+    } else {
+        let ts = fmt_ts(store.next_ts());
+        m.insert("created_at".into(), json!(ts));
+    }
+    let seq = store.next_seq();
+    store.put_referral(Referral {
+        id,
+        record_id: case_uuid,
+        seq,
+        data: m,
+    });
+    Ok(())
+}
