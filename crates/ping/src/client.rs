@@ -1,0 +1,590 @@
+//! The PING client: retrieval with paging, synchronous and asynchronous ingestion, and check
+//! status, each call authenticated (bearer token + subscription key), bounded by the shared
+//! limiter, retried by the shared policy of `pp_http`, and reported to its observer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use secrecy::ExposeSecret;
+use serde_json::{json, Value};
+
+use crate::checkstatus::{parse_check_status, CheckStatus};
+use crate::error::PingError;
+use crate::ingest::{parse_failed_records, IngestOutcome, IngestRecord};
+use crate::row::Row;
+use crate::settings::PingSettings;
+use crate::token::{Token, TokenCache};
+use crate::wire::{
+    any_message, error_message, parse_page, record_ids_param, retrieve_body, transaction_id,
+    NextPage, Page, ROUTE_ASYNCDATA, ROUTE_CHECKSTATUS, ROUTE_DATA, ROUTE_RETRIEVE,
+};
+
+/// Most pages one retrieval reads before it gives up (a guard against a paging loop).
+const MAX_PAGES: u64 = 100_000;
+
+/// All rows of a retrieval.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Retrieved {
+    /// Every row of every page; empty for "No Data Available" (rule R12).
+    pub rows: Vec<Row>,
+    /// `SPHTransactionId` of each page, in order.
+    pub transaction_ids: Vec<String>,
+}
+
+/// What a page-at-a-time retrieval saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetrieveSummary {
+    pub pages: u64,
+    pub rows: u64,
+    pub transaction_ids: Vec<String>,
+}
+
+/// A 2xx answer, or a 4xx the endpoint handler interprets (`body` is `Null` when not JSON).
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    body: Value,
+}
+
+enum Sent {
+    Reply(Reply),
+    /// 401: the token (or the subscription key) was refused; the masked message.
+    Unauthorized(Option<String>),
+}
+
+struct Inner {
+    settings: PingSettings,
+    http: reqwest::Client,
+    limiter: pp_http::Limiter,
+    tokens: TokenCache,
+    token_endpoint: url::Url,
+    url_retrieve: url::Url,
+    url_data: url::Url,
+    url_async: url::Url,
+    url_check: url::Url,
+}
+
+/// The PING client. Cheap to clone (the connection pool, limiter and token cache are shared);
+/// `Send + Sync`.
+#[derive(Clone)]
+pub struct PingClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PingClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PingClient")
+            .field("settings", &self.inner.settings)
+            .finish()
+    }
+}
+
+/// A transport failure (no HTTP status) as a client error, without URL or body.
+pub(crate) fn transport_error(err: &reqwest::Error, what: &str) -> PingError {
+    let detail = format!("{what}: {}", pp_http::describe_transport(err));
+    match pp_http::classify_transport(err) {
+        pp_http::ErrorClass::Transient => PingError::Transient {
+            status: None,
+            detail,
+            retry_after: None,
+        },
+        _ => PingError::Config { detail },
+    }
+}
+
+fn join(base: &url::Url, path: &str) -> url::Url {
+    let mut u = base.clone();
+    let full = format!("{}{}", base.path().trim_end_matches('/'), path);
+    u.set_path(&full);
+    u.set_query(None);
+    u.set_fragment(None);
+    u
+}
+
+fn is_code(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn check_shp(shp: &str) -> Result<(), PingError> {
+    if is_code(shp) {
+        Ok(())
+    } else {
+        Err(PingError::InvalidRequest {
+            detail: "ShippingProcessId is empty or not a plain code".into(),
+        })
+    }
+}
+
+impl PingClient {
+    /// Checks the settings and builds the client (no network access yet).
+    pub fn new(settings: PingSettings) -> Result<Self, PingError> {
+        let mut problems = Vec::new();
+        for (name, url) in [
+            ("base_url", &settings.base_url),
+            ("token_url", &settings.token_url),
+        ] {
+            if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+                problems.push(format!("{name} must be an http(s) URL"));
+            }
+        }
+        if !is_code(&settings.partner_id) {
+            problems.push("partner_id must be a plain code such as PNR-1363".to_string());
+        }
+        if !is_code(&settings.interop_id) {
+            problems.push("interop_id must be a plain code such as INT-1436".to_string());
+        }
+        for (name, value) in [
+            ("client_id", settings.client_id.as_str()),
+            ("scope", settings.scope.as_str()),
+            ("username", settings.username.as_str()),
+            ("password", settings.password.expose_secret()),
+            (
+                "subscription_key",
+                settings.subscription_key.expose_secret(),
+            ),
+        ] {
+            if value.trim().is_empty() {
+                problems.push(format!("{name} is empty"));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(PingError::Config {
+                detail: problems.join("; "),
+            });
+        }
+        let base = &settings.base_url;
+        let inner = Inner {
+            http: pp_http::build_client(&settings.http),
+            limiter: pp_http::Limiter::new(settings.http.max_concurrency),
+            tokens: TokenCache::new(),
+            token_endpoint: settings.token_endpoint(),
+            url_retrieve: join(base, ROUTE_RETRIEVE),
+            url_data: join(
+                base,
+                &format!("/api/ingestion/v2/{}/data", settings.partner_id),
+            ),
+            url_async: join(
+                base,
+                &format!("/api/ingestion/v2/{}/asyncdata", settings.partner_id),
+            ),
+            url_check: join(base, ROUTE_CHECKSTATUS),
+            settings,
+        };
+        Ok(PingClient {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// `PartnerId` of this deployment.
+    pub fn partner_id(&self) -> &str {
+        &self.inner.settings.partner_id
+    }
+
+    /// `InteropID` of this deployment.
+    pub fn interop_id(&self) -> &str {
+        &self.inner.settings.interop_id
+    }
+
+    async fn token(&self) -> Result<Token, PingError> {
+        let i = &self.inner;
+        i.tokens.get(&i.http, &i.settings, &i.token_endpoint).await
+    }
+
+    /// One HTTP exchange with `token`. Transient statuses become errors here; a 401 is
+    /// returned as [`Sent::Unauthorized`]; other statuses are handed to the caller.
+    async fn send_once(
+        &self,
+        route: &'static str,
+        url: &url::Url,
+        body: &Value,
+        token: &Token,
+    ) -> Result<Sent, PingError> {
+        let i = &self.inner;
+        let _permit = i.limiter.acquire().await;
+        let started = Instant::now();
+        let sent = i
+            .http
+            .post(url.clone())
+            .header(
+                "Ocp-Apim-Subscription-Key",
+                i.settings.subscription_key.expose_secret(),
+            )
+            .bearer_auth(token.value.expose_secret())
+            .json(body)
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                pp_http::record_request("ping", "POST", route, None, started.elapsed(), None);
+                return Err(transport_error(&e, route));
+            }
+        };
+        let status = resp.status().as_u16();
+        let retry_after = pp_http::parse_retry_after(resp.headers());
+        let text = resp.text().await;
+        let elapsed = started.elapsed();
+        let text = match text {
+            Ok(t) => t,
+            Err(e) => {
+                pp_http::record_request("ping", "POST", route, Some(status), elapsed, None);
+                return Err(transport_error(&e, route));
+            }
+        };
+        let json: Option<Value> = serde_json::from_str(&text).ok();
+        let tx = json.as_ref().and_then(transaction_id);
+        pp_http::record_request("ping", "POST", route, Some(status), elapsed, tx.as_deref());
+
+        if status == 401 {
+            return Ok(Sent::Unauthorized(json.as_ref().and_then(any_message)));
+        }
+        if (200..300).contains(&status) {
+            return match json {
+                Some(body) => Ok(Sent::Reply(Reply { status, body })),
+                None => Err(PingError::Malformed {
+                    detail: format!("{route} status {status}, {} bytes", text.len()),
+                }),
+            };
+        }
+        match pp_http::classify_status(status) {
+            pp_http::ErrorClass::Transient => Err(PingError::Transient {
+                status: Some(status),
+                detail: format!(
+                    "{route}: {}",
+                    json.as_ref()
+                        .and_then(any_message)
+                        .unwrap_or_else(|| "no message".into())
+                ),
+                retry_after,
+            }),
+            _ => Ok(Sent::Reply(Reply {
+                status,
+                body: json.unwrap_or(Value::Null),
+            })),
+        }
+    }
+
+    /// One attempt: a cached (or fresh) token; on a 401 a new token and one more exchange; a
+    /// second 401 is an [`PingError::Auth`].
+    async fn attempt(
+        &self,
+        route: &'static str,
+        url: &url::Url,
+        body: &Value,
+    ) -> Result<Reply, PingError> {
+        let token = self.token().await?;
+        match self.send_once(route, url, body, &token).await? {
+            Sent::Reply(r) => Ok(r),
+            Sent::Unauthorized(_) => {
+                tracing::info!(route, "PING refused the token; fetching a new one");
+                self.inner.tokens.invalidate(token.generation).await;
+                let fresh = self.token().await?;
+                match self.send_once(route, url, body, &fresh).await? {
+                    Sent::Reply(r) => Ok(r),
+                    Sent::Unauthorized(message) => {
+                        self.inner.tokens.invalidate(fresh.generation).await;
+                        Err(PingError::Auth {
+                            detail: format!(
+                                "{route} answered 401 twice, the second time with a fresh token ({})",
+                                message.unwrap_or_else(|| "no message".into())
+                            ),
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    /// An API call under the shared retry policy; `handle` turns a reply into the result
+    /// (its errors are classified like any other, so a transient one is retried).
+    async fn call<T>(
+        &self,
+        route: &'static str,
+        url: &url::Url,
+        body: &Value,
+        handle: impl Fn(Reply) -> Result<T, PingError>,
+    ) -> Result<T, PingError> {
+        let policy = &self.inner.settings.http.retry;
+        pp_http::with_retries(policy, "ping", |_| async {
+            let reply = self.attempt(route, url, body).await?;
+            handle(reply)
+        })
+        .await
+    }
+
+    /// Turns a non-2xx reply into a permanent error with PING's masked message.
+    fn refused(reply: &Reply) -> PingError {
+        PingError::Permanent {
+            status: reply.status,
+            message: any_message(&reply.body).unwrap_or_else(|| "no message".into()),
+        }
+    }
+
+    /// Reads every page of a retrieval: `record_ids` empty sends `QueryParameters: []`, one id
+    /// sends that id, several send the bracketed list `[g1,g2]`. All rows are held in memory;
+    /// use [`PingClient::retrieve_pages`] to bound memory by the page size.
+    pub async fn retrieve(&self, shp: &str, record_ids: &[String]) -> Result<Retrieved, PingError> {
+        let mut rows = Vec::new();
+        let summary = self
+            .retrieve_pages(shp, record_ids, |page| rows.extend(page))
+            .await?;
+        Ok(Retrieved {
+            rows,
+            transaction_ids: summary.transaction_ids,
+        })
+    }
+
+    /// Reads a retrieval page by page, handing each page's rows to `on_page` before the next
+    /// page is requested (rule R10). Each page is retried on its own; pages already handed
+    /// over are not read again. Page 2+ echo `PagingCookie` and ask for `PageNumber + 1`.
+    pub async fn retrieve_pages<F>(
+        &self,
+        shp: &str,
+        record_ids: &[String],
+        mut on_page: F,
+    ) -> Result<RetrieveSummary, PingError>
+    where
+        F: FnMut(Vec<Row>),
+    {
+        check_shp(shp)?;
+        let params = record_ids_param(record_ids)?;
+        let s = &self.inner.settings;
+        let mut summary = RetrieveSummary::default();
+        let mut position: Option<NextPage> = None;
+        loop {
+            let requested = position.as_ref().map_or(1, |p| p.page_number);
+            let body = retrieve_body(
+                shp,
+                &s.partner_id,
+                &s.interop_id,
+                &params,
+                position.as_ref(),
+            );
+            let page: Page = self
+                .call(ROUTE_RETRIEVE, &self.inner.url_retrieve, &body, |reply| {
+                    if (200..300).contains(&reply.status) {
+                        parse_page(&reply.body, requested)
+                    } else {
+                        Err(Self::refused(&reply))
+                    }
+                })
+                .await?;
+            summary.pages += 1;
+            summary.rows += page.rows.len() as u64;
+            if let Some(tx) = page.transaction_id {
+                summary.transaction_ids.push(tx);
+            }
+            on_page(page.rows);
+            match page.next {
+                None => break,
+                Some(next) => {
+                    if position.as_ref() == Some(&next) || summary.pages >= MAX_PAGES {
+                        return Err(PingError::Unexpected {
+                            detail: format!(
+                                "{shp}: paging does not advance (page {})",
+                                next.page_number
+                            ),
+                        });
+                    }
+                    position = Some(next);
+                }
+            }
+        }
+        tracing::debug!(
+            shp,
+            pages = summary.pages,
+            rows = summary.rows,
+            "PING retrieval done"
+        );
+        Ok(summary)
+    }
+
+    /// Synchronous ingestion (`/data`). The batch size is the caller's choice.
+    ///
+    /// - 2xx: the outcome, with any `FailedRecords` of a partially applied batch.
+    /// - 2xx with a non-null `ErrorMessage` and no `FailedRecords`: [`PingError::Permanent`].
+    /// - 4xx with `FailedRecords`: [`PingError::BatchRejected`] naming the refused
+    ///   `ExternalId`s, so that the caller rejects those and sends the rest again (R1).
+    ///
+    /// An empty `records` makes no call and returns an empty outcome.
+    pub async fn ingest(
+        &self,
+        shp: &str,
+        records: &[IngestRecord],
+    ) -> Result<IngestOutcome, PingError> {
+        check_shp(shp)?;
+        if records.is_empty() {
+            return Ok(IngestOutcome::default());
+        }
+        let body = json!({
+            "ShippingProcessId": shp,
+            "InteropId": self.inner.settings.interop_id,
+            "Data": records.iter().map(|r| r.to_wire(true)).collect::<Vec<_>>(),
+        });
+        self.call(ROUTE_DATA, &self.inner.url_data, &body, |reply| {
+            let failed = parse_failed_records(&reply.body);
+            let transaction_id = transaction_id(&reply.body);
+            if (200..300).contains(&reply.status) {
+                if failed.is_empty() {
+                    if let Some(message) = error_message(&reply.body) {
+                        return Err(PingError::Permanent {
+                            status: reply.status,
+                            message,
+                        });
+                    }
+                }
+                Ok(IngestOutcome {
+                    transaction_id,
+                    failed,
+                })
+            } else if !failed.is_empty() {
+                Err(PingError::BatchRejected {
+                    failed,
+                    transaction_id,
+                })
+            } else {
+                Err(Self::refused(&reply))
+            }
+        })
+        .await
+    }
+
+    /// Asynchronous ingestion (`/asyncdata`, `APIVersion: "V2"`); returns the
+    /// `SPHTransactionId` to poll with [`PingClient::check_status`].
+    ///
+    /// Note: a retry after a timeout may send a batch PING already received; the flow's
+    /// records carry stable `ExternalId`/`ExternalGUID` for PING to recognise them.
+    pub async fn ingest_async(
+        &self,
+        shp: &str,
+        records: &[IngestRecord],
+    ) -> Result<String, PingError> {
+        check_shp(shp)?;
+        if records.is_empty() {
+            return Err(PingError::InvalidRequest {
+                detail: "asynchronous ingestion needs at least one record".into(),
+            });
+        }
+        let body = json!({
+            "ShippingProcessId": shp,
+            "InteropID": self.inner.settings.interop_id,
+            "APIVersion": "V2",
+            "Data": records.iter().map(|r| r.to_wire(false)).collect::<Vec<_>>(),
+        });
+        self.call(ROUTE_ASYNCDATA, &self.inner.url_async, &body, |reply| {
+            let tx = transaction_id(&reply.body);
+            if (200..300).contains(&reply.status) {
+                if let Some(message) = error_message(&reply.body) {
+                    return Err(PingError::Permanent {
+                        status: reply.status,
+                        message,
+                    });
+                }
+                tx.ok_or_else(|| PingError::Unexpected {
+                    detail: "SPHTransactionId missing from the asyncdata response".into(),
+                })
+            } else {
+                let failed = parse_failed_records(&reply.body);
+                if failed.is_empty() {
+                    Err(Self::refused(&reply))
+                } else {
+                    Err(PingError::BatchRejected {
+                        failed,
+                        transaction_id: tx,
+                    })
+                }
+            }
+        })
+        .await
+    }
+
+    /// The state of an asynchronous ingestion. A check-status `Data` sent as a string with
+    /// unescaped inner quotes is repaired (see [`crate::checkstatus`]).
+    pub async fn check_status(
+        &self,
+        shp: &str,
+        transaction_id: &str,
+    ) -> Result<CheckStatus, PingError> {
+        check_shp(shp)?;
+        if !is_code(transaction_id) {
+            return Err(PingError::InvalidRequest {
+                detail: "SPHTransactionId is empty or not a plain identifier".into(),
+            });
+        }
+        let s = &self.inner.settings;
+        let body = json!({
+            "ShippingProcessId": shp,
+            "InteropID": s.interop_id,
+            "PartnerId": s.partner_id,
+            "SPHTransactionId": transaction_id,
+        });
+        self.call(ROUTE_CHECKSTATUS, &self.inner.url_check, &body, |reply| {
+            if (200..300).contains(&reply.status) {
+                parse_check_status(&reply.body)
+            } else {
+                Err(Self::refused(&reply))
+            }
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::SecretString;
+
+    fn settings() -> PingSettings {
+        PingSettings::new(
+            "http://127.0.0.1:9/prefix/".parse().unwrap(),
+            "http://127.0.0.1:9/token".parse().unwrap(),
+            "client",
+            "user",
+            SecretString::from("pw"),
+            SecretString::from("key"),
+            "PNR-1363",
+            "INT-1436",
+        )
+    }
+
+    #[test]
+    fn urls_keep_the_base_path() {
+        let c = PingClient::new(settings()).unwrap();
+        assert_eq!(
+            c.inner.url_data.as_str(),
+            "http://127.0.0.1:9/prefix/api/ingestion/v2/PNR-1363/data"
+        );
+        assert_eq!(
+            c.inner.url_retrieve.as_str(),
+            "http://127.0.0.1:9/prefix/primes/fetch/paging/v3/retrievedatawithpaging"
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_all_reported() {
+        let mut s = settings();
+        s.partner_id = "PNR/1".into();
+        s.subscription_key = SecretString::from(" ");
+        let e = PingClient::new(s).unwrap_err().to_string();
+        assert!(
+            e.contains("partner_id") && e.contains("subscription_key"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn invalid_input_is_refused_before_any_call() {
+        let c = PingClient::new(settings()).unwrap();
+        let e = c.retrieve("SHP-2358", &["a]".into()]).await.unwrap_err();
+        assert!(matches!(e, PingError::InvalidRequest { .. }));
+        let e = c.ingest_async("SHP-2731", &[]).await.unwrap_err();
+        assert!(matches!(e, PingError::InvalidRequest { .. }));
+        assert_eq!(
+            c.ingest("SHP-2748", &[]).await.unwrap(),
+            IngestOutcome::default()
+        );
+    }
+}
