@@ -113,13 +113,10 @@ pub fn parse_start_from(text: &str) -> Result<StartFrom, String> {
 /// `Some(None)` when absent, `None` when invalid (problem recorded).
 fn opt_start_from(cx: &mut Ctx<'_>, s: &mut Section<'_>) -> Option<Option<StartFrom>> {
     let path = s.key_path("start_from");
-    let Some(text) = s.opt_string(cx, "start_from") else {
-        return if cx.problems.iter().any(|p| p.path == path) {
-            None
-        } else {
-            Some(None)
-        };
+    let Some(value) = s.value("start_from") else {
+        return Some(None);
     };
+    let text = as_string(cx, &path, value)?;
     match parse_start_from(&text) {
         Ok(v) => Some(Some(v)),
         Err(e) => {
@@ -215,8 +212,8 @@ fn read_http(
 }
 
 fn read_ping(mut s: Section<'_>, cx: &mut Ctx<'_>, http: &HttpSettings) -> Option<PingConfig> {
-    let base_url = s.url(cx, "base_url", None);
-    let token_url = s.url(cx, "token_url", None);
+    let base_url = s.req_url(cx, "base_url");
+    let token_url = s.req_url(cx, "token_url");
     let client_id = s.req_string(cx, "client_id");
     let scope = s.string_or(cx, "scope", DEFAULT_PING_SCOPE);
     let username = s.req_string(cx, "username");
@@ -297,7 +294,7 @@ fn read_primero(
     cx: &mut Ctx<'_>,
     http: &HttpSettings,
 ) -> Option<PrimeroConfig> {
-    let base_url = s.url(cx, "base_url", None);
+    let base_url = s.req_url(cx, "base_url");
     let auth = s.choice_or(
         cx,
         "auth",

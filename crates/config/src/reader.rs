@@ -314,21 +314,10 @@ impl<'a> Section<'a> {
         as_string_list(cx, &path, v)
     }
 
-    /// An http(s) URL; `default` when absent (`None` makes the key required).
-    pub fn url(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        key: &'static str,
-        default: Option<&str>,
-    ) -> Option<url::Url> {
+    /// A required http(s) URL with a host.
+    pub fn req_url(&mut self, cx: &mut Ctx<'_>, key: &'static str) -> Option<url::Url> {
         let path = self.key_path(key);
-        let text = match (self.table.and_then(|t| t.get(key)), default) {
-            (None, Some(d)) => {
-                self.known.push(key);
-                d.to_owned()
-            }
-            _ => self.req_string(cx, key)?,
-        };
+        let text = self.req_string(cx, key)?;
         match url::Url::parse(&text) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Some(u),
             Ok(_) => {

@@ -698,3 +698,36 @@ fn load_reads_a_file_and_reports_an_unreadable_one() {
     assert_eq!(e.problems[0].path, missing.display().to_string());
     assert!(e.problems[0].message.contains("cannot read"));
 }
+
+#[test]
+fn start_from_is_a_timestamp_a_date_or_a_duration_back() {
+    let now = Utc.with_ymd_and_hms(2026, 11, 30, 6, 0, 0).unwrap();
+    let ago = parse_start_from("7d").unwrap();
+    assert_eq!(
+        ago.resolve(now),
+        Utc.with_ymd_and_hms(2026, 11, 23, 6, 0, 0).unwrap()
+    );
+    let at = parse_start_from("2026-11-01T02:00:00+02:00").unwrap();
+    assert_eq!(
+        at.resolve(now),
+        Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap()
+    );
+    let day = parse_start_from("2026-10-15").unwrap();
+    assert_eq!(
+        day.resolve(now),
+        Utc.with_ymd_and_hms(2026, 10, 15, 0, 0, 0).unwrap()
+    );
+    assert!(parse_start_from("yesterday-ish").is_err());
+
+    // A flow's own start_from overrides the service's; an unquoted TOML date-time works.
+    let text = EXAMPLE_TOML.replace(
+        "# start_from = \"2026-11-01T00:00:00Z\"",
+        "start_from = 2026-11-01T00:00:00Z",
+    );
+    let c = load_str(&text, &example_env()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.flow("1.1").start_from,
+        StartFrom::At(Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap())
+    );
+    assert_eq!(c.flow("1.2").start_from, c.service.start_from);
+}
