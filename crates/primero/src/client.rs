@@ -217,6 +217,7 @@ impl PrimeroClient {
         let base_params = query.params();
         let mut seen: HashSet<String> = HashSet::new();
         let mut stats = ListStats::default();
+        let mut received_so_far: u64 = 0;
         let mut page: u64 = 1;
         loop {
             let mut params = base_params.clone();
@@ -225,6 +226,7 @@ impl PrimeroClient {
             let url = self.url_with_query(&["cases"], &params);
             let list = self.get_list(routes::CASES, &url).await?;
             let received = list.items.len() as u64;
+            received_so_far += received;
             let mut cases = Vec::with_capacity(list.items.len());
             for item in list.items {
                 let Ok(case) = Case::from_data(item) else {
@@ -244,7 +246,7 @@ impl PrimeroClient {
             if !cases.is_empty() {
                 on_page(cases).await?;
             }
-            if !has_more(page, received, list.per, list.total) {
+            if !has_more(page, received, received_so_far, list.per, list.total) {
                 break;
             }
             page += 1;
@@ -441,6 +443,7 @@ impl PrimeroClient {
     pub async fn list_users(&self) -> Result<Users, PrimeroError> {
         let mut users: Vec<User> = Vec::new();
         let mut skipped = 0usize;
+        let mut received_so_far: u64 = 0;
         let mut page: u64 = 1;
         loop {
             let params = [
@@ -450,13 +453,14 @@ impl PrimeroClient {
             let url = self.url_with_query(&["users"], &params);
             let list = self.get_list(routes::USERS, &url).await?;
             let received = list.items.len() as u64;
+            received_so_far += received;
             for item in &list.items {
                 match User::from_data(item) {
                     Ok(u) => users.push(u),
                     Err(_) => skipped += 1,
                 }
             }
-            if !has_more(page, received, list.per, list.total) {
+            if !has_more(page, received, received_so_far, list.per, list.total) {
                 break;
             }
             page += 1;
@@ -691,11 +695,25 @@ impl PrimeroClient {
     }
 }
 
-/// Whether another page may follow: the page was full and the total (when reported) is not
-/// reached yet.
-fn has_more(page: u64, received: u64, per: Option<u64>, total: Option<u64>) -> bool {
-    let per = per.filter(|p| *p > 0).unwrap_or(PAGE_SIZE);
-    received > 0 && received >= per && total.is_none_or(|t| page.saturating_mul(per) < t)
+/// Whether another page may follow. With the page size the server reports (its clamped
+/// `per`): the page was full and the total is not reached. Without it, the records received so
+/// far are compared with the total, or a full page of [`PAGE_SIZE`] means "maybe more".
+fn has_more(
+    page: u64,
+    received: u64,
+    received_so_far: u64,
+    per: Option<u64>,
+    total: Option<u64>,
+) -> bool {
+    if received == 0 {
+        return false;
+    }
+    match (per.filter(|p| *p > 0), total) {
+        (Some(per), Some(t)) => received >= per && page.saturating_mul(per) < t,
+        (Some(per), None) => received >= per,
+        (None, Some(t)) => received_so_far < t,
+        (None, None) => received >= PAGE_SIZE,
+    }
 }
 
 fn parse_body(status: u16, bytes: &[u8]) -> Result<Option<Value>, PrimeroError> {
@@ -849,13 +867,18 @@ mod tests {
 
     #[test]
     fn paging_stops_on_short_pages_and_totals() {
-        assert!(has_more(1, 1000, Some(1000), Some(2500)));
-        assert!(has_more(2, 1000, Some(1000), Some(2500)));
-        assert!(!has_more(3, 500, Some(1000), Some(2500)));
-        assert!(!has_more(2, 1000, Some(1000), Some(2000)));
-        assert!(!has_more(1, 0, Some(1000), None));
-        assert!(has_more(1, 1000, None, None));
-        assert!(!has_more(1, 20, Some(20), Some(20)));
+        assert!(has_more(1, 1000, 1000, Some(1000), Some(2500)));
+        assert!(has_more(2, 1000, 2000, Some(1000), Some(2500)));
+        assert!(!has_more(3, 500, 2500, Some(1000), Some(2500)));
+        assert!(!has_more(2, 1000, 2000, Some(1000), Some(2000)));
+        assert!(!has_more(1, 0, 0, Some(1000), None));
+        assert!(has_more(1, 1000, 1000, None, None));
+        assert!(!has_more(1, 20, 20, Some(20), Some(20)));
+        // A server that clamps to a smaller page and reports the clamped per: keep going.
+        assert!(has_more(1, 500, 500, Some(500), Some(2500)));
+        // A server that clamps without saying so: the total decides.
+        assert!(has_more(1, 500, 500, None, Some(2500)));
+        assert!(!has_more(5, 500, 2500, None, Some(2500)));
     }
 
     #[test]

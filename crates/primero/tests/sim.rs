@@ -175,6 +175,19 @@ async fn every_page_of_a_large_listing_is_read_once() {
 }
 
 #[tokio::test]
+async fn a_server_clamping_to_a_smaller_page_is_still_read_to_the_end() {
+    let sim = sim().await;
+    set_options(&sim, json!({"per_clamp": 400})).await;
+    sim.seed(scenario(1000, false)).await.unwrap();
+    let c = client(&sim);
+    let cases = c.list_cases(&CaseQuery::default()).await.unwrap();
+    let ids: std::collections::HashSet<&str> = cases.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!((cases.len(), ids.len()), (1000, 1000));
+    assert_eq!(requests(&sim, "cases_list").await.len(), 3);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn cases_shifted_between_pages_are_not_returned_twice() {
     let sim = sim().await;
     sim.seed(scenario(1500, false)).await.unwrap();
