@@ -179,7 +179,7 @@ pub fn router(state: WebState) -> Router {
         .route("/attention/retry", post(pages::retry_group))
         .route("/logout", post(pages::logout))
         .fallback(pages::not_found)
-        .route_layer(axum::middleware::from_fn_with_state(
+        .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             security::require_operator,
         ));
@@ -231,13 +231,7 @@ async fn readyz(State(app): State<App>) -> Response {
         Err(_) => failing.push("ledger: no answer within 3 s".into()),
     }
     for (check, reason) in app.web.readiness.problems() {
-        let line = format!("{}: {reason}", metrics::label(&check));
-        if !failing
-            .iter()
-            .any(|f| f.starts_with(&format!("flow {}:", check)))
-        {
-            failing.push(line);
-        }
+        failing.push(format!("{}: {reason}", metrics::label(&check)));
     }
     if failing.is_empty() {
         (StatusCode::OK, "ready\n").into_response()

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
 
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -907,8 +908,9 @@ pub(crate) async fn retry_record(
     State(app): State<App>,
     Extension(op): Extension<Operator>,
     Path((flow, key)): Path<(String, String)>,
-    Form(form): Form<HashMap<String, String>>,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
+    let form = form.map(|f| f.0).unwrap_or_default();
     let target = RetryTarget::Key {
         flow: Some(flow.clone()),
         key: key.clone(),
@@ -1012,8 +1014,9 @@ pub(crate) async fn attention(
 pub(crate) async fn retry_group(
     State(app): State<App>,
     Extension(op): Extension<Operator>,
-    Form(form): Form<HashMap<String, String>>,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
+    let form = form.map(|f| f.0).unwrap_or_default();
     let Some(flow) = param(&form, "flow") else {
         return error_page(
             StatusCode::BAD_REQUEST,
