@@ -1079,7 +1079,10 @@ async fn contract_20_fault_injection() {
         .expect_err("dropped connection");
     assert!(err.status().is_none());
     assert!(err.is_request() || err.is_connect(), "{err:?}");
-    assert!(!err.is_timeout() && !err.is_body() && !err.is_decode(), "{err:?}");
+    assert!(
+        !err.is_timeout() && !err.is_body() && !err.is_decode(),
+        "{err:?}"
+    );
     assert_eq!(
         s.retrieve("SHP-2747", json!([])).await.0,
         200,
