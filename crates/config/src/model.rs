@@ -258,12 +258,24 @@ pub enum CaseworkerPolicy {
 }
 
 /// `[primero.focal_point]`: the contact sent when a caseworker's profile is incomplete.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A person's contact details: `Debug` shows the position only.
+#[derive(Clone, PartialEq, Eq)]
 pub struct FocalPoint {
     pub name: String,
     pub position: String,
     pub email: String,
     pub phone: String,
+}
+
+impl fmt::Debug for FocalPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FocalPoint")
+            .field("name", &"[redacted]")
+            .field("position", &self.position)
+            .field("email", &"[redacted]")
+            .field("phone", &"[redacted]")
+            .finish()
+    }
 }
 
 /// `[progres]`: proGres identifiers used by 2.1.

@@ -559,6 +559,8 @@ fn focal_point_policy_needs_a_complete_contact() {
         c.primero.on_incomplete_caseworker,
         CaseworkerPolicy::FocalPoint
     );
+    // A person's contact details stay out of Debug output.
+    assert!(!format!("{c:?}").contains("fp@example.org"));
     assert_eq!(c.primero.focal_point.unwrap().email, "fp@example.org");
 }
 
