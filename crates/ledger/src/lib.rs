@@ -113,7 +113,7 @@ impl Ledger {
     /// Checks that the database answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), LedgerError> {
         self.pool
-            .fetch_optional("SELECT 1 AS one", &[], |r| r.int("one"))
+            .fetch_optional("SELECT CAST(1 AS BIGINT) AS one", &[], |r| r.int("one"))
             .await?;
         Ok(())
     }
