@@ -123,17 +123,17 @@ fn str_field<'a>(body: &'a Value, key: &str) -> Option<&'a str> {
     body.get(key).and_then(|v| v.as_str())
 }
 
-fn user_named(st: &Store, name: &str) -> Result<SimUser, Response> {
+fn user_named(st: &Store, name: &str) -> Result<SimUser, Box<Response>> {
     st.user(name)
         .cloned()
-        .ok_or_else(|| bad(422, format!("unknown user {name}")))
+        .ok_or_else(|| Box::new(bad(422, format!("unknown user {name}"))))
 }
 
 fn refer_to_unhcr(st: &mut Store, body: &Value) -> Response {
     let owner_name = str_field(body, "owned_by").unwrap_or("cw_amina");
     let owner = match user_named(st, owner_name) {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let to = str_field(body, "transitioned_to")
         .unwrap_or(UNHCR_USER)
@@ -264,7 +264,7 @@ fn decide_service(st: &mut Store, body: &Value) -> Response {
     let user_name = str_field(body, "user").unwrap_or(&default_user).to_string();
     let user = match user_named(st, &user_name) {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut row = Map::new();
     row.insert("unique_id".into(), json!(uid));

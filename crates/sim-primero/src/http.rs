@@ -344,7 +344,11 @@ fn bearer_user(st: &mut Store, token: &str) -> Option<SimUser> {
 }
 
 /// Authenticates a request: Basic, else (legacy) Bearer, else session / token cookie.
-pub fn authenticate(st: &mut Store, headers: &HeaderMap) -> Result<(SimUser, AuthKind), Response> {
+/// Errors are the 401 message to send.
+pub fn authenticate(
+    st: &mut Store,
+    headers: &HeaderMap,
+) -> Result<(SimUser, AuthKind), &'static str> {
     if let Some(auth) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -359,11 +363,9 @@ pub fn authenticate(st: &mut Store, headers: &HeaderMap) -> Result<(SimUser, Aut
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok());
             let Some((user, pw)) = decoded.as_deref().and_then(|s| s.split_once(':')) else {
-                return Err(unauthorized(MSG_INVALID));
+                return Err(MSG_INVALID);
             };
-            return check_password(st, user, pw)
-                .map(|u| (u, AuthKind::Basic))
-                .map_err(unauthorized);
+            return check_password(st, user, pw).map(|u| (u, AuthKind::Basic));
         }
         if let Some(tok) = auth.strip_prefix("Bearer ") {
             if st.opts.legacy_jwt {
@@ -371,36 +373,36 @@ pub fn authenticate(st: &mut Store, headers: &HeaderMap) -> Result<(SimUser, Aut
                     return Ok((u, AuthKind::Bearer));
                 }
             }
-            return Err(unauthorized(MSG_SIGN_IN));
+            return Err(MSG_SIGN_IN);
         }
-        return Err(unauthorized(MSG_SIGN_IN));
+        return Err(MSG_SIGN_IN);
     }
     if st.opts.legacy_jwt {
         if let Some(tok) = cookie(headers, "primero_token") {
             let tok = tok.to_string();
             return match bearer_user(st, &tok) {
                 Some(u) => Ok((u, AuthKind::Bearer)),
-                None => Err(unauthorized(MSG_SIGN_IN)),
+                None => Err(MSG_SIGN_IN),
             };
         }
     } else if let Some(sid) = cookie(headers, "_app_session") {
         let sid = sid.to_string();
         let timeout = Duration::from_secs(st.opts.session_timeout_secs);
         let Some(sess) = st.sessions.get_mut(&sid) else {
-            return Err(unauthorized(MSG_SIGN_IN));
+            return Err(MSG_SIGN_IN);
         };
         if sess.last_seen.elapsed() > timeout {
             st.sessions.remove(&sid);
-            return Err(unauthorized(MSG_TIMEOUT));
+            return Err(MSG_TIMEOUT);
         }
         sess.last_seen = Instant::now();
         let name = sess.user.clone();
         return match st.user(&name).cloned() {
             Some(u) => Ok((u, AuthKind::Session(sid))),
-            None => Err(unauthorized(MSG_SIGN_IN)),
+            None => Err(MSG_SIGN_IN),
         };
     }
-    Err(unauthorized(MSG_SIGN_IN))
+    Err(MSG_SIGN_IN)
 }
 
 /// Outcome of dispatching an API call.
@@ -557,9 +559,9 @@ fn dispatch(st: &mut Store, route: &Route, req: &Req) -> Outcome {
     }
     let (user, kind) = match authenticate(st, req.headers) {
         Ok(x) => x,
-        Err(resp) => {
+        Err(msg) => {
             return Outcome {
-                resp,
+                resp: unauthorized(msg),
                 user: None,
                 auth: None,
                 csrf: None,

@@ -219,7 +219,7 @@ pub fn random_child<R: Rng>(rng: &mut R, today: NaiveDate, n: u64) -> Map<String
     let wanted: i64 = rng.gen_range(2..=17);
     let days = wanted * 365 + wanted / 4 + rng.gen_range(1..360);
     let dob = today - Duration::days(days);
-    let age = age_at(dob, today).clamp(0, 18);
+    let age = age_at(dob, today).clamp(2, 17);
     let mut langs: Vec<&str> = vec![pick(rng, origin.languages)];
     if rng.gen_bool(0.3) {
         let l = pick(rng, origin.languages);

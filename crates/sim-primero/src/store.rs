@@ -586,8 +586,6 @@ fn seed_case(store: &mut Store, data: &mut Map<String, Value>) -> Result<(), Str
         .into_iter()
         .rev()
         .collect();
-    data.entry("unique_identifier")
-        .or_insert_with(|| Value::String(unique.clone()));
     data.entry("case_id")
         .or_insert_with(|| Value::String(unique.clone()));
     data.entry("short_id")
