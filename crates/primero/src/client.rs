@@ -55,6 +55,19 @@ pub struct PrimeroSettings {
     pub http: HttpSettings,
 }
 
+impl PrimeroSettings {
+    /// Basic auth and the default HTTP policy.
+    pub fn new(base_url: Url, username: impl Into<String>, password: SecretString) -> Self {
+        PrimeroSettings {
+            base_url,
+            username: username.into(),
+            password,
+            auth: AuthMode::Basic,
+            http: HttpSettings::default(),
+        }
+    }
+}
+
 impl fmt::Debug for PrimeroSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PrimeroSettings")
@@ -812,13 +825,11 @@ mod tests {
     use super::*;
 
     fn settings(base: &str) -> PrimeroSettings {
-        PrimeroSettings {
-            base_url: Url::parse(base).unwrap(),
-            username: "openfn_integration".into(),
-            password: SecretString::from("s3cret-pw".to_string()),
-            auth: AuthMode::Basic,
-            http: HttpSettings::default(),
-        }
+        PrimeroSettings::new(
+            Url::parse(base).unwrap(),
+            "openfn_integration",
+            SecretString::from("s3cret-pw".to_string()),
+        )
     }
 
     #[test]
