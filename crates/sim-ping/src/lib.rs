@@ -96,6 +96,16 @@ impl SimHandle {
             .merge_json(patch)
     }
 
+    /// Replaces the fault rules (same as `POST /_sim/faults`).
+    pub fn set_faults(&self, doc: faults::FaultsDoc) -> Result<(), String> {
+        doc.validate()?;
+        if doc.expire_tokens {
+            server::lock(&self.shared.tokens).clear();
+        }
+        server::lock(&self.shared.faults).rules = doc.rules;
+        Ok(())
+    }
+
     /// The request log (same as `GET /_sim/requests`).
     pub fn requests(&self) -> Vec<RequestLogEntry> {
         server::lock(&self.shared.requests).clone()

@@ -546,6 +546,11 @@ async fn retrieve(State(sh): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         },
         Some(_) => return err("PagingCookie must be a string"),
     };
+    if after.is_none() && number >= 2 {
+        return err(&format!(
+            "PagingCookie is required to request PageNumber {number}"
+        ));
+    }
     let ids = record_ids.unwrap_or_default();
     let (rows, more) = {
         let store = lock(&sh.store);

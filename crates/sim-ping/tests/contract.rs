@@ -498,6 +498,29 @@ async fn contract_10_paging() {
         .await;
     assert_eq!(status, 400);
     assert!(v["ErrorMessage"].as_str().unwrap().contains("PagingCookie"));
+    // A page number past the first needs the cookie (no silent restart from page one).
+    let (status, v) = s
+        .post(
+            pp_sim_ping::RETRIEVE_PATH,
+            &json!({"ShippingProcessId": "SHP-2747", "PartnerId": "PNR-1363", "InteropID": "INT-1436",
+                    "QueryParameters": [], "PageNumber": 2}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(v["ErrorMessage"].as_str().unwrap().contains("PagingCookie"));
+    // A cookie of another shipping process is refused.
+    s.set_options(json!({"page_size": 1})).await;
+    let (_, first) = s.retrieve("SHP-2795", json!([])).await;
+    let foreign = first["PagingSummary"]["PagingCookie"].clone();
+    assert!(foreign.is_string());
+    let (status, _) = s
+        .post(
+            pp_sim_ping::RETRIEVE_PATH,
+            &json!({"ShippingProcessId": "SHP-2747", "PartnerId": "PNR-1363", "InteropID": "INT-1436",
+                    "QueryParameters": [], "PagingCookie": foreign, "PageNumber": 1}),
+        )
+        .await;
+    assert_eq!(status, 400);
 }
 
 #[tokio::test]
