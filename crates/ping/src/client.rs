@@ -337,6 +337,30 @@ impl PingClient {
         })
     }
 
+    /// Reads one page of a retrieval: `cursor` is `None` for the first page, else the `next`
+    /// of the previous page (for callers that process pages asynchronously; see also
+    /// [`PingClient::retrieve_pages`]). The page is retried on its own under the policy.
+    pub async fn retrieve_page(
+        &self,
+        shp: &str,
+        record_ids: &[String],
+        cursor: Option<&NextPage>,
+    ) -> Result<Page, PingError> {
+        check_shp(shp)?;
+        let params = record_ids_param(record_ids)?;
+        let s = &self.inner.settings;
+        let requested = cursor.map_or(1, |p| p.page_number);
+        let body = retrieve_body(shp, &s.partner_id, &s.interop_id, &params, cursor);
+        self.call(ROUTE_RETRIEVE, &self.inner.url_retrieve, &body, |reply| {
+            if (200..300).contains(&reply.status) {
+                parse_page(&reply.body, requested)
+            } else {
+                Err(Self::refused(&reply))
+            }
+        })
+        .await
+    }
+
     /// Reads a retrieval page by page, handing each page's rows to `on_page` before the next
     /// page is requested (rule R10). Each page is retried on its own; pages already handed
     /// over are not read again. Page 2+ echo `PagingCookie` and ask for `PageNumber + 1`.
@@ -349,28 +373,11 @@ impl PingClient {
     where
         F: FnMut(Vec<Row>),
     {
-        check_shp(shp)?;
-        let params = record_ids_param(record_ids)?;
-        let s = &self.inner.settings;
         let mut summary = RetrieveSummary::default();
         let mut position: Option<NextPage> = None;
         loop {
-            let requested = position.as_ref().map_or(1, |p| p.page_number);
-            let body = retrieve_body(
-                shp,
-                &s.partner_id,
-                &s.interop_id,
-                &params,
-                position.as_ref(),
-            );
-            let page: Page = self
-                .call(ROUTE_RETRIEVE, &self.inner.url_retrieve, &body, |reply| {
-                    if (200..300).contains(&reply.status) {
-                        parse_page(&reply.body, requested)
-                    } else {
-                        Err(Self::refused(&reply))
-                    }
-                })
+            let page = self
+                .retrieve_page(shp, record_ids, position.as_ref())
                 .await?;
             summary.pages += 1;
             summary.rows += page.rows.len() as u64;

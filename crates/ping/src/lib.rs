@@ -32,6 +32,7 @@ pub use rows::{
     SpecificNeed,
 };
 pub use settings::{PingSettings, DEFAULT_SCOPE, DEFAULT_TOKEN_PATH, DEFAULT_TOKEN_REFRESH_MARGIN};
+pub use wire::{NextPage, Page};
 
 /// Shipping process ids of the reference deployment (configuration may override them).
 pub mod shp {

@@ -77,6 +77,12 @@ fn looks_like_value(word: &str) -> bool {
     if word.len() > 1 && word.starts_with('+') && word[1..].bytes().all(|b| b.is_ascii_digit()) {
         return true;
     }
+    // A code range such as 125080000..125080003.
+    if let Some((a, b)) = word.split_once("..") {
+        if is_identifier(a) && is_identifier(b) && !a.is_empty() && !b.is_empty() {
+            return false;
+        }
+    }
     let digits = word.bytes().filter(|b| b.is_ascii_digit()).count();
     if word.bytes().all(|b| b.is_ascii_digit()) {
         return digits > 9;
@@ -209,6 +215,12 @@ mod tests {
     fn identifiers_survive() {
         let m = "Field 'progres_comments_displayfield' is not allowed for SHP-2748 (record 68b20e2a-4879-ee11-8179-000d3a43f6eb)";
         assert_eq!(mask_message(m), m);
+        assert_eq!(
+            mask_message(
+                "field 'progres_pocsex' is not a valid option code (allowed 125080000..125080003)"
+            ),
+            "field 'progres_pocsex' is not a valid option code (allowed 125080000..125080003)"
+        );
         assert_eq!(
             mask_message("Invalid option code 125080009 for progres_pocsex"),
             "Invalid option code 125080009 for progres_pocsex"

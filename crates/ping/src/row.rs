@@ -33,6 +33,14 @@ impl Row {
         Row(map)
     }
 
+    /// A row from a JSON value; `None` unless it is an object.
+    pub fn from_value(value: Value) -> Option<Self> {
+        match value {
+            Value::Object(m) => Some(Row(m)),
+            _ => None,
+        }
+    }
+
     /// The raw value of `key`, `None` when absent or JSON null.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.0.get(key).filter(|v| !v.is_null())
