@@ -435,7 +435,11 @@ impl Ledger {
                 });
             }
         }
-        for change in changes {
+        // A fixed order (stable, so repeated keys keep their order) means two transactions
+        // touching the same records lock them in the same order and cannot deadlock.
+        let mut ordered: Vec<&RecordChange> = changes.iter().collect();
+        ordered.sort_by(|a, b| (&a.flow, &a.key).cmp(&(&b.flow, &b.key)));
+        for change in ordered {
             apply_one(&mut tx, change, cause).await?;
         }
         if let Some((flow, value)) = cursor {

@@ -227,14 +227,15 @@ async fn cursor_moves_only_with_its_records(ctx: Ctx) {
         Some("2026-11-30T00:00:00Z")
     );
 
-    // The second change is refused (confirmed is terminal) after the first was written
-    // inside the transaction: both the first change and the cursor are rolled back.
+    // Changes are applied in (flow, key) order: `case-0` is written inside the transaction,
+    // then `case-2` is refused (confirmed is terminal): `case-0`, its fact and the cursor
+    // are all rolled back.
     let err = l
         .apply(
             &[
-                RecordChange::new(F12, "case-3|svc-3|accepted", RecordState::Pending).with_fact(
+                RecordChange::new(F12, "case-0|svc-0|accepted", RecordState::Pending).with_fact(
                     "individual_case",
-                    "IND-3",
+                    "IND-0",
                     json!({"case_uuid": "u-3"}),
                 ),
                 RecordChange::new(F12, "case-2|svc-2|rejected", RecordState::Pending),
@@ -253,16 +254,15 @@ async fn cursor_moves_only_with_its_records(ctx: Ctx) {
         Some("2026-11-30T00:00:00Z"),
         "cursor unchanged"
     );
-    assert_eq!(l.get(F12, "case-3|svc-3|accepted").await.unwrap(), None);
+    assert_eq!(l.get(F12, "case-0|svc-0|accepted").await.unwrap(), None);
     assert!(l
-        .audit(F12, "case-3|svc-3|accepted")
+        .audit(F12, "case-0|svc-0|accepted")
         .await
         .unwrap()
         .is_empty());
-    assert_eq!(l.fact("individual_case", "IND-3").await.unwrap(), None);
+    assert_eq!(l.fact("individual_case", "IND-0").await.unwrap(), None);
 
-    // A batch that fails in the database (over-long message is cut, so use a bad hash in
-    // the middle) behaves the same.
+    // A change refused for malformed input after an earlier one was written: same.
     let err = l
         .apply(
             &[
