@@ -9,7 +9,6 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use rand::SeedableRng;
 use serde_json::{json, Value};
 
 use crate::faults::{FaultSet, FaultsDoc};
@@ -161,7 +160,7 @@ async fn create_outgoing_referral(State(sh): Sh, body: Bytes) -> Response {
     let mut seq = store.interventions.len() as u64 + 1;
     let sopts = ScenarioOptions::default();
     let today = chrono::Utc::now().date_naive();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random::<u64>());
+    let mut rng = crate::scenario::ScenarioRng::new(rand::random::<u64>());
     let mut iv = random_intervention(&mut rng, seq, &sopts, today);
     while store.has_intervention_number(&iv.progres_interventionnumber) {
         seq += 1;

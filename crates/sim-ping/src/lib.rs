@@ -77,6 +77,11 @@ impl SimHandle {
         control::apply_seed(&self.shared, doc).map(|_| ())
     }
 
+    /// Merges a typed seed (e.g. `scenario::generate_seed`), skipping the JSON round trip.
+    pub fn seed_doc(&self, doc: model::SeedDoc) -> Result<(), String> {
+        server::lock(&self.shared.store).merge_seed(doc)
+    }
+
     /// All state as JSON (same as `GET /_sim/state`).
     pub fn state_json(&self) -> serde_json::Value {
         server::lock(&self.shared.store).to_json()

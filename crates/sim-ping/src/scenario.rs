@@ -3,14 +3,13 @@
 //! as a seed document. Deterministic for a given seed and reference date; fast for 10,000.
 
 use chrono::{Datelike, Duration, NaiveDate};
-use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngCore};
 use serde_json::{json, Map, Value};
 
 use crate::model::{
-    Delivery, Individual, InteropReferral, Intervention, SpecificNeed, SystemUser, SERVICES,
-    SPECIFIC_NEED_CATEGORIES,
+    Delivery, Individual, InteropReferral, Intervention, SeedDoc, SpecificNeed, SystemUser,
+    SERVICES, SPECIFIC_NEED_CATEGORIES,
 };
 
 /// What to generate.
@@ -209,6 +208,43 @@ const REJECTION_REASONS: &[&str] = &[
     "Individual Not Match UNHCR ID",
     "Not applicable",
 ];
+
+/// SplitMix64: a small, fast, deterministic generator (the scenario needs no cryptographic
+/// quality, and a cheap generator keeps 10,000 records fast even in debug builds).
+pub(crate) struct ScenarioRng(u64);
+
+impl ScenarioRng {
+    /// A generator for `seed`.
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+}
+
+impl RngCore for ScenarioRng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for chunk in dest.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
 
 fn pick<'a, R: Rng>(rng: &mut R, pool: &[&'a str]) -> &'a str {
     pool.choose(rng).copied().unwrap_or_default()
@@ -475,17 +511,26 @@ fn random_referral<R: Rng>(
     }
 }
 
-/// Generates a seed document `{"interventions": [...], "interop_referrals": [...]}`.
-pub fn generate(opts: &ScenarioOptions) -> Value {
+/// Generates the seed as typed records (no JSON round trip; see [`generate`]).
+pub fn generate_seed(opts: &ScenarioOptions) -> SeedDoc {
     let today = opts
         .reference_date
         .unwrap_or_else(|| chrono::Utc::now().date_naive());
-    let mut rng = StdRng::seed_from_u64(opts.seed);
+    let mut rng = ScenarioRng::new(opts.seed);
     let interventions: Vec<Intervention> = (0..opts.count)
         .map(|i| random_intervention(&mut rng, i as u64 + 1, opts, today))
         .collect();
-    let referrals: Vec<InteropReferral> = (0..opts.count_referrals)
+    let interop_referrals: Vec<InteropReferral> = (0..opts.count_referrals)
         .map(|_| random_referral(&mut rng, opts, today))
         .collect();
-    json!({"interventions": interventions, "interop_referrals": referrals})
+    SeedDoc {
+        interventions,
+        interop_referrals,
+    }
+}
+
+/// Generates a seed document `{"interventions": [...], "interop_referrals": [...]}`.
+pub fn generate(opts: &ScenarioOptions) -> Value {
+    let doc = generate_seed(opts);
+    json!({"interventions": doc.interventions, "interop_referrals": doc.interop_referrals})
 }

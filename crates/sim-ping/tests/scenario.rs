@@ -182,7 +182,16 @@ async fn scenario_10000_records_fast_and_pageable() {
     let gen_time = t.elapsed();
     assert!(gen_time.as_secs_f64() < 5.0, "generation took {gen_time:?}");
     let s = start().await;
-    s.seed(doc).await;
+    s.seed(doc.clone()).await;
+    // The typed seed is the same data.
+    let typed = pp_sim_ping::scenario::generate_seed(&opts(10_000, 9));
+    assert_eq!(
+        serde_json::to_value(&typed.interventions).unwrap(),
+        doc["interventions"]
+    );
+    let s2 = start().await;
+    s2.sim.seed_doc(typed).expect("typed seed");
+    assert_eq!(s2.sim.state_json()["interventions"], doc["interventions"]);
     let mut total = 0;
     let mut pages = 0;
     let mut cookie = Value::Null;
