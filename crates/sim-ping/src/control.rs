@@ -43,6 +43,24 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         )
 }
 
+/// Removes double-quoted values from a serde message (keeps `field` names in backticks), so
+/// error answers never echo personal data.
+pub(crate) fn redact_values(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut inside = false;
+    for c in msg.chars() {
+        if c == '"' {
+            if !inside {
+                out.push_str("\"<value>\"");
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn bad(msg: &str) -> Response {
     json_response(StatusCode::BAD_REQUEST, &json!({"error": msg}))
 }
@@ -64,7 +82,8 @@ fn body_json(b: &Bytes, empty_ok: bool) -> Result<Value, String> {
 
 /// Merges a seed document into the store (shared by `POST /_sim/seed` and `SimHandle::seed`).
 pub(crate) fn apply_seed(sh: &Shared, doc: Value) -> Result<Value, String> {
-    let doc: SeedDoc = serde_json::from_value(doc).map_err(|e| format!("invalid seed: {e}"))?;
+    let doc: SeedDoc = serde_json::from_value(doc)
+        .map_err(|e| format!("invalid seed: {}", redact_values(&e.to_string())))?;
     let mut store = lock(&sh.store);
     store.merge_seed(doc)?;
     Ok(
@@ -173,7 +192,12 @@ async fn create_outgoing_referral(State(sh): Sh, body: Bytes) -> Response {
     merge_value(&mut v, &patch);
     let iv: Intervention = match serde_json::from_value(v) {
         Ok(i) => i,
-        Err(e) => return bad(&format!("invalid intervention: {e}")),
+        Err(e) => {
+            return bad(&format!(
+                "invalid intervention: {}",
+                redact_values(&e.to_string())
+            ))
+        }
     };
     let out = json!({
         "progres_lpinterventionid": iv.progres_lpinterventionid,
@@ -251,4 +275,28 @@ async fn set_referral_status(State(sh): Sh, body: Bytes) -> Response {
     let r = &mut store.referrals[i];
     r.progres_interoperabilityreferralstatus = Value::from(status);
     ok(serde_json::to_value(&*r).unwrap_or(Value::Null))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_values;
+
+    #[test]
+    fn serde_messages_lose_their_values_but_keep_field_names() {
+        let err = serde_json::from_value::<crate::model::Individual>(
+            serde_json::json!({"progres_sex": "Nyaboth"}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("Nyaboth"), "serde echoes the value: {err}");
+        let red = redact_values(&err);
+        assert!(!red.contains("Nyaboth"));
+        assert!(red.contains("invalid type"));
+        let unknown = serde_json::from_value::<crate::model::Individual>(
+            serde_json::json!({"langauges": []}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(redact_values(&unknown).contains("`langauges`"));
+    }
 }

@@ -127,6 +127,16 @@ async fn control_seed_merge_reset_and_state() {
         .await;
     assert_eq!(st, 400);
     assert!(v["error"].as_str().unwrap().contains("langauges"));
+    // Error answers name the field but never echo the value.
+    let (st, v) = s
+        .control(
+            Method::POST,
+            "/_sim/seed",
+            Some(json!({"interventions": [{"progres_lpinterventionid": IV1, "progres_interventionnumber": "x", "progres_businessunit": BU, "individual": {"progres_sex": "Nyaboth"}}]})),
+        )
+        .await;
+    assert_eq!(st, 400);
+    assert!(!v["error"].as_str().unwrap().contains("Nyaboth"), "{v}");
     // State round-trips as a seed.
     let s2 = start().await;
     s2.seed(json!({"interventions": state["interventions"], "interop_referrals": state["interop_referrals"]}))
