@@ -44,7 +44,7 @@ pub(crate) fn new_guid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// A running simulator.
+/// A running simulator. Dropping the handle stops the server as well.
 pub struct SimHandle {
     /// Bound address (127.0.0.1:port).
     pub addr: SocketAddr,
