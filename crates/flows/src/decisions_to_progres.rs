@@ -1,0 +1,318 @@
+//! Flow 1.2 `decisions-to-progres`: Primero's accept/reject of the referrals that flow 1.1
+//! delivered goes back to proGres (SHP-2748, with the decision as an attachment comment)
+//! (flows.md, Flow 1.2).
+//!
+//! Shape of a run:
+//! 1. read every page of the cases changed since the cursor (`last_updated_at=T..`, inclusive
+//!    and second-granular; the first run starts from the flow's `start_from`);
+//! 2. keep the UNHCR-requested external referrals that are accepted or rejected (pure code,
+//!    `pp_mapping::flow12`); key = `{case id}:{service unique_id}:{status}`, skipped when
+//!    already sent (R5), so a changed decision is a new key and is sent;
+//! 3. split `progres_interventionnumber`; a legacy value (no LP id and business unit) is
+//!    resolved through the ledger fact flow 1.1 wrote, else rejected
+//!    `legacy_intervention_number`;
+//! 4. send the decisions in batches of `ping.batch_size` with record isolation (R1);
+//! 5. move the cursor, with the run's last records, to the greatest `last_updated_at` seen
+//!    (R6): the next run re-reads that second and the ledger drops what was handled, so
+//!    cases changed within the same second are not lost.
+//!
+//! The cursor never passes a case whose decision is still to be sent (failed, or not started
+//! because of shutdown), nor the run's start time: a case created or changed while the run
+//! pages through the list is read again by the next run.
+
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use pp_ledger::{Record, RecordChange, RecordState};
+use pp_mapping::flow11::{Rejection, TRANSIENT, VALIDATION_ERROR};
+use pp_mapping::flow12::{self, DecisionRow, InterventionRef, LEGACY_INTERVENTION_NUMBER};
+use pp_ping::IngestRecord;
+use pp_primero::{format_cursor, Case, CaseQuery};
+use serde_json::{json, Value};
+
+use crate::referrals_to_primero::{ingest_isolated, FACT_INTERVENTION};
+use crate::{FlowError, RunCtx};
+
+/// Ledger fact: `{case id}:{service unique_id}` -> `{status}` of the last decision sent, so a
+/// decision changed back to an earlier value is sent again.
+pub const FACT_DECISION_SENT: &str = "decision_sent";
+
+/// What the pages of one run have shown so far.
+#[derive(Default)]
+struct Progress {
+    /// Greatest `last_updated_at` seen.
+    max_seen: Option<DateTime<Utc>>,
+    /// Smallest `last_updated_at` of a case with a decision still to send.
+    hold: Option<DateTime<Utc>>,
+}
+
+impl Progress {
+    fn see(&mut self, t: Option<DateTime<Utc>>) {
+        if let Some(t) = t {
+            self.max_seen = Some(self.max_seen.map_or(t, |m| m.max(t)));
+        }
+    }
+
+    fn hold_at(&mut self, t: Option<DateTime<Utc>>) {
+        if let Some(t) = t {
+            self.hold = Some(self.hold.map_or(t, |h| h.min(t)));
+        }
+    }
+}
+
+/// A decision ready to send.
+struct Outgoing {
+    row: DecisionRow,
+    record: IngestRecord,
+    hash: String,
+    attempts: i64,
+}
+
+/// Runs flow 1.2 once.
+pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
+    let ctx = run.ctx;
+    let flow = run.flow.name();
+    let stored = ctx.ledger.cursor(flow).await?;
+    let from = match &stored {
+        Some(text) => DateTime::parse_from_rfc3339(text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| {
+                FlowError::Config(format!(
+                    "the stored cursor of {flow} is not an RFC 3339 time"
+                ))
+            })?,
+        None => ctx.config.flow(flow).start_from.resolve(run.started_at),
+    };
+    let progress = Mutex::new(Progress::default());
+    let query = CaseQuery::updated_since(from);
+    let progress_ref = &progress;
+    ctx.primero
+        .for_each_case_page(&query, move |page| handle_page(run, page, progress_ref))
+        .await?;
+
+    let progress = progress.into_inner().unwrap_or_else(|e| e.into_inner());
+    let Some(max_seen) = progress.max_seen else {
+        return Ok(());
+    };
+    let mut cursor = max_seen.min(run.started_at);
+    if let Some(hold) = progress.hold {
+        cursor = cursor.min(hold);
+    }
+    let cursor = cursor.max(from);
+    let text = format_cursor(cursor);
+    if stored.as_deref() != Some(text.as_str()) {
+        run.commit(Vec::new(), Some(&text)).await?;
+    }
+    Ok(())
+}
+
+/// Handles the cases of one page: picks the decisions, sends them, records the outcomes.
+async fn handle_page(
+    run: &RunCtx<'_>,
+    cases: Vec<Case>,
+    progress: &Mutex<Progress>,
+) -> Result<(), FlowError> {
+    let ctx = run.ctx;
+    let flow = run.flow.name();
+    let today = run.started_at.date_naive();
+    let maps = &ctx.config.maps;
+    let mut changes: Vec<RecordChange> = Vec::new();
+    let mut outgoing: Vec<Outgoing> = Vec::new();
+    for case in &cases {
+        lock(progress).see(case.last_updated_at);
+        let found = flow12::decided_rows(case, |a| ctx.config.primero.is_unhcr_agency(a));
+        run.report(|r| {
+            for reason in &found.excluded {
+                r.exclude(reason);
+            }
+            r.fetched += found.rows.len() as u64;
+        });
+        for row in found.rows {
+            if run.stopping() {
+                lock(progress).hold_at(row.case_last_updated_at);
+                continue;
+            }
+            let key = row.key();
+            let record = ctx.ledger.get(flow, &key).await?;
+            let attempts = record.as_ref().map_or(0, |r| r.attempts);
+            if already_sent(run, &row, record.as_ref()).await? {
+                run.report(|r| r.skipped += 1);
+                continue;
+            }
+            let built = build_record(run, &row, today, maps).await?;
+            let (record_out, hash) = match built {
+                Ok(rec) => {
+                    let hash = ctx.payload_hash(&flow12::record_json(&rec));
+                    (Ok(rec), hash)
+                }
+                Err(rejection) => {
+                    let hash = ctx.payload_hash(&json!({
+                        "row": row.row_key(),
+                        "decision": row.decision.as_str(),
+                        "number": row.intervention_number,
+                        "reason": rejection.reason,
+                    }));
+                    (Err(rejection), hash)
+                }
+            };
+            if unchanged_refusal(record.as_ref(), &hash) {
+                run.report(|r| r.skipped += 1);
+                continue;
+            }
+            match record_out {
+                Ok(rec) => outgoing.push(Outgoing {
+                    row,
+                    record: rec,
+                    hash,
+                    attempts,
+                }),
+                Err(rejection) => changes.push(
+                    run.rejected(&key, rejection.reason, rejection.message)
+                        .with_decision(row.decision.as_str())
+                        .with_dest_id("case_uuid", &row.case_uuid)
+                        .with_payload_hash(hash),
+                ),
+            }
+        }
+    }
+    run.commit(changes, None).await?;
+    if outgoing.is_empty() {
+        return Ok(());
+    }
+    if run.dry_run {
+        for o in &outgoing {
+            let mut fields: Vec<String> = vec!["ExternalId".into(), "Attachments.Comment".into()];
+            fields.extend(o.record.fields.iter().map(|(n, _)| n.clone()));
+            run.preview(&o.row.key(), "ingest SHP-2748", fields);
+        }
+        return Ok(());
+    }
+    let records: Vec<IngestRecord> = outgoing.iter().map(|o| o.record.clone()).collect();
+    let shp = &ctx.config.ping.shipping_processes.transfer_status;
+    let outcome = ingest_isolated(run, shp, &records).await?;
+    let mut changes = Vec::with_capacity(outgoing.len());
+    for (i, tx) in outcome.applied {
+        let o = &outgoing[i];
+        let mut change = run
+            .change(o.row.key(), RecordState::Confirmed)
+            .with_decision(o.row.decision.as_str())
+            .with_dest_id("case_uuid", &o.row.case_uuid)
+            .with_dest_id("service_unique_id", &o.row.service_unique_id)
+            .with_payload_hash(&o.hash)
+            .with_attempt()
+            .with_fact(
+                FACT_DECISION_SENT,
+                o.row.row_key(),
+                json!({"status": o.row.decision.as_str()}),
+            );
+        if let Some(case_id) = &o.row.case_id {
+            change = change.with_dest_id("case_id", case_id);
+        }
+        if let Some(tx) = tx {
+            change = change.with_ping_transaction_id(tx);
+        }
+        changes.push(change);
+    }
+    for (i, message) in outcome.refused {
+        let o = &outgoing[i];
+        changes.push(
+            run.rejected(
+                o.row.key(),
+                VALIDATION_ERROR,
+                format!("SHP-2748 refused the decision: {message}"),
+            )
+            .with_decision(o.row.decision.as_str())
+            .with_dest_id("case_uuid", &o.row.case_uuid)
+            .with_payload_hash(&o.hash),
+        );
+    }
+    for (i, message) in outcome.failed {
+        let o = &outgoing[i];
+        lock(progress).hold_at(o.row.case_last_updated_at);
+        changes.push(
+            run.failed(
+                o.row.key(),
+                TRANSIENT,
+                format!("SHP-2748: {message}"),
+                o.attempts,
+            )
+            .with_decision(o.row.decision.as_str())
+            .with_dest_id("case_uuid", &o.row.case_uuid)
+            .with_payload_hash(&o.hash),
+        );
+    }
+    run.commit(changes, None).await
+}
+
+fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
+    progress.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether this decision was already sent (R5). A decision changed back to a status sent
+/// earlier (accepted -> rejected -> accepted) is sent again: the `decision_sent` fact holds
+/// the last status sent for the service row.
+async fn already_sent(
+    run: &RunCtx<'_>,
+    row: &DecisionRow,
+    record: Option<&Record>,
+) -> Result<bool, FlowError> {
+    let Some(record) = record else {
+        return Ok(false);
+    };
+    if !matches!(
+        record.state,
+        RecordState::Delivered | RecordState::Confirmed
+    ) {
+        return Ok(false);
+    }
+    let last = run
+        .ctx
+        .ledger
+        .fact(FACT_DECISION_SENT, &row.row_key())
+        .await?;
+    let last_status = last
+        .as_ref()
+        .and_then(|v| v.get("status"))
+        .and_then(Value::as_str);
+    Ok(last_status.is_none_or(|s| s == row.decision.as_str()))
+}
+
+/// Whether a rejected or conflict record is to be left alone: same payload as when it was
+/// refused, and no operator asked for another try.
+fn unchanged_refusal(record: Option<&Record>, hash: &str) -> bool {
+    record.is_some_and(|r| {
+        matches!(r.state, RecordState::Rejected | RecordState::Conflict)
+            && !r.operator_retry
+            && r.payload_hash.as_deref() == Some(hash)
+    })
+}
+
+/// Steps 3 and 4 for one decision: the LP id and business unit (from the composite number, or
+/// the ledger for a legacy one) and the SHP-2748 record.
+async fn build_record(
+    run: &RunCtx<'_>,
+    row: &DecisionRow,
+    today: chrono::NaiveDate,
+    maps: &pp_mapping::Maps,
+) -> Result<Result<IngestRecord, Rejection>, FlowError> {
+    let (lp, bu) = match flow12::split_intervention_number(row.intervention_number.as_deref()) {
+        Err(rejection) => return Ok(Err(rejection)),
+        Ok(InterventionRef::Composite {
+            lp_intervention_id,
+            business_unit,
+            ..
+        }) => (lp_intervention_id, business_unit),
+        Ok(InterventionRef::Legacy { number }) => {
+            let fact = run.ctx.ledger.fact(FACT_INTERVENTION, &number).await?;
+            match fact.as_ref().and_then(flow12::read_intervention_fact) {
+                Some(found) => found,
+                None => {
+                    let rejection = flow12::unknown_legacy_number(&number);
+                    debug_assert_eq!(rejection.reason, LEGACY_INTERVENTION_NUMBER);
+                    return Ok(Err(rejection));
+                }
+            }
+        }
+    };
+    Ok(flow12::decision_record(row, &lp, &bu, maps, today))
+}

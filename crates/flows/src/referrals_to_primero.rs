@@ -1,0 +1,839 @@
+//! Flow 1.1 `referrals-to-primero`: proGres outgoing referrals (SHP-2747, details SHP-2358)
+//! become Primero cases or service rows, and proGres is told "pending acknowledgement"
+//! (SHP-2748) for the records that reached Primero (flows.md, Flow 1.1).
+//!
+//! Shape of a run:
+//! 1. read the pending list; a row without an LP intervention id is rejected (R1: the others
+//!    go on);
+//! 2. read the details of the LP ids not yet confirmed, many ids per call (bracketed list);
+//! 3. group, validate and map in pure code (`pp_mapping::flow11`); rejected and conflict
+//!    records whose source did not change since (same keyed payload hash) are skipped unless
+//!    an operator re-queued them;
+//! 4. deliver: referrals of one individual one after another, individuals concurrently (the
+//!    clients' limiters bound the requests in flight). The individual's case is looked up
+//!    first through the ledger fact `individual_case` (Primero <= 2.10 searches through Solr,
+//!    which may not see a case created a moment ago), else by exact `unhcr_individual_no`.
+//!    A referral whose row is already in the case is not written again (R5): this also
+//!    covers a crash between the Primero write and the write-back;
+//! 5. write back, in batches of `ping.batch_size`, while deliveries go on; a refused batch
+//!    is narrowed down to the refused records (R1). A record becomes `confirmed` after its
+//!    write-back.
+//!
+//! Every record's outcome is committed to the ledger as soon as it is known, so a crash loses
+//! nothing that happened.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::stream::{self, StreamExt};
+use pp_http::ErrorClass as ApiClass;
+use pp_ledger::{Record, RecordChange, RecordState};
+use pp_mapping::flow11::{
+    self, MappedReferral, ReferralGroup, DUPLICATE_CASES, MISSING_LP_INTERVENTION_ID,
+    MISSING_REQUIRED_FIELDS, TRANSIENT, VALIDATION_ERROR,
+};
+use pp_mapping::flow12::intervention_fact;
+use pp_ping::rows::keys_2747;
+use pp_ping::{FromRow, IngestRecord, InterventionDetailRow, PendingReferral, PingError, Row};
+use pp_primero::{Case, CaseQuery, PrimeroError};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::{FlowError, RunCtx};
+
+/// Ledger fact: intervention number -> `{lp_intervention_id, business_unit}` (read by 1.2).
+pub const FACT_INTERVENTION: &str = "intervention";
+/// Ledger fact: proGres individual id -> `{case_uuid, case_id}` of the Primero case that
+/// received the individual's referrals.
+pub const FACT_INDIVIDUAL_CASE: &str = "individual_case";
+
+/// LP intervention ids per SHP-2358 request (PING takes a bracketed list).
+const DETAILS_PER_CALL: usize = 50;
+/// SHP-2358 requests in flight at once (the PING client's limiter bounds them too).
+const DETAILS_IN_FLIGHT: usize = 4;
+
+/// A referral from the pending list.
+struct Pending {
+    lp: String,
+    /// `progres_businessunit` of the SHP-2747 row (used when SHP-2358 lacks it).
+    business_unit: Option<String>,
+    record: Option<Record>,
+}
+
+/// A mapped referral ready for Primero.
+struct Ready {
+    mapped: MappedReferral,
+    hash: String,
+    record: Option<Record>,
+}
+
+/// A referral delivered to Primero, waiting for its write-back.
+struct WriteBack {
+    lp: String,
+    business_unit: String,
+    case_uuid: String,
+    case_id: Option<String>,
+    attempts: i64,
+}
+
+/// Runs flow 1.1 once.
+pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
+    let ctx = run.ctx;
+    let shp = &ctx.config.ping.shipping_processes;
+    let flow = run.flow.name();
+
+    // 1. The pending list (an unreachable list endpoint or refused credentials end the run).
+    let listed = ctx.ping.retrieve(&shp.pending_referrals, &[]).await?;
+    run.report(|r| {
+        for tx in &listed.transaction_ids {
+            r.add_transaction(tx);
+        }
+    });
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut early: Vec<RecordChange> = Vec::new();
+    for row in &listed.rows {
+        let lp = match PendingReferral::from_row(row) {
+            Ok(p) => p.lp_intervention_id.map(|lp| (lp, p.business_unit)),
+            // A malformed optional key does not matter: SHP-2358 gives the details.
+            Err(_) => row
+                .get_text(keys_2747::LP_INTERVENTION_ID)
+                .map(|lp| (lp, row.get_text(keys_2747::BUSINESS_UNIT))),
+        };
+        match lp {
+            Some((lp, bu)) => {
+                let lp = lp.trim().to_owned();
+                if seen.insert(lp.clone()) {
+                    run.report(|r| r.fetched += 1);
+                    pending.push(Pending {
+                        lp,
+                        business_unit: bu,
+                        record: None,
+                    });
+                }
+            }
+            None => {
+                run.report(|r| r.fetched += 1);
+                if let Some(change) = reject_row_without_lp(run, row).await? {
+                    early.push(change);
+                }
+            }
+        }
+    }
+    run.commit(early, None).await?;
+
+    // 2. Ledger state of each referral; confirmed ones are done (R5).
+    let mut open: Vec<Pending> = Vec::new();
+    for mut p in pending {
+        p.record = ctx.ledger.get(flow, &p.lp).await?;
+        if p.record.as_ref().map(|r| r.state) == Some(RecordState::Confirmed) {
+            run.report(|r| r.skipped += 1);
+        } else {
+            open.push(p);
+        }
+    }
+    if open.is_empty() {
+        return Ok(());
+    }
+
+    // 3. Details, many ids per call, then group, validate and map.
+    let ids: Vec<String> = open.iter().map(|p| p.lp.clone()).collect();
+    let details = fetch_details(run, &ids).await?;
+    let today = run.started_at.date_naive();
+    let maps = &ctx.config.maps;
+    let module_id = &ctx.config.primero.module_id;
+    let mut rows_by_lp: HashMap<String, Vec<InterventionDetailRow>> = HashMap::new();
+    let mut malformed: HashMap<String, String> = HashMap::new();
+    for row in &details.rows {
+        match InterventionDetailRow::from_row(row) {
+            Ok(d) => rows_by_lp
+                .entry(d.lp_intervention_id.clone())
+                .or_default()
+                .push(d),
+            Err(e) => {
+                if let Some(lp) = row.get_text(keys_2747::LP_INTERVENTION_ID) {
+                    malformed.entry(lp).or_insert_with(|| e.to_string());
+                } else {
+                    tracing::warn!("SHP-2358 row without progres_lpinterventionid ignored");
+                }
+            }
+        }
+    }
+    let mut changes: Vec<RecordChange> = Vec::new();
+    let mut ready: Vec<Ready> = Vec::new();
+    for p in open {
+        let attempts = p.record.as_ref().map_or(0, |r| r.attempts);
+        if let Some(message) = details.failed.get(&p.lp) {
+            changes.push(run.failed(&p.lp, TRANSIENT, message.clone(), attempts));
+            continue;
+        }
+        if let Some(message) = details.refused.get(&p.lp) {
+            changes.push(run.rejected(&p.lp, VALIDATION_ERROR, message.clone()));
+            continue;
+        }
+        let rows = rows_by_lp.remove(&p.lp).unwrap_or_default();
+        let hash = ctx.payload_hash(&rows_source(&rows));
+        if unchanged_refusal(p.record.as_ref(), &hash) {
+            run.report(|r| r.skipped += 1);
+            continue;
+        }
+        if let Some(problem) = malformed.get(&p.lp) {
+            changes.push(
+                run.rejected(
+                    &p.lp,
+                    MISSING_REQUIRED_FIELDS,
+                    format!("SHP-2358 rows of LP intervention {}: {problem}", p.lp),
+                )
+                .with_payload_hash(&hash),
+            );
+            continue;
+        }
+        if rows.is_empty() {
+            changes.push(run.failed(
+                &p.lp,
+                TRANSIENT,
+                format!(
+                    "SHP-2358 returned no rows for LP intervention {} although SHP-2747 lists it",
+                    p.lp
+                ),
+                attempts,
+            ));
+            continue;
+        }
+        let mut groups = flow11::group_rows(rows);
+        let (_, group) = groups.remove(0);
+        let mapped = group.and_then(|mut g: ReferralGroup| {
+            if g.base.business_unit.is_none() {
+                g.base.business_unit = p.business_unit.clone();
+            }
+            flow11::map_referral(&g, maps, module_id, today)
+        });
+        match mapped {
+            Ok(mapped) => ready.push(Ready {
+                mapped,
+                hash,
+                record: p.record,
+            }),
+            Err(rejection) => changes.push(
+                run.rejected(&p.lp, rejection.reason, rejection.message)
+                    .with_payload_hash(&hash),
+            ),
+        }
+    }
+    run.commit(changes, None).await?;
+
+    // 4 and 5. Deliver per individual (concurrently across individuals) while write-backs
+    // go out in batches.
+    let mut by_individual: Vec<(String, Vec<Ready>)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for r in ready {
+        let id = r.mapped.individual_id.clone();
+        match index.get(&id) {
+            Some(&i) => by_individual[i].1.push(r),
+            None => {
+                index.insert(id.clone(), by_individual.len());
+                by_individual.push((id, vec![r]));
+            }
+        }
+    }
+    let abort = AtomicBool::new(false);
+    let (tx, mut rx) = mpsc::unbounded_channel::<WriteBack>();
+    let concurrency = ctx.config.primero.http.max_concurrency.max(1);
+    let producer = async {
+        let tx = tx;
+        let mut tasks = stream::iter(by_individual)
+            .map(|(_, items)| {
+                let tx = tx.clone();
+                let abort = &abort;
+                async move { deliver_individual(run, items, &tx, abort).await }
+            })
+            .buffer_unordered(concurrency);
+        while let Some(result) = tasks.next().await {
+            if let Err(e) = result {
+                abort.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        }
+        Ok(())
+    };
+    let batch_size = ctx.config.ping.batch_size.max(1);
+    let consumer = async {
+        let mut batch: Vec<WriteBack> = Vec::new();
+        let mut outcome: Result<(), FlowError> = Ok(());
+        while let Some(wb) = rx.recv().await {
+            batch.push(wb);
+            if batch.len() >= batch_size && outcome.is_ok() {
+                outcome = write_back(run, std::mem::take(&mut batch)).await;
+                if outcome.is_err() {
+                    abort.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        if !batch.is_empty() && outcome.is_ok() {
+            outcome = write_back(run, batch).await;
+        }
+        outcome
+    };
+    let (delivered, written) = tokio::join!(producer, consumer);
+    delivered?;
+    written
+}
+
+/// A SHP-2747 row without an LP intervention id: rejected under the best identifier the row
+/// has (or, with none at all, only counted in the report).
+async fn reject_row_without_lp(
+    run: &RunCtx<'_>,
+    row: &Row,
+) -> Result<Option<RecordChange>, FlowError> {
+    let alt = [
+        keys_2747::INTERVENTION,
+        keys_2747::INTERVENTION_NUMBER,
+        keys_2747::INTERVENTION_NAME,
+        keys_2747::DELIVERY_ID,
+    ]
+    .into_iter()
+    .find_map(|k| {
+        row.get_text(k)
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (k, v))
+    });
+    let message = |named: &str| format!("SHP-2747 row without progres_lpinterventionid ({named})");
+    let Some((key_name, id)) = alt else {
+        let change = run.rejected(
+            "unidentified-shp-2747-row",
+            MISSING_LP_INTERVENTION_ID,
+            message("and without any other identifier"),
+        );
+        run.report(|r| r.note(&change));
+        return Ok(None);
+    };
+    let key = format!("no-lp-id:{id}");
+    let hash = run.ctx.payload_hash(&Value::Object(row.as_map().clone()));
+    let record = run.ctx.ledger.get(run.flow.name(), &key).await?;
+    if unchanged_refusal(record.as_ref(), &hash) {
+        run.report(|r| r.skipped += 1);
+        return Ok(None);
+    }
+    Ok(Some(
+        run.rejected(
+            &key,
+            MISSING_LP_INTERVENTION_ID,
+            message(&format!("{key_name} {id}")),
+        )
+        .with_payload_hash(hash),
+    ))
+}
+
+/// Whether a rejected or conflict record is to be left alone: same source as when it was
+/// refused, and no operator asked for another try (an operator's re-queue makes it pending).
+fn unchanged_refusal(record: Option<&Record>, hash: &str) -> bool {
+    record.is_some_and(|r| {
+        matches!(r.state, RecordState::Rejected | RecordState::Conflict)
+            && !r.operator_retry
+            && r.payload_hash.as_deref() == Some(hash)
+    })
+}
+
+/// An order-independent JSON form of the SHP-2358 rows of one LP intervention, hashed (never
+/// stored) to notice a changed source.
+fn rows_source(rows: &[InterventionDetailRow]) -> Value {
+    let mut parts: Vec<String> = rows
+        .iter()
+        .map(|row| {
+            ReferralGroup {
+                base: row.clone(),
+                languages: row.language.iter().cloned().collect(),
+                needs: row.need.iter().cloned().collect(),
+                rows: 1,
+            }
+            .source_json()
+            .to_string()
+        })
+        .collect();
+    parts.sort();
+    parts.dedup();
+    json!(parts)
+}
+
+/// SHP-2358 rows of many LP ids, with the ids whose request failed or was refused.
+#[derive(Default)]
+struct Details {
+    rows: Vec<Row>,
+    /// Transient failures (after the client's retries): retried by a later run.
+    failed: HashMap<String, String>,
+    /// PING refused the request for this single id.
+    refused: HashMap<String, String>,
+}
+
+async fn fetch_details(run: &RunCtx<'_>, ids: &[String]) -> Result<Details, FlowError> {
+    let chunks: Vec<Vec<String>> = ids
+        .chunks(DETAILS_PER_CALL)
+        .map(<[String]>::to_vec)
+        .collect();
+    let mut parts = stream::iter(chunks)
+        .map(|chunk| fetch_details_chunk(run, chunk))
+        .buffer_unordered(DETAILS_IN_FLIGHT);
+    let mut all = Details::default();
+    while let Some(part) = parts.next().await {
+        let part = part?;
+        all.rows.extend(part.rows);
+        all.failed.extend(part.failed);
+        all.refused.extend(part.refused);
+    }
+    Ok(all)
+}
+
+/// One SHP-2358 call for `ids`; a refused call is split until the refused id is found (R1).
+async fn fetch_details_chunk(run: &RunCtx<'_>, ids: Vec<String>) -> Result<Details, FlowError> {
+    let ctx = run.ctx;
+    let shp = &ctx.config.ping.shipping_processes.intervention_details;
+    let mut out = Details::default();
+    let mut queue = vec![ids];
+    while let Some(set) = queue.pop() {
+        match ctx.ping.retrieve(shp, &set).await {
+            Ok(r) => {
+                run.report(|rep| {
+                    for tx in &r.transaction_ids {
+                        rep.add_transaction(tx);
+                    }
+                });
+                out.rows.extend(r.rows);
+            }
+            Err(e) => match e.class() {
+                ApiClass::Auth => return Err(e.into()),
+                ApiClass::Transient => {
+                    let message = format!("SHP-2358: {e}");
+                    out.failed
+                        .extend(set.into_iter().map(|id| (id, message.clone())));
+                }
+                _ if set.len() > 1 => {
+                    let half = set.len() / 2;
+                    let (a, b) = set.split_at(half);
+                    queue.push(a.to_vec());
+                    queue.push(b.to_vec());
+                }
+                _ => {
+                    let message = format!("SHP-2358: {e}");
+                    out.refused
+                        .extend(set.into_iter().map(|id| (id, message.clone())));
+                }
+            },
+        }
+    }
+    Ok(out)
+}
+
+/// Delivers the referrals of one individual, one after another, so that the second finds the
+/// case the first created. Write-backs go to `tx`.
+async fn deliver_individual(
+    run: &RunCtx<'_>,
+    items: Vec<Ready>,
+    tx: &mpsc::UnboundedSender<WriteBack>,
+    abort: &AtomicBool,
+) -> Result<(), FlowError> {
+    let mut known: Option<Case> = None;
+    for item in items {
+        if abort.load(Ordering::SeqCst) || run.stopping() {
+            return Ok(());
+        }
+        if let Some(wb) = deliver_one(run, &item, &mut known).await? {
+            // The consumer only stops early when the run ends with an error.
+            let _ = tx.send(wb);
+        }
+    }
+    Ok(())
+}
+
+/// What to do with a Primero error of one record: end the run (auth), leave it `failed`
+/// (transient, a vanished case), or reject it with the server's field names (permanent).
+fn primero_failure(
+    run: &RunCtx<'_>,
+    key: &str,
+    what: &str,
+    e: PrimeroError,
+    attempts: i64,
+) -> Result<RecordChange, FlowError> {
+    match e.class() {
+        ApiClass::Auth => Err(e.into()),
+        _ if matches!(e, PrimeroError::NotFound { .. }) => {
+            Ok(run.failed(key, TRANSIENT, format!("{what}: {e}"), attempts))
+        }
+        ApiClass::Transient => Ok(run.failed(key, TRANSIENT, format!("{what}: {e}"), attempts)),
+        _ => Ok(run.rejected(key, VALIDATION_ERROR, format!("{what}: {e}"))),
+    }
+}
+
+/// The Primero cases of the individual: the case remembered from this run, else the case of
+/// the ledger fact (checked to still be the individual's), else an exact search.
+async fn find_cases(
+    run: &RunCtx<'_>,
+    individual_id: &str,
+    known: &Option<Case>,
+) -> Result<Vec<Case>, PrimeroError> {
+    if let Some(case) = known {
+        return Ok(vec![case.clone()]);
+    }
+    let ctx = run.ctx;
+    let fact = ctx
+        .ledger
+        .fact(FACT_INDIVIDUAL_CASE, individual_id)
+        .await
+        .ok()
+        .flatten();
+    if let Some(uuid) = fact
+        .as_ref()
+        .and_then(|v| v.get("case_uuid"))
+        .and_then(Value::as_str)
+    {
+        if let Some(case) = ctx.primero.get_case(uuid).await? {
+            if case.str_field("unhcr_individual_no") == Some(individual_id) {
+                return Ok(vec![case]);
+            }
+        }
+    }
+    ctx.primero
+        .list_cases(&CaseQuery::exact("unhcr_individual_no", individual_id))
+        .await
+}
+
+/// Delivers one referral; returns its write-back when it is (or already was) in Primero.
+async fn deliver_one(
+    run: &RunCtx<'_>,
+    item: &Ready,
+    known: &mut Option<Case>,
+) -> Result<Option<WriteBack>, FlowError> {
+    let ctx = run.ctx;
+    let m = &item.mapped;
+    let key = m.lp_intervention_id.as_str();
+    let attempts = item.record.as_ref().map_or(0, |r| r.attempts);
+
+    let cases = match find_cases(run, &m.individual_id, known).await {
+        Ok(c) => c,
+        Err(e) => {
+            let change = primero_failure(run, key, "case search", e, attempts)?;
+            run.commit(vec![change.with_payload_hash(&item.hash)], None)
+                .await?;
+            return Ok(None);
+        }
+    };
+    let target = match cases.len() {
+        0 => None,
+        1 => cases.into_iter().next(),
+        _ => {
+            let named: Vec<&Case> = cases
+                .iter()
+                .filter(|c| {
+                    m.primero_id.is_some() && c.case_id.as_deref() == m.primero_id.as_deref()
+                })
+                .collect();
+            if named.len() == 1 {
+                Some(named[0].clone())
+            } else {
+                let ids: Vec<String> = cases
+                    .iter()
+                    .map(|c| format!("{} (id {})", c.case_id.as_deref().unwrap_or("-"), c.id))
+                    .collect();
+                let change = run
+                    .conflict(
+                        key,
+                        DUPLICATE_CASES,
+                        format!(
+                            "{} Primero cases have unhcr_individual_no {}: {}; none is named by progres_primeroid",
+                            ids.len(),
+                            m.individual_id,
+                            ids.join(", ")
+                        ),
+                    )
+                    .with_payload_hash(&item.hash);
+                run.commit(vec![change], None).await?;
+                return Ok(None);
+            }
+        }
+    };
+
+    let (case, written) = match target {
+        None => {
+            let payload = m.create_payload();
+            if run.dry_run {
+                run.preview(key, "create case", MappedReferral::field_names(&payload));
+                run.preview(key, "ingest SHP-2748", write_back_fields());
+                return Ok(None);
+            }
+            match ctx.primero.create_case(payload).await {
+                Ok(case) => (case, true),
+                Err(e) => {
+                    let change = primero_failure(run, key, "case create", e, attempts)?;
+                    run.commit(vec![change.with_payload_hash(&item.hash)], None)
+                        .await?;
+                    return Ok(None);
+                }
+            }
+        }
+        Some(case) => {
+            let present = case.services().iter().any(|row| {
+                row.progres_interventionnumber()
+                    .is_some_and(|v| flow11::row_matches_intervention(v, &m.intervention_number))
+            });
+            if present {
+                run.report(|r| r.skipped += 1);
+                if run.dry_run {
+                    run.preview(key, "ingest SHP-2748", write_back_fields());
+                    return Ok(None);
+                }
+                (case, false)
+            } else {
+                let payload = m.append_payload();
+                if run.dry_run {
+                    run.preview(
+                        &format!("{key} (case {})", case.id),
+                        "append service row",
+                        MappedReferral::field_names(&payload),
+                    );
+                    run.preview(key, "ingest SHP-2748", write_back_fields());
+                    return Ok(None);
+                }
+                match ctx.primero.patch_case(&case.id, payload).await {
+                    Ok(patched) => {
+                        let mut merged = case;
+                        match patched.data.get("services_section") {
+                            Some(rows) => {
+                                merged.data.insert("services_section".into(), rows.clone());
+                            }
+                            None => {
+                                let mut rows = match merged.data.remove("services_section") {
+                                    Some(Value::Array(r)) => r,
+                                    _ => Vec::new(),
+                                };
+                                rows.push(Value::Object(m.service.clone()));
+                                merged
+                                    .data
+                                    .insert("services_section".into(), Value::Array(rows));
+                            }
+                        }
+                        (merged, true)
+                    }
+                    Err(e) => {
+                        let change = primero_failure(run, key, "case update", e, attempts)?;
+                        run.commit(vec![change.with_payload_hash(&item.hash)], None)
+                            .await?;
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    };
+
+    let wb = WriteBack {
+        lp: m.lp_intervention_id.clone(),
+        business_unit: m.business_unit.clone(),
+        case_uuid: case.id.clone(),
+        case_id: case.case_id.clone(),
+        attempts: attempts + i64::from(written),
+    };
+    let already_delivered = item.record.as_ref().map(|r| r.state) == Some(RecordState::Delivered);
+    if written || !already_delivered {
+        let mut change = run
+            .change(key, RecordState::Delivered)
+            .with_dest_id("case_uuid", &case.id)
+            .with_dest_id("business_unit", &m.business_unit)
+            .with_dest_id("intervention_number", &m.intervention_number)
+            .with_payload_hash(&item.hash)
+            .with_fact(
+                FACT_INDIVIDUAL_CASE,
+                &m.individual_id,
+                json!({"case_uuid": case.id, "case_id": case.case_id}),
+            )
+            .with_fact(
+                FACT_INTERVENTION,
+                &m.intervention_number,
+                intervention_fact(&m.lp_intervention_id, &m.business_unit),
+            );
+        if let Some(case_id) = &case.case_id {
+            change = change.with_dest_id("case_id", case_id);
+        }
+        if written {
+            change = change.with_attempt();
+        }
+        change.fallback_used = m.fallback_used();
+        run.commit(vec![change], None).await?;
+    }
+    *known = Some(case);
+    Ok(Some(wb))
+}
+
+fn write_back_fields() -> Vec<String> {
+    [
+        "ExternalId",
+        "progres_lpinterventionid",
+        "progres_businessunit",
+        "progres_primerotransferstatus",
+        "progres_primerotransferstatusdate",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// Sends one batch of write-backs and records each record's outcome.
+async fn write_back(run: &RunCtx<'_>, batch: Vec<WriteBack>) -> Result<(), FlowError> {
+    let ctx = run.ctx;
+    let today = run.started_at.date_naive();
+    let records: Vec<IngestRecord> = batch
+        .iter()
+        .map(|wb| flow11::pending_write_back(&wb.lp, &wb.business_unit, &ctx.config.maps, today))
+        .collect();
+    let shp = &ctx.config.ping.shipping_processes.transfer_status;
+    let outcome = ingest_isolated(run, shp, &records).await?;
+    let mut changes = Vec::with_capacity(batch.len());
+    for (i, tx) in outcome.applied {
+        let wb = &batch[i];
+        let mut change = run
+            .change(&wb.lp, RecordState::Confirmed)
+            .with_dest_id("case_uuid", &wb.case_uuid);
+        if let Some(tx) = tx {
+            change = change.with_ping_transaction_id(tx);
+        }
+        if let Some(case_id) = &wb.case_id {
+            change = change.with_dest_id("case_id", case_id);
+        }
+        changes.push(change);
+    }
+    for (i, message) in outcome.refused {
+        changes.push(run.rejected(
+            &batch[i].lp,
+            VALIDATION_ERROR,
+            format!("SHP-2748 write-back refused: {message}"),
+        ));
+    }
+    for (i, message) in outcome.failed {
+        changes.push(run.failed(
+            &batch[i].lp,
+            TRANSIENT,
+            format!("SHP-2748 write-back: {message}"),
+            batch[i].attempts,
+        ));
+    }
+    run.commit(changes, None).await
+}
+
+/// What [`ingest_isolated`] did with each record (by index into the input).
+#[derive(Debug, Default)]
+pub(crate) struct IngestOutcomes {
+    /// Applied, with the `SPHTransactionId` of the request that carried them.
+    pub applied: Vec<(usize, Option<String>)>,
+    /// Refused by PING (message: PING's masked reason).
+    pub refused: Vec<(usize, String)>,
+    /// Not applied because of a transient failure (after the client's retries).
+    pub failed: Vec<(usize, String)>,
+}
+
+/// Synchronous ingestion with record isolation (R1): a batch refused naming records has those
+/// records refused and the rest sent again; a refusal naming none is split until the culprits
+/// are found. Batches are at most `ping.batch_size` records, with each `ExternalId` once per
+/// batch (a refusal names records by `ExternalId`). In a dry run nothing is sent and nothing
+/// is returned as applied. Credentials refused end the run.
+pub(crate) async fn ingest_isolated(
+    run: &RunCtx<'_>,
+    shp: &str,
+    records: &[IngestRecord],
+) -> Result<IngestOutcomes, FlowError> {
+    let mut out = IngestOutcomes::default();
+    if run.dry_run {
+        return Ok(out);
+    }
+    let batch_size = run.ctx.config.ping.batch_size.max(1);
+    let mut queue: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut ids: HashSet<&str> = HashSet::new();
+    for (i, r) in records.iter().enumerate() {
+        if current.len() >= batch_size || ids.contains(r.external_id.as_str()) {
+            queue.push(std::mem::take(&mut current));
+            ids.clear();
+        }
+        ids.insert(&r.external_id);
+        current.push(i);
+    }
+    if !current.is_empty() {
+        queue.push(current);
+    }
+    queue.reverse();
+    while let Some(set) = queue.pop() {
+        let batch: Vec<IngestRecord> = set.iter().map(|&i| records[i].clone()).collect();
+        match run.ctx.ping.ingest(shp, &batch).await {
+            Ok(outcome) => {
+                if let Some(tx) = &outcome.transaction_id {
+                    run.report(|r| r.add_transaction(tx));
+                }
+                for &i in &set {
+                    match outcome
+                        .failed
+                        .iter()
+                        .find(|f| f.external_id == records[i].external_id)
+                    {
+                        Some(f) => out.refused.push((i, f.message.clone())),
+                        None => out.applied.push((i, outcome.transaction_id.clone())),
+                    }
+                }
+            }
+            Err(PingError::BatchRejected {
+                failed,
+                transaction_id,
+            }) => {
+                if let Some(tx) = &transaction_id {
+                    run.report(|r| r.add_transaction(tx));
+                }
+                let (named, rest): (Vec<usize>, Vec<usize>) = set.iter().partition(|&&i| {
+                    failed
+                        .iter()
+                        .any(|f| f.external_id == records[i].external_id)
+                });
+                if named.is_empty() {
+                    split_or_refuse(
+                        &mut queue,
+                        &mut out,
+                        set,
+                        "PING refused the batch without naming a record",
+                    );
+                } else {
+                    for i in named {
+                        let message = failed
+                            .iter()
+                            .find(|f| f.external_id == records[i].external_id)
+                            .map(|f| f.message.clone())
+                            .unwrap_or_default();
+                        out.refused.push((i, message));
+                    }
+                    if !rest.is_empty() {
+                        queue.push(rest);
+                    }
+                }
+            }
+            Err(e) => match e.class() {
+                ApiClass::Auth => return Err(e.into()),
+                ApiClass::Transient => {
+                    let message = e.to_string();
+                    out.failed
+                        .extend(set.into_iter().map(|i| (i, message.clone())));
+                }
+                _ => split_or_refuse(&mut queue, &mut out, set, &e.to_string()),
+            },
+        }
+    }
+    Ok(out)
+}
+
+fn split_or_refuse(
+    queue: &mut Vec<Vec<usize>>,
+    out: &mut IngestOutcomes,
+    set: Vec<usize>,
+    message: &str,
+) {
+    if set.len() > 1 {
+        let (a, b) = set.split_at(set.len() / 2);
+        queue.push(b.to_vec());
+        queue.push(a.to_vec());
+    } else {
+        out.refused
+            .extend(set.into_iter().map(|i| (i, message.to_owned())));
+    }
+}
