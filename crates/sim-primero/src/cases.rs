@@ -180,10 +180,13 @@ pub fn list(st: &mut Store, user: &SimUser, req: &Req) -> Result<Response, ApiEr
         .take(per)
         .map(|&i| record_json(&st.cases[i], fields.as_deref()))
         .collect();
-    Ok(json_response(
-        200,
-        &json!({"data": data, "metadata": {"total": total, "per": per, "page": page}}),
-    ))
+    let mut body = Map::with_capacity(2);
+    body.insert("data".into(), Value::Array(data));
+    body.insert(
+        "metadata".into(),
+        json!({"total": total, "per": per, "page": page}),
+    );
+    Ok(json_response(200, &Value::Object(body)))
 }
 
 /// Finds a case by its `id` for the API (404 for unknown or non-UUID, 403 out of scope).

@@ -7,12 +7,11 @@ use crate::http::{json_response, query_params, ApiError, Sim};
 use crate::merge::merge_hashes;
 use crate::options::{Options, SimUser, UNHCR_USER};
 use crate::referrals::{create_referral, referral_json, transition};
-use crate::scenario::random_child;
+use crate::scenario::{random_child, FastRng};
 use crate::store::{seed, Store};
 use axum::http::{Method, Uri};
 use axum::response::Response;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde_json::{json, Map, Value};
 
 fn bad(status: u16, msg: impl Into<String>) -> Response {
@@ -36,7 +35,7 @@ pub fn handle(sim: &Sim, method: &Method, path: &str, uri: &Uri, bytes: &[u8]) -
     let mut st = sim.lock();
     let route = path.trim_end_matches('/');
     match (method.as_str(), route) {
-        ("POST", "/_sim/seed") => match seed(&mut st, &body) {
+        ("POST", "/_sim/seed") => match seed(&mut st, body) {
             Ok(counts) => json_response(200, &counts),
             Err(e) => bad(400, e),
         },
@@ -141,7 +140,7 @@ fn refer_to_unhcr(st: &mut Store, body: &Value) -> Response {
     let mut data: Map<String, Value> = match body.get("case") {
         Some(Value::Object(m)) => m.clone(),
         Some(Value::Null) | None => {
-            let mut rng = StdRng::from_entropy();
+            let mut rng = FastRng::seed_from_u64(rand::thread_rng().gen());
             let n = rng.gen_range(0..9_000_000);
             random_child(&mut rng, chrono::Utc::now().date_naive(), n)
         }

@@ -58,7 +58,7 @@ impl SimHandle {
     /// Loads a seed document, as `POST /_sim/seed` does.
     pub async fn seed(&self, doc: serde_json::Value) -> Result<(), String> {
         let mut st = self.sim.lock();
-        store::seed(&mut st, &doc).map(|_| ())
+        store::seed(&mut st, doc).map(|_| ())
     }
 
     /// The whole state, as `GET /_sim/state` returns it.

@@ -4,9 +4,8 @@
 
 use crate::time::{fmt_date, fmt_ts};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use serde_json::{json, Map, Value};
+use rand::{Rng, RngCore};
+use serde_json::{Map, Value};
 
 /// What to generate.
 #[derive(Clone, Debug)]
@@ -175,6 +174,44 @@ const NOTES: [&str; 10] = [
     "Please confirm receipt and expected response time.",
 ];
 
+/// A small, fast, deterministic RNG (SplitMix64). Stable across platforms and rand
+/// versions, and fast in unoptimised builds (ChaCha is not).
+#[derive(Clone, Debug)]
+pub struct FastRng(u64);
+
+impl FastRng {
+    /// A generator for `seed`.
+    pub fn seed_from_u64(seed: u64) -> Self {
+        FastRng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+    }
+}
+
+impl RngCore for FastRng {
+    fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for chunk in dest.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
 fn pick<'a, R: Rng>(rng: &mut R, xs: &'a [&'a str]) -> &'a str {
     xs[rng.gen_range(0..xs.len())]
 }
@@ -191,6 +228,14 @@ fn age_at(dob: NaiveDate, today: NaiveDate) -> i64 {
         a -= 1;
     }
     a as i64
+}
+
+fn s(x: &str) -> Value {
+    Value::String(x.to_string())
+}
+
+fn strs<'a>(xs: impl IntoIterator<Item = &'a str>) -> Value {
+    Value::Array(xs.into_iter().map(s).collect())
 }
 
 /// A realistic invented child: name parts, sex, date of birth with age (2-17), phone,
@@ -248,34 +293,34 @@ pub fn random_child<R: Rng>(rng: &mut R, today: NaiveDate, n: u64) -> Map<String
         rng.gen_range(0..1000),
         rng.gen_range(0..1000)
     );
-    let mut m = Map::new();
-    m.insert("name_first".into(), json!(first));
-    m.insert("name_last".into(), json!(last));
-    m.insert("name".into(), json!(format!("{first} {last}")));
-    m.insert("sex".into(), json!(sex));
-    m.insert("date_of_birth".into(), json!(fmt_date(dob)));
-    m.insert("age".into(), json!(age));
-    m.insert("estimated".into(), json!(false));
-    m.insert("telephone_current".into(), json!(phone));
-    m.insert("address_current".into(), json!(address));
-    m.insert("location_current".into(), json!("ET1203"));
-    m.insert("language".into(), json!(langs));
-    m.insert("nationality".into(), json!([origin.nationality]));
-    m.insert("protection_concerns".into(), json!(concerns));
+    let mut m = Map::with_capacity(16);
+    m.insert("name_first".into(), s(&first));
+    m.insert("name_last".into(), s(&last));
+    m.insert("name".into(), s(&format!("{first} {last}")));
+    m.insert("sex".into(), s(&sex));
+    m.insert("date_of_birth".into(), s(&fmt_date(dob)));
+    m.insert("age".into(), Value::from(age));
+    m.insert("estimated".into(), Value::Bool(false));
+    m.insert("telephone_current".into(), s(&phone));
+    m.insert("address_current".into(), s(&address));
+    m.insert("location_current".into(), s(&"ET1203"));
+    m.insert("language".into(), strs(langs.iter().copied()));
+    m.insert("nationality".into(), strs([origin.nationality]));
+    m.insert("protection_concerns".into(), strs(concerns.iter().copied()));
     m.insert(
         "unhcr_individual_no".into(),
-        json!(format!(
+        s(&format!(
             "945-{:08}",
             12_000_000 + n * 3 + rng.gen_range(0..3)
         )),
     );
-    m.insert("unhcr_id_no".into(), json!(format!("945-C{:05}", 100 + n)));
+    m.insert("unhcr_id_no".into(), s(&format!("945-C{:05}", 100 + n)));
     m
 }
 
 /// Generates a seed document `{"cases": [...], "referrals": [...]}`.
 pub fn generate(opts: &ScenarioOptions) -> Value {
-    let mut rng = StdRng::seed_from_u64(opts.seed);
+    let mut rng = FastRng::seed_from_u64(opts.seed);
     let today = opts
         .anchor
         .map(|a| a.date_naive())
@@ -297,29 +342,29 @@ pub fn generate(opts: &ScenarioOptions) -> Value {
         let created = opts
             .anchor
             .map(|a| a - Duration::minutes(rng.gen_range(60..30 * 24 * 60)));
-        let mut d = Map::new();
-        d.insert("id".into(), json!(id));
-        d.insert("case_id".into(), json!(case_id));
-        d.insert("unique_identifier".into(), json!(case_id));
-        d.insert("short_id".into(), json!(short));
-        d.insert("case_id_display".into(), json!(short));
-        d.insert("module_id".into(), json!(opts.module_id));
-        d.insert("status".into(), json!("open"));
-        d.insert("record_state".into(), json!(true));
-        d.insert("workflow".into(), json!("service_provision"));
+        let mut d = Map::with_capacity(40);
+        d.insert("id".into(), s(&id));
+        d.insert("case_id".into(), s(&case_id));
+        d.insert("unique_identifier".into(), s(&case_id));
+        d.insert("short_id".into(), s(&short));
+        d.insert("case_id_display".into(), s(&short));
+        d.insert("module_id".into(), s(&opts.module_id));
+        d.insert("status".into(), s(&"open"));
+        d.insert("record_state".into(), Value::Bool(true));
+        d.insert("workflow".into(), s(&"service_provision"));
         for (k, v) in child {
             d.insert(k, v);
         }
-        d.insert("disclosure_other_orgs".into(), json!(true));
-        d.insert("consent_for_services".into(), json!(true));
-        d.insert("owned_by".into(), json!(owner));
-        d.insert("owned_by_agency_id".into(), json!("UNICEF"));
-        d.insert("created_by".into(), json!(owner));
+        d.insert("disclosure_other_orgs".into(), Value::Bool(true));
+        d.insert("consent_for_services".into(), Value::Bool(true));
+        d.insert("owned_by".into(), s(&owner));
+        d.insert("owned_by_agency_id".into(), s(&"UNICEF"));
+        d.insert("created_by".into(), s(&owner));
         d.insert(
             "registration_date".into(),
-            json!(fmt_date(
+            s(&fmt_date(
                 created.map(|c| c.date_naive()).unwrap_or(today)
-                    - Duration::days(rng.gen_range(0..60))
+                    - Duration::days(rng.gen_range(0..60)),
             )),
         );
         let mut rows = vec![];
@@ -335,42 +380,42 @@ pub fn generate(opts: &ScenarioOptions) -> Value {
             let notes = pick(&mut rng, &NOTES);
             let response =
                 created.unwrap_or(reference) - Duration::minutes(rng.gen_range(0..24 * 60));
-            let mut row = Map::new();
-            row.insert("unique_id".into(), json!(uid));
-            row.insert("service_type".into(), json!(st));
+            let mut row = Map::with_capacity(10);
+            row.insert("unique_id".into(), s(&uid));
+            row.insert("service_type".into(), s(&st));
             if st == "other_please_specify" {
-                row.insert("service_type_other".into(), json!("Assistive device"));
+                row.insert("service_type_other".into(), s(&"Assistive device"));
             }
-            row.insert("service_response_type".into(), json!("service_provision"));
-            row.insert("service_implementing_agency".into(), json!(agency));
-            row.insert("service_referral_notes".into(), json!(notes));
-            row.insert("service_response_day_time".into(), json!(fmt_ts(response)));
-            row.insert("service_implemented".into(), json!("not_implemented"));
+            row.insert("service_response_type".into(), s(&"service_provision"));
+            row.insert("service_implementing_agency".into(), s(&agency));
+            row.insert("service_referral_notes".into(), s(&notes));
+            row.insert("service_response_day_time".into(), s(&fmt_ts(response)));
+            row.insert("service_implemented".into(), s(&"not_implemented"));
             if opts.with_referrals {
-                row.insert("service_status_referred".into(), json!(true));
-                let mut r = Map::new();
-                r.insert("id".into(), json!(uuid_from(&mut rng)));
-                r.insert("type".into(), json!("Referral"));
-                r.insert("status".into(), json!("in_progress"));
-                r.insert("record_id".into(), json!(id));
-                r.insert("record_type".into(), json!("case"));
-                r.insert("transitioned_to".into(), json!(opts.receiving_user));
-                r.insert("transitioned_to_agency".into(), json!("UNHCR"));
-                r.insert("transitioned_by".into(), json!(owner));
-                r.insert("transitioned_by_user_agency".into(), json!("UNICEF"));
-                r.insert("notes".into(), json!(notes));
-                r.insert("service".into(), json!(st));
-                r.insert("service_record_id".into(), json!(uid));
-                r.insert("remote".into(), json!(false));
-                r.insert("consent_overridden".into(), json!(false));
-                r.insert("consent_individual_transfer".into(), json!(false));
+                row.insert("service_status_referred".into(), Value::Bool(true));
+                let mut r = Map::with_capacity(18);
+                r.insert("id".into(), s(&uuid_from(&mut rng)));
+                r.insert("type".into(), s(&"Referral"));
+                r.insert("status".into(), s(&"in_progress"));
+                r.insert("record_id".into(), s(&id));
+                r.insert("record_type".into(), s(&"case"));
+                r.insert("transitioned_to".into(), s(&opts.receiving_user));
+                r.insert("transitioned_to_agency".into(), s(&"UNHCR"));
+                r.insert("transitioned_by".into(), s(&owner));
+                r.insert("transitioned_by_user_agency".into(), s(&"UNICEF"));
+                r.insert("notes".into(), s(&notes));
+                r.insert("service".into(), s(&st));
+                r.insert("service_record_id".into(), s(&uid));
+                r.insert("remote".into(), Value::Bool(false));
+                r.insert("consent_overridden".into(), Value::Bool(false));
+                r.insert("consent_individual_transfer".into(), Value::Bool(false));
                 if let Some(c) = created {
                     r.insert(
                         "created_at".into(),
-                        json!(fmt_ts(c + Duration::minutes(rng.gen_range(1..120)))),
+                        s(&fmt_ts(c + Duration::minutes(rng.gen_range(1..120)))),
                     );
                 }
-                r.insert("record_owned_by".into(), json!(owner));
+                r.insert("record_owned_by".into(), s(&owner));
                 referrals.push(Value::Object(r));
             }
             rows.push(Value::Object(row));
@@ -379,20 +424,33 @@ pub fn generate(opts: &ScenarioOptions) -> Value {
         let mut assigned = vec![];
         if opts.with_referrals {
             assigned.push(opts.receiving_user.clone());
-            d.insert("referred_users".into(), json!([opts.receiving_user]));
+            d.insert(
+                "referred_users".into(),
+                strs([opts.receiving_user.as_str()]),
+            );
         }
         let mut associated = vec![owner.clone()];
         associated.extend(assigned.iter().cloned());
-        d.insert("assigned_user_names".into(), json!(assigned));
-        d.insert("associated_user_names".into(), json!(associated));
+        d.insert(
+            "assigned_user_names".into(),
+            strs(assigned.iter().map(|x| x.as_str())),
+        );
+        d.insert(
+            "associated_user_names".into(),
+            strs(associated.iter().map(|x| x.as_str())),
+        );
         if let Some(c) = created {
-            d.insert("created_at".into(), json!(fmt_ts(c)));
+            d.insert("created_at".into(), s(&fmt_ts(c)));
             d.insert(
                 "last_updated_at".into(),
-                json!(fmt_ts(c + Duration::minutes(rng.gen_range(120..240)))),
+                s(&fmt_ts(c + Duration::minutes(rng.gen_range(120..240)))),
             );
         }
         cases.push(Value::Object(d));
     }
-    json!({"cases": cases, "referrals": referrals})
+    // Built by hand: `json!` would deep-copy every record through the serializer.
+    let mut doc = Map::with_capacity(2);
+    doc.insert("cases".into(), Value::Array(cases));
+    doc.insert("referrals".into(), Value::Array(referrals));
+    Value::Object(doc)
 }

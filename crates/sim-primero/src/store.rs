@@ -21,7 +21,7 @@ pub struct CaseRec {
     pub seq: u64,
     /// When the case was last saved (search-lag simulation).
     pub saved_at: Instant,
-    /// Record data without `id`.
+    /// Record data (a seeded `id` key may remain; output always uses `CaseRec::id`).
     pub data: Map<String, Value>,
 }
 
@@ -340,12 +340,27 @@ impl Store {
             o.remove("users");
             o.remove("form_schema");
         }
-        json!({
-            "cases": self.cases.iter().map(|c| record_json(c, None)).collect::<Vec<_>>(),
-            "referrals": self.referrals.iter().map(|r| Value::Object(r.data.clone())).collect::<Vec<_>>(),
-            "users": self.users.iter().map(user_json).collect::<Vec<_>>(),
-            "options": opts,
-        })
+        // Built by hand: `json!` would deep-copy every record through the serializer.
+        let mut m = Map::with_capacity(4);
+        m.insert(
+            "cases".into(),
+            Value::Array(self.cases.iter().map(|c| record_json(c, None)).collect()),
+        );
+        m.insert(
+            "referrals".into(),
+            Value::Array(
+                self.referrals
+                    .iter()
+                    .map(|r| Value::Object(r.data.clone()))
+                    .collect(),
+            ),
+        );
+        m.insert(
+            "users".into(),
+            Value::Array(self.users.iter().map(user_json).collect()),
+        );
+        m.insert("options".into(), opts);
+        Value::Object(m)
     }
 }
 
@@ -405,7 +420,9 @@ pub fn record_json(c: &CaseRec, fields: Option<&[String]>) -> Value {
     match fields {
         None => {
             for (k, v) in &c.data {
-                m.insert(k.clone(), v.clone());
+                if k != "id" && k != "enabled" {
+                    m.insert(k.clone(), v.clone());
+                }
             }
         }
         Some(fs) => {
@@ -439,7 +456,7 @@ pub fn changed_json(c: &CaseRec, before: &Map<String, Value>) -> Value {
         m.insert("last_updated_at".into(), v.clone());
     }
     for (k, v) in &c.data {
-        if before.get(k) != Some(v) {
+        if k != "id" && before.get(k) != Some(v) {
             m.insert(k.clone(), v.clone());
         }
     }
@@ -497,10 +514,13 @@ fn normalise_record_times(data: &mut Map<String, Value>) {
 
 /// Loads a seed document (see README): `cases`, `referrals`, `users`, optional `reset`.
 /// Returns counts.
-pub fn seed(store: &mut Store, doc: &Value) -> Result<Value, String> {
-    let obj = doc
-        .as_object()
-        .ok_or_else(|| "seed document must be a JSON object".to_string())?;
+/// Records without timestamps all get one "now" of this seed call (no clock skew into the
+/// future for large seeds; ties are ordered by insertion).
+pub fn seed(store: &mut Store, doc: Value) -> Result<Value, String> {
+    let Value::Object(mut obj) = doc else {
+        return Err("seed document must be a JSON object".to_string());
+    };
+    let now = fmt_ts(store.next_ts());
     if obj.get("reset").and_then(|v| v.as_bool()) == Some(true) {
         store.reset();
     }
@@ -531,39 +551,47 @@ pub fn seed(store: &mut Store, doc: &Value) -> Result<Value, String> {
         }
     }
     let mut n_cases = 0;
-    if let Some(cases) = obj.get("cases") {
-        let cases = cases.as_array().ok_or("cases must be an array")?;
-        for (i, c) in cases.iter().enumerate() {
-            let mut data = c
-                .as_object()
-                .cloned()
-                .ok_or_else(|| format!("cases[{i}] must be an object"))?;
-            seed_case(store, &mut data).map_err(|e| format!("cases[{i}]: {e}"))?;
+    if let Some(cases) = obj.remove("cases") {
+        let Value::Array(cases) = cases else {
+            return Err("cases must be an array".into());
+        };
+        for (i, c) in cases.into_iter().enumerate() {
+            let Value::Object(mut data) = c else {
+                return Err(format!("cases[{i}] must be an object"));
+            };
+            seed_case(store, &mut data, &now).map_err(|e| format!("cases[{i}]: {e}"))?;
             n_cases += 1;
         }
     }
     let mut n_refs = 0;
-    if let Some(refs) = obj.get("referrals") {
-        let refs = refs.as_array().ok_or("referrals must be an array")?;
-        for (i, r) in refs.iter().enumerate() {
-            let data = r
-                .as_object()
-                .cloned()
-                .ok_or_else(|| format!("referrals[{i}] must be an object"))?;
-            seed_referral(store, data).map_err(|e| format!("referrals[{i}]: {e}"))?;
+    if let Some(refs) = obj.remove("referrals") {
+        let Value::Array(refs) = refs else {
+            return Err("referrals must be an array".into());
+        };
+        for (i, r) in refs.into_iter().enumerate() {
+            let Value::Object(data) = r else {
+                return Err(format!("referrals[{i}] must be an object"));
+            };
+            seed_referral(store, data, &now).map_err(|e| format!("referrals[{i}]: {e}"))?;
             n_refs += 1;
         }
     }
     Ok(json!({"cases": n_cases, "referrals": n_refs, "users": n_users}))
 }
 
-fn seed_case(store: &mut Store, data: &mut Map<String, Value>) -> Result<(), String> {
-    let id = match data.remove("id") {
-        Some(Value::String(s)) => s,
+fn seed_case(store: &mut Store, data: &mut Map<String, Value>, now: &str) -> Result<(), String> {
+    // `id` stays in the data (output skips it): removing the first key of an ordered map is
+    // O(fields) and seeding must stay fast for large scenarios.
+    let id = match data.get("id") {
+        Some(Value::String(s)) => s.clone(),
         None | Some(Value::Null) => uuid::Uuid::new_v4().to_string(),
         Some(_) => return Err("id must be a string".into()),
     };
-    let enabled = data.remove("enabled");
+    let enabled = if data.contains_key("enabled") {
+        data.remove("enabled")
+    } else {
+        None
+    };
     if !data.contains_key("record_state") {
         data.insert("record_state".into(), enabled.unwrap_or(Value::Bool(true)));
     }
@@ -598,10 +626,10 @@ fn seed_case(store: &mut Store, data: &mut Map<String, Value>) -> Result<(), Str
     data.entry("status").or_insert_with(|| json!("open"));
     normalise_record_times(data);
     if !data.contains_key("created_at") || !data.contains_key("last_updated_at") {
-        let ts = fmt_ts(store.next_ts());
         data.entry("created_at")
-            .or_insert_with(|| Value::String(ts.clone()));
-        data.entry("last_updated_at").or_insert(Value::String(ts));
+            .or_insert_with(|| Value::String(now.to_string()));
+        data.entry("last_updated_at")
+            .or_insert_with(|| Value::String(now.to_string()));
     }
     store.populate_subform_ids(data);
     if !data.contains_key("associated_user_names") {
@@ -618,7 +646,7 @@ fn seed_case(store: &mut Store, data: &mut Map<String, Value>) -> Result<(), Str
     Ok(())
 }
 
-fn seed_referral(store: &mut Store, mut data: Map<String, Value>) -> Result<(), String> {
+fn seed_referral(store: &mut Store, data: Map<String, Value>, now: &str) -> Result<(), String> {
     let rec = data
         .get("record_id")
         .and_then(|v| v.as_str())
@@ -633,29 +661,25 @@ fn seed_referral(store: &mut Store, mut data: Map<String, Value>) -> Result<(), 
         .and_then(|v| v.as_str())
         .map(|s| s.to_string())
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let mut m = Map::new();
+    // Edit the given map in place (keeps the caller's key order, no copying).
+    let mut m = data;
+    for k in ["record_access_denied", "user_can_accept_or_reject"] {
+        if m.contains_key(k) {
+            m.remove(k);
+        }
+    }
+    m.retain(|_, v| !v.is_null());
     m.insert("id".into(), json!(id));
-    m.insert("type".into(), json!("Referral"));
-    m.insert("status".into(), json!("in_progress"));
+    m.entry("type").or_insert_with(|| json!("Referral"));
+    m.entry("status").or_insert_with(|| json!("in_progress"));
     m.insert("record_id".into(), json!(case_uuid));
-    m.insert("record_type".into(), json!("case"));
-    data.remove("record_access_denied");
-    data.remove("user_can_accept_or_reject");
-    for (k, v) in data {
-        if v.is_null() || k == "id" || k == "record_id" {
-            continue;
-        }
-        m.insert(k, v);
-    }
+    m.entry("record_type").or_insert_with(|| json!("case"));
     m.entry("remote").or_insert(json!(false));
-    if let Some(Value::String(s)) = m.get("created_at") {
-        if let Some(n) = normalise_ts(s) {
-            m.insert("created_at".into(), json!(n));
-        }
-    } else {
-        let ts = fmt_ts(store.next_ts());
-        m.insert("created_at".into(), json!(ts));
-    }
+    let created = match m.get("created_at") {
+        Some(Value::String(s)) => normalise_ts(s).unwrap_or_else(|| s.clone()),
+        _ => now.to_string(),
+    };
+    m.insert("created_at".into(), json!(created));
     let seq = store.next_seq();
     store.put_referral(Referral {
         id,
