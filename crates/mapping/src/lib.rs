@@ -3,6 +3,8 @@
 
 pub mod flow11;
 pub mod flow12;
+pub mod flow21;
+pub mod flow22;
 pub mod hash;
 pub mod maps;
 pub use hash::payload_hash;
