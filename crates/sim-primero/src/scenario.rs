@@ -294,16 +294,16 @@ pub fn random_child<R: Rng>(rng: &mut R, today: NaiveDate, n: u64) -> Map<String
         rng.gen_range(0..1000)
     );
     let mut m = Map::with_capacity(16);
-    m.insert("name_first".into(), s(&first));
-    m.insert("name_last".into(), s(&last));
+    m.insert("name_first".into(), s(first));
+    m.insert("name_last".into(), s(last));
     m.insert("name".into(), s(&format!("{first} {last}")));
-    m.insert("sex".into(), s(&sex));
+    m.insert("sex".into(), s(sex));
     m.insert("date_of_birth".into(), s(&fmt_date(dob)));
     m.insert("age".into(), Value::from(age));
     m.insert("estimated".into(), Value::Bool(false));
     m.insert("telephone_current".into(), s(&phone));
     m.insert("address_current".into(), s(&address));
-    m.insert("location_current".into(), s(&"ET1203"));
+    m.insert("location_current".into(), s("ET1203"));
     m.insert("language".into(), strs(langs.iter().copied()));
     m.insert("nationality".into(), strs([origin.nationality]));
     m.insert("protection_concerns".into(), strs(concerns.iter().copied()));
@@ -349,16 +349,16 @@ pub fn generate(opts: &ScenarioOptions) -> Value {
         d.insert("short_id".into(), s(&short));
         d.insert("case_id_display".into(), s(&short));
         d.insert("module_id".into(), s(&opts.module_id));
-        d.insert("status".into(), s(&"open"));
+        d.insert("status".into(), s("open"));
         d.insert("record_state".into(), Value::Bool(true));
-        d.insert("workflow".into(), s(&"service_provision"));
+        d.insert("workflow".into(), s("service_provision"));
         for (k, v) in child {
             d.insert(k, v);
         }
         d.insert("disclosure_other_orgs".into(), Value::Bool(true));
         d.insert("consent_for_services".into(), Value::Bool(true));
         d.insert("owned_by".into(), s(&owner));
-        d.insert("owned_by_agency_id".into(), s(&"UNICEF"));
+        d.insert("owned_by_agency_id".into(), s("UNICEF"));
         d.insert("created_by".into(), s(&owner));
         d.insert(
             "registration_date".into(),
@@ -382,29 +382,29 @@ pub fn generate(opts: &ScenarioOptions) -> Value {
                 created.unwrap_or(reference) - Duration::minutes(rng.gen_range(0..24 * 60));
             let mut row = Map::with_capacity(10);
             row.insert("unique_id".into(), s(&uid));
-            row.insert("service_type".into(), s(&st));
+            row.insert("service_type".into(), s(st));
             if st == "other_please_specify" {
-                row.insert("service_type_other".into(), s(&"Assistive device"));
+                row.insert("service_type_other".into(), s("Assistive device"));
             }
-            row.insert("service_response_type".into(), s(&"service_provision"));
-            row.insert("service_implementing_agency".into(), s(&agency));
-            row.insert("service_referral_notes".into(), s(&notes));
+            row.insert("service_response_type".into(), s("service_provision"));
+            row.insert("service_implementing_agency".into(), s(agency));
+            row.insert("service_referral_notes".into(), s(notes));
             row.insert("service_response_day_time".into(), s(&fmt_ts(response)));
-            row.insert("service_implemented".into(), s(&"not_implemented"));
+            row.insert("service_implemented".into(), s("not_implemented"));
             if opts.with_referrals {
                 row.insert("service_status_referred".into(), Value::Bool(true));
                 let mut r = Map::with_capacity(18);
                 r.insert("id".into(), s(&uuid_from(&mut rng)));
-                r.insert("type".into(), s(&"Referral"));
-                r.insert("status".into(), s(&"in_progress"));
+                r.insert("type".into(), s("Referral"));
+                r.insert("status".into(), s("in_progress"));
                 r.insert("record_id".into(), s(&id));
-                r.insert("record_type".into(), s(&"case"));
+                r.insert("record_type".into(), s("case"));
                 r.insert("transitioned_to".into(), s(&opts.receiving_user));
-                r.insert("transitioned_to_agency".into(), s(&"UNHCR"));
+                r.insert("transitioned_to_agency".into(), s("UNHCR"));
                 r.insert("transitioned_by".into(), s(&owner));
-                r.insert("transitioned_by_user_agency".into(), s(&"UNICEF"));
-                r.insert("notes".into(), s(&notes));
-                r.insert("service".into(), s(&st));
+                r.insert("transitioned_by_user_agency".into(), s("UNICEF"));
+                r.insert("notes".into(), s(notes));
+                r.insert("service".into(), s(st));
                 r.insert("service_record_id".into(), s(&uid));
                 r.insert("remote".into(), Value::Bool(false));
                 r.insert("consent_overridden".into(), Value::Bool(false));
