@@ -1,0 +1,554 @@
+//! `ping-primero bench`: measures each flow against the in-process simulators with a latency
+//! fault rule on every simulated endpoint, and compares each run with its floor.
+//!
+//! Both simulators are seeded with N referrals each way; the flows run once each in the order
+//! 1.1, (Primero caseworkers decide every referral), 1.2, 2.1, (proGres caseworkers decide
+//! every referral), 2.2. The caseworker decisions go through the simulators' `/_sim/` control
+//! API, which the latency rule does not delay, and happen before the next flow's clock starts.
+//!
+//! Per flow it prints the records, the wall time, records per second, API calls per record
+//! (from each simulator's request log, cleared before each flow; token calls are counted
+//! apart), and the floor: for each system, its calls × latency ÷ its allowed concurrency
+//! (`[ping] / [primero] max_concurrency`), the larger of the two. Also the process's peak
+//! memory (VmHWM), and with `--dashboard-records` the dashboard's page times over a large
+//! ledger. Nothing is hard-coded: every figure is measured in this run.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use pp_flows::{Flow, FlowContext, Report};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::demo::{
+    decide_in_primero, decide_in_progres, primero_pending_decisions, progres_referrals, run_one,
+    throwaway_ledger, SimControl,
+};
+use crate::sim_cmd::Sims;
+
+/// Arguments of `bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Referrals seeded each way (0 = skip the flows, e.g. with --dashboard-records).
+    #[arg(long, default_value_t = 1000)]
+    pub referrals: usize,
+    /// Latency added to every simulated API request, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    pub latency_ms: u64,
+    /// Overrides both APIs' max_concurrency (1-256); default the configuration's.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: Option<u16>,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Also seed a throwaway ledger with this many records and time the dashboard's pages.
+    #[arg(long)]
+    pub dashboard_records: Option<usize>,
+}
+
+/// Calls made during one flow run, by system and endpoint.
+#[derive(Debug, Default, Serialize)]
+pub struct Calls {
+    /// PING API calls (token calls excluded).
+    pub ping: u64,
+    /// Primero API calls (token calls excluded).
+    pub primero: u64,
+    /// Token calls (PING B2C `token`, Primero `tokens`), counted apart.
+    pub tokens: u64,
+    /// Every call by `system:endpoint`, tokens included.
+    pub by_endpoint: BTreeMap<String, u64>,
+}
+
+/// The measurement of one flow.
+#[derive(Debug, Serialize)]
+pub struct FlowMeasure {
+    pub id: &'static str,
+    pub flow: &'static str,
+    /// Records the run read from its source (the report's `fetched`).
+    pub records: u64,
+    pub wall_secs: f64,
+    pub records_per_sec: f64,
+    pub calls: Calls,
+    /// (PING + Primero calls, tokens excluded) ÷ records.
+    pub calls_per_record: f64,
+    /// PING calls (tokens included) × latency ÷ PING max_concurrency.
+    pub ping_floor_secs: f64,
+    /// Primero calls (tokens included) × latency ÷ Primero max_concurrency.
+    pub primero_floor_secs: f64,
+    /// The larger of the two.
+    pub floor_secs: f64,
+    /// wall ÷ floor.
+    pub wall_over_floor: f64,
+    /// The run's counts (fetched, delivered, confirmed, rejected, ...).
+    pub report: BTreeMap<String, i64>,
+}
+
+/// One target of issue 7 and whether this run met it (`None`: not measured at these
+/// parameters).
+#[derive(Debug, Serialize)]
+pub struct Target {
+    pub target: String,
+    pub measured: String,
+    pub met: Option<bool>,
+}
+
+/// Peak resident memory of this process (VmHWM), in bytes.
+pub fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Resets VmHWM to the current resident size (Linux `clear_refs` 5); whether it worked.
+fn reset_peak_memory() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Counts a simulator's request log by endpoint. `token` names its token endpoint.
+fn count_calls(log: &Value, system: &str, token: &str, calls: &mut Calls) {
+    for entry in log.as_array().map(Vec::as_slice).unwrap_or_default() {
+        let endpoint = entry["endpoint"].as_str().unwrap_or("unknown");
+        *calls
+            .by_endpoint
+            .entry(format!("{system}:{endpoint}"))
+            .or_default() += 1;
+        if endpoint == token {
+            calls.tokens += 1;
+        } else if system == "ping" {
+            calls.ping += 1;
+        } else {
+            calls.primero += 1;
+        }
+    }
+}
+
+/// Floor of one system: calls × latency ÷ concurrency, in seconds.
+fn floor_secs(calls: u64, latency: Duration, concurrency: usize) -> f64 {
+    calls as f64 * latency.as_secs_f64() / concurrency.max(1) as f64
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
+}
+
+/// What the benchmark of the flows measured.
+#[derive(Debug, Serialize)]
+struct FlowBench {
+    referrals: usize,
+    latency_ms: u64,
+    ping_max_concurrency: usize,
+    primero_max_concurrency: usize,
+    seed_secs: f64,
+    decisions: BTreeMap<String, Value>,
+    flows: Vec<FlowMeasure>,
+}
+
+/// Runs the flows once each against latency-injected simulators.
+async fn bench_flows(args: &BenchArgs, say: &dyn Fn(String)) -> anyhow::Result<FlowBench> {
+    let n = args.referrals;
+    let latency = Duration::from_millis(args.latency_ms);
+    let sims = Sims::start(0, 0).await?;
+    let ping_ctl = SimControl::new("PING", &sims.ping.base_url());
+    let primero_ctl = SimControl::new("Primero", &sims.primero.base_url());
+
+    let t = Instant::now();
+    {
+        let doc = crate::scenario::generate(n, 7);
+        sims.seed(&doc).await?;
+    }
+    let seed_secs = t.elapsed().as_secs_f64();
+    say(format!("seeded {n} referrals each way in {seed_secs:.1} s"));
+
+    let (_dir, ledger_url) = throwaway_ledger("bench-ledger.db")?;
+    let mut config = pp_config::demo_config(
+        &sims.ping.base_url(),
+        &sims.ping.token_url(),
+        &sims.primero.base_url(),
+        &ledger_url,
+    );
+    if let Some(c) = args.concurrency {
+        config.ping.http.max_concurrency = c as usize;
+        config.primero.http.max_concurrency = c as usize;
+    }
+    let ping_conc = config.ping.http.max_concurrency;
+    let primero_conc = config.primero.http.max_concurrency;
+    let config = Arc::new(config);
+    let ledger = crate::daemon::connect(&config).await?;
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    let ctx =
+        FlowContext::new(config.clone(), ledger, stop_rx).map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    if args.latency_ms > 0 {
+        let rule = json!({"rules": [{"endpoint": "*", "kind": "latency", "ms": args.latency_ms}]});
+        ping_ctl.post("faults", &rule).await?;
+        primero_ctl.post("faults", &rule).await?;
+    }
+
+    let mut flows = Vec::new();
+    let mut decisions = BTreeMap::new();
+    for flow in Flow::ALL {
+        match flow {
+            Flow::DecisionsToProgres => {
+                let t = Instant::now();
+                let rows = primero_pending_decisions(&ctx).await?;
+                let (acc, rej) = decide_in_primero(&primero_ctl, &rows, 10, 16).await?;
+                say(format!(
+                    "Primero caseworkers decided {} referrals ({acc} accepted, {rej} rejected) \
+                     in {:.1} s, before the clock",
+                    rows.len(),
+                    t.elapsed().as_secs_f64()
+                ));
+                decisions.insert(
+                    "primero".to_owned(),
+                    json!({"accepted": acc, "rejected": rej}),
+                );
+            }
+            Flow::DecisionsToPrimero => {
+                let t = Instant::now();
+                let new_code = config.maps.codes.interop_status.new;
+                let ids: Vec<String> = progres_referrals(&ctx)
+                    .await?
+                    .into_iter()
+                    .filter(|(_, s)| *s == Some(new_code))
+                    .map(|(id, _)| id)
+                    .collect();
+                let (acc, rej) = decide_in_progres(&ping_ctl, &ids, 10, 16).await?;
+                say(format!(
+                    "proGres caseworkers decided {} referrals ({acc} accepted, {rej} rejected) \
+                     in {:.1} s, before the clock",
+                    ids.len(),
+                    t.elapsed().as_secs_f64()
+                ));
+                decisions.insert(
+                    "progres".to_owned(),
+                    json!({"accepted": acc, "rejected": rej}),
+                );
+            }
+            _ => {}
+        }
+        ping_ctl.delete("requests").await?;
+        primero_ctl.delete("requests").await?;
+        let t = Instant::now();
+        let report = run_one(&ctx, flow).await?;
+        let wall = t.elapsed().as_secs_f64();
+        let mut calls = Calls::default();
+        count_calls(
+            &ping_ctl.get("requests").await?,
+            "ping",
+            "token",
+            &mut calls,
+        );
+        count_calls(
+            &primero_ctl.get("requests").await?,
+            "primero",
+            "tokens",
+            &mut calls,
+        );
+        let m = measure(flow, &report, wall, calls, latency, ping_conc, primero_conc);
+        say(format!(
+            "{} {}: {} records in {:.2} s (floor {:.2} s)",
+            m.id, m.flow, m.records, m.wall_secs, m.floor_secs
+        ));
+        flows.push(m);
+    }
+    sims.shutdown().await;
+    Ok(FlowBench {
+        referrals: n,
+        latency_ms: args.latency_ms,
+        ping_max_concurrency: ping_conc,
+        primero_max_concurrency: primero_conc,
+        seed_secs,
+        decisions,
+        flows,
+    })
+}
+
+fn measure(
+    flow: Flow,
+    report: &Report,
+    wall: f64,
+    calls: Calls,
+    latency: Duration,
+    ping_conc: usize,
+    primero_conc: usize,
+) -> FlowMeasure {
+    let records = report.fetched;
+    let ping_tokens = calls.by_endpoint.get("ping:token").copied().unwrap_or(0);
+    let primero_tokens = calls
+        .by_endpoint
+        .get("primero:tokens")
+        .copied()
+        .unwrap_or(0);
+    let ping_floor = floor_secs(calls.ping + ping_tokens, latency, ping_conc);
+    let primero_floor = floor_secs(calls.primero + primero_tokens, latency, primero_conc);
+    let floor = ping_floor.max(primero_floor);
+    FlowMeasure {
+        id: flow.id(),
+        flow: flow.name(),
+        records,
+        wall_secs: wall,
+        records_per_sec: ratio(records as f64, wall),
+        calls_per_record: ratio((calls.ping + calls.primero) as f64, records as f64),
+        calls,
+        ping_floor_secs: ping_floor,
+        primero_floor_secs: primero_floor,
+        floor_secs: floor,
+        wall_over_floor: ratio(wall, floor),
+        report: report.counts(),
+    }
+}
+
+/// The targets of issue 7 that this run can check.
+fn targets(b: &FlowBench, peak: Option<u64>) -> Vec<Target> {
+    let mut out = Vec::new();
+    for m in &b.flows {
+        out.push(Target {
+            target: format!("{} within 2x its floor", m.id),
+            measured: format!(
+                "{:.2}x ({:.2} s / {:.2} s)",
+                m.wall_over_floor, m.wall_secs, m.floor_secs
+            ),
+            met: (m.floor_secs > 0.0).then_some(m.wall_over_floor <= 2.0),
+        });
+    }
+    for m in b.flows.iter().filter(|m| m.id == "1.1" || m.id == "2.1") {
+        out.push(Target {
+            target: format!("{} at most 2.5 API calls per referral", m.id),
+            measured: format!("{:.2}", m.calls_per_record),
+            met: (m.records > 0).then_some(m.calls_per_record <= 2.5),
+        });
+    }
+    let through: f64 = b
+        .flows
+        .iter()
+        .filter(|m| m.id == "1.1" || m.id == "2.1")
+        .map(|m| m.wall_secs)
+        .sum();
+    out.push(Target {
+        target: "1,000 referrals through 1.1 and 2.1 at 50 ms latency under 15 s".into(),
+        measured: format!(
+            "{through:.2} s at {} referrals, {} ms",
+            b.referrals, b.latency_ms
+        ),
+        met: (b.referrals == 1000 && b.latency_ms == 50).then_some(through < 15.0),
+    });
+    out.push(Target {
+        target: "peak memory under 100 MB at 10,000 referrals".into(),
+        measured: peak.map_or("unknown".into(), |p| {
+            format!("{:.1} MB at {} referrals", mb(p), b.referrals)
+        }),
+        met: match peak {
+            Some(p) if b.referrals == 10_000 => Some(mb(p) < 100.0),
+            _ => None,
+        },
+    });
+    out
+}
+
+/// Seeds a throwaway ledger with `records` records and times the dashboard's pages.
+async fn bench_dashboard(records: usize, say: &dyn Fn(String)) -> anyhow::Result<Value> {
+    let (_dir, url) = throwaway_ledger("dashboard-ledger.db")?;
+    let ledger = pp_ledger::Ledger::connect(&url)
+        .await
+        .context("cannot open the dashboard benchmark ledger")?;
+    let t = Instant::now();
+    pp_web::seed_for_bench(&ledger, records).await?;
+    let seed_secs = t.elapsed().as_secs_f64();
+    say(format!(
+        "dashboard ledger seeded with {records} records in {seed_secs:.1} s"
+    ));
+    let pages = pp_web::bench_pages(ledger).await?;
+    let pages: Vec<Value> = pages
+        .into_iter()
+        .map(|(page, d)| json!({"page": page, "median_ms": d.as_secs_f64() * 1000.0}))
+        .collect();
+    Ok(json!({"records": records, "seed_secs": seed_secs, "pages": pages}))
+}
+
+/// `ping-primero bench`.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let json_out = args.json;
+    let say = move |line: String| {
+        if !json_out {
+            println!("  {line}");
+            let _ = std::io::stdout().flush();
+        }
+    };
+    let mut out = serde_json::Map::new();
+    if args.referrals > 0 {
+        if !json_out {
+            println!(
+                "ping-primero bench: {} referrals each way, {} ms added to every simulated API request",
+                args.referrals, args.latency_ms
+            );
+        }
+        let peak_before = peak_memory_bytes();
+        let b = bench_flows(&args, &say).await?;
+        let peak = peak_memory_bytes();
+        let _ = peak_before;
+        let t = targets(&b, peak);
+        if !json_out {
+            print_flows(&b, peak, &t);
+        }
+        out.insert("flows".into(), serde_json::to_value(&b)?);
+        out.insert(
+            "peak_memory_mb".into(),
+            json!(peak.map(|p| (mb(p) * 10.0).round() / 10.0)),
+        );
+        out.insert("targets".into(), serde_json::to_value(&t)?);
+    }
+    if let Some(records) = args.dashboard_records {
+        // The dashboard's own peak, apart from the flows'.
+        let reset = reset_peak_memory();
+        let d = bench_dashboard(records, &say).await?;
+        let peak = peak_memory_bytes().filter(|_| reset);
+        if !json_out {
+            println!();
+            println!("Dashboard over a ledger of {records} records (median of 5 renders)");
+            for p in d["pages"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                println!(
+                    "  {:<40} {:>8.1} ms",
+                    p["page"].as_str().unwrap_or("?"),
+                    p["median_ms"].as_f64().unwrap_or(0.0)
+                );
+            }
+            if let Some(p) = peak {
+                println!("  peak memory while seeding and rendering: {:.1} MB", mb(p));
+            }
+        }
+        out.insert("dashboard".into(), d);
+    }
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&Value::Object(out))?);
+    }
+    Ok(())
+}
+
+fn print_flows(b: &FlowBench, peak: Option<u64>, targets: &[Target]) {
+    println!();
+    println!(
+        "Max concurrency: PING {}, Primero {}. Floor = calls x {} ms / concurrency, the larger system's.",
+        b.ping_max_concurrency, b.primero_max_concurrency, b.latency_ms
+    );
+    println!(
+        "  {:<26} {:>7} {:>8} {:>8} {:>9} {:>6} {:>7} {:>6} {:>8} {:>10}",
+        "flow",
+        "records",
+        "wall s",
+        "rec/s",
+        "calls/rec",
+        "PING",
+        "Primero",
+        "token",
+        "floor s",
+        "wall/floor"
+    );
+    for m in &b.flows {
+        println!(
+            "  {:<26} {:>7} {:>8.2} {:>8.1} {:>9.2} {:>6} {:>7} {:>6} {:>8.2} {:>10.2}",
+            format!("{} {}", m.id, m.flow),
+            m.records,
+            m.wall_secs,
+            m.records_per_sec,
+            m.calls_per_record,
+            m.calls.ping,
+            m.calls.primero,
+            m.calls.tokens,
+            m.floor_secs,
+            m.wall_over_floor
+        );
+    }
+    println!("  calls by endpoint:");
+    for m in &b.flows {
+        let list: Vec<String> = m
+            .calls
+            .by_endpoint
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        println!("    {}: {}", m.id, list.join(", "));
+    }
+    println!("  outcomes:");
+    for m in &b.flows {
+        let list: Vec<String> = m
+            .report
+            .iter()
+            .filter(|(_, v)| **v > 0)
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        println!("    {}: {}", m.id, list.join(", "));
+    }
+    match peak {
+        Some(p) => println!(
+            "Peak memory (VmHWM): {:.1} MB (whole process: both simulators and their data included)",
+            mb(p)
+        ),
+        None => println!("Peak memory: unknown (no /proc/self/status)"),
+    }
+    println!("Targets:");
+    for t in targets {
+        let mark = match t.met {
+            Some(true) => "met    ",
+            Some(false) => "MISSED ",
+            None => "n/a    ",
+        };
+        println!("  {mark} {}: {}", t.target, t.measured);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_are_counted_by_system_with_tokens_apart() {
+        let mut c = Calls::default();
+        count_calls(
+            &json!([{"endpoint": "token"}, {"endpoint": "retrieve"}, {"endpoint": "retrieve"}]),
+            "ping",
+            "token",
+            &mut c,
+        );
+        count_calls(
+            &json!([{"endpoint": "cases_list"}, {"endpoint": "case_create"}]),
+            "primero",
+            "tokens",
+            &mut c,
+        );
+        assert_eq!((c.ping, c.primero, c.tokens), (2, 2, 1));
+        assert_eq!(c.by_endpoint["ping:retrieve"], 2);
+    }
+
+    #[test]
+    fn floor_is_calls_times_latency_over_concurrency() {
+        let f = floor_secs(160, Duration::from_millis(50), 8);
+        assert!((f - 1.0).abs() < 1e-9);
+        assert_eq!(ratio(1.0, 0.0), 0.0);
+    }
+
+    #[test]
+    fn peak_memory_is_read_on_linux() {
+        if std::path::Path::new("/proc/self/status").exists() {
+            assert!(peak_memory_bytes().unwrap() > 0);
+        }
+    }
+}
