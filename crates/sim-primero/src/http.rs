@@ -246,8 +246,8 @@ impl AuthKind {
     }
 }
 
-/// A parsed request as the endpoint handlers see it.
-#[derive(Debug)]
+/// A parsed request as the endpoint handlers see it. `Debug` shows method and path only
+/// (the body holds personal data, the headers credentials).
 pub struct Req<'a> {
     /// Method.
     pub method: &'a Method,
@@ -261,6 +261,15 @@ pub struct Req<'a> {
     pub body: Value,
     /// Whether the body was present but not JSON.
     pub body_invalid: bool,
+}
+
+impl std::fmt::Debug for Req<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Req")
+            .field("method", self.method)
+            .field("path", &self.path)
+            .finish()
+    }
 }
 
 impl Req<'_> {

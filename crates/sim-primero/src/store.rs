@@ -57,8 +57,8 @@ impl std::fmt::Debug for Referral {
     }
 }
 
-/// A cookie session (>= v2.11).
-#[derive(Clone, Debug)]
+/// A cookie session (>= v2.11). `Debug` hides the CSRF token.
+#[derive(Clone)]
 pub struct Session {
     /// User name.
     pub user: String,
@@ -92,6 +92,15 @@ pub struct LogEntry {
     pub auth: Option<String>,
 }
 
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("user", &self.user)
+            .field("csrf", &"[redacted]")
+            .finish()
+    }
+}
+
 /// Login bookkeeping of one user name.
 #[derive(Clone, Debug, Default)]
 pub struct LoginState {
@@ -101,8 +110,7 @@ pub struct LoginState {
     pub locked_until: Option<Instant>,
 }
 
-/// Everything the simulator holds.
-#[derive(Debug)]
+/// Everything the simulator holds. `Debug` shows counts only (no personal data, no tokens).
 pub struct Store {
     /// Current switches.
     pub opts: Options,
@@ -136,6 +144,20 @@ pub struct Store {
     pub last_ts: DateTime<Utc>,
     /// Sequence counter.
     pub seq: u64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("cases", &self.cases.len())
+            .field("referrals", &self.referrals.len())
+            .field("users", &self.users.len())
+            .field("sessions", &self.sessions.len())
+            .field("jwts", &self.jwts.len())
+            .field("log", &self.log.len())
+            .field("faults", &self.faults.len())
+            .finish()
+    }
 }
 
 impl Store {
