@@ -236,16 +236,21 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
             }
         }
     }
+    let mut lookups = look_up_cases(run, &by_individual).await?;
+    let by_individual: Vec<(Lookup, Vec<Ready>)> = by_individual
+        .into_iter()
+        .map(|(id, items)| (lookups.remove(&id).unwrap_or(Lookup::Search), items))
+        .collect();
     let abort = AtomicBool::new(false);
     let (tx, mut rx) = mpsc::unbounded_channel::<WriteBack>();
     let concurrency = ctx.config.primero.http.max_concurrency.max(1);
     let producer = async {
         let tx = tx;
         let mut tasks = stream::iter(by_individual)
-            .map(|(_, items)| {
+            .map(|(lookup, items)| {
                 let tx = tx.clone();
                 let abort = &abort;
-                async move { deliver_individual(run, items, &tx, abort).await }
+                async move { deliver_individual(run, lookup, items, &tx, abort).await }
             })
             .buffer_unordered(concurrency);
         while let Some(result) = tasks.next().await {
@@ -423,20 +428,106 @@ async fn fetch_details_chunk(run: &RunCtx<'_>, ids: Vec<String>) -> Result<Detai
     Ok(out)
 }
 
+/// How the case(s) of an individual are found at delivery time.
+enum Lookup {
+    /// The ledger remembers the individual's case (checked with a `GET` by id).
+    Fact(String),
+    /// A batched search already answered: the cases whose `unhcr_individual_no` is exactly
+    /// the individual's.
+    Found(Vec<Case>),
+    /// The batched search failed (the referrals are left failed or rejected).
+    Failed(PrimeroError),
+    /// Search on its own.
+    Search,
+}
+
+/// Individuals per batched case search.
+const SEARCH_PER_CALL: usize = 50;
+/// Batched case searches in flight at once.
+const SEARCH_IN_FLIGHT: usize = 4;
+
+/// Finds the cases of every individual before delivery: the ledger fact when there is one,
+/// else one search per [`SEARCH_PER_CALL`] individuals (`unhcr_individual_no[n]=…`, a list
+/// filter that matches identifiers exactly; every returned case is checked again here, so
+/// a server that ignored the filter cannot widen the match).
+async fn look_up_cases(
+    run: &RunCtx<'_>,
+    individuals: &[(String, Vec<Ready>)],
+) -> Result<HashMap<String, Lookup>, FlowError> {
+    let ctx = run.ctx;
+    let mut out: HashMap<String, Lookup> = HashMap::new();
+    let mut unknown: Vec<String> = Vec::new();
+    for (id, _) in individuals {
+        let fact = ctx.ledger.fact(FACT_INDIVIDUAL_CASE, id).await?;
+        match fact
+            .as_ref()
+            .and_then(|v| v.get("case_uuid"))
+            .and_then(Value::as_str)
+        {
+            Some(uuid) => {
+                out.insert(id.clone(), Lookup::Fact(uuid.to_owned()));
+            }
+            None => unknown.push(id.clone()),
+        }
+    }
+    let chunks: Vec<Vec<String>> = unknown
+        .chunks(SEARCH_PER_CALL)
+        .map(<[String]>::to_vec)
+        .collect();
+    let mut searches = stream::iter(chunks)
+        .map(|ids| async move {
+            let query = CaseQuery {
+                filters: ids
+                    .iter()
+                    .enumerate()
+                    .map(|(n, id)| (format!("unhcr_individual_no[{n}]"), id.clone()))
+                    .collect(),
+                ..CaseQuery::default()
+            };
+            (ids, ctx.primero.list_cases(&query).await)
+        })
+        .buffer_unordered(SEARCH_IN_FLIGHT);
+    while let Some((ids, result)) = searches.next().await {
+        match result {
+            Ok(cases) => {
+                for id in ids {
+                    let mine: Vec<Case> = cases
+                        .iter()
+                        .filter(|c| c.str_field("unhcr_individual_no") == Some(id.as_str()))
+                        .cloned()
+                        .collect();
+                    out.insert(id, Lookup::Found(mine));
+                }
+            }
+            Err(e) if e.class() == ApiClass::Auth => return Err(e.into()),
+            Err(e) => {
+                for id in ids {
+                    out.insert(id, Lookup::Failed(e.clone()));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Delivers the referrals of one individual, one after another, so that the second finds the
 /// case the first created. Write-backs go to `tx`.
 async fn deliver_individual(
     run: &RunCtx<'_>,
+    lookup: Lookup,
     items: Vec<Ready>,
     tx: &mpsc::UnboundedSender<WriteBack>,
     abort: &AtomicBool,
 ) -> Result<(), FlowError> {
+    let mut lookup = Some(lookup);
     let mut known: Option<Case> = None;
     for item in items {
         if abort.load(Ordering::SeqCst) || run.stopping() {
             return Ok(());
         }
-        if let Some(wb) = deliver_one(run, &item, &mut known).await? {
+        let current = known.take().map(|c| Lookup::Found(vec![c]));
+        let this = current.or_else(|| lookup.take()).unwrap_or(Lookup::Search);
+        if let Some(wb) = deliver_one(run, &item, this, &mut known).await? {
             // The consumer only stops early when the run ends with an error.
             let _ = tx.send(wb);
         }
@@ -463,33 +554,25 @@ fn primero_failure(
     }
 }
 
-/// The Primero cases of the individual: the case remembered from this run, else the case of
-/// the ledger fact (checked to still be the individual's), else an exact search.
+/// The Primero cases of the individual: those found before delivery, else the case of the
+/// ledger fact (checked to still be the individual's), else an exact search.
 async fn find_cases(
     run: &RunCtx<'_>,
     individual_id: &str,
-    known: &Option<Case>,
+    lookup: Lookup,
 ) -> Result<Vec<Case>, PrimeroError> {
-    if let Some(case) = known {
-        return Ok(vec![case.clone()]);
-    }
     let ctx = run.ctx;
-    let fact = ctx
-        .ledger
-        .fact(FACT_INDIVIDUAL_CASE, individual_id)
-        .await
-        .ok()
-        .flatten();
-    if let Some(uuid) = fact
-        .as_ref()
-        .and_then(|v| v.get("case_uuid"))
-        .and_then(Value::as_str)
-    {
-        if let Some(case) = ctx.primero.get_case(uuid).await? {
-            if case.str_field("unhcr_individual_no") == Some(individual_id) {
-                return Ok(vec![case]);
+    match lookup {
+        Lookup::Found(cases) => return Ok(cases),
+        Lookup::Failed(e) => return Err(e),
+        Lookup::Fact(uuid) => {
+            if let Some(case) = ctx.primero.get_case(&uuid).await? {
+                if case.str_field("unhcr_individual_no") == Some(individual_id) {
+                    return Ok(vec![case]);
+                }
             }
         }
+        Lookup::Search => {}
     }
     ctx.primero
         .list_cases(&CaseQuery::exact("unhcr_individual_no", individual_id))
@@ -500,6 +583,7 @@ async fn find_cases(
 async fn deliver_one(
     run: &RunCtx<'_>,
     item: &Ready,
+    lookup: Lookup,
     known: &mut Option<Case>,
 ) -> Result<Option<WriteBack>, FlowError> {
     let ctx = run.ctx;
@@ -507,7 +591,7 @@ async fn deliver_one(
     let key = m.lp_intervention_id.as_str();
     let attempts = item.record.as_ref().map_or(0, |r| r.attempts);
 
-    let cases = match find_cases(run, &m.individual_id, known).await {
+    let cases = match find_cases(run, &m.individual_id, lookup).await {
         Ok(c) => c,
         Err(e) => {
             let change = primero_failure(run, key, "case search", e, attempts)?;

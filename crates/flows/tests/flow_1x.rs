@@ -1,0 +1,1113 @@
+//! Flows 1.1 `referrals-to-primero` and 1.2 `decisions-to-progres` against both simulators
+//! over HTTP: mapping of a multi-row referral, appending to an existing case, idempotent
+//! re-runs and crash recovery, conflicts and rejections that do not stop the others, the
+//! Solr-lag case fact, caseworker decisions sent once (and again when changed), legacy
+//! intervention numbers, the 1.2 cursor across restarts and within one second, transient
+//! faults on either side, dry runs and refused credentials.
+
+mod support;
+
+use pp_flows::{run_flow, Flow, FlowContext, FlowError, RunOptions};
+use pp_ledger::{Cause, Ledger, RecordChange, RecordState, RetryTarget};
+use serde_json::{json, Value};
+use support::TestEnv;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BU: &str = "577ccdf6-86de-e811-80d8-001dd8b71fe3";
+const F11: &str = "referrals-to-primero";
+const F12: &str = "decisions-to-progres";
+
+fn guid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A pending outgoing referral in the PING simulator's seed format.
+fn intervention(lp: &str, number: &str, individual: &str) -> Value {
+    json!({
+        "progres_lpinterventionid": lp,
+        "progres_interventionnumber": number,
+        "progres_businessunit": BU,
+        "intervention_type_description": "BIA",
+        "progres_interventionstartdate": "2026-11-02",
+        "progres_interventiondescription": "<p>Needs <b>urgent</b>&nbsp;care</p>",
+        "progres_reasonforreferral": "Risk of <i>harm</i>",
+        "delivery": {},
+        "individual": {
+            "progres_id": individual,
+            "progres_registrationgroupid": "0a0a0a0a-1111-2222-3333-444444444444",
+            "progres_registrationgroupidname": "803-00012345",
+            "progres_givenname": "Amanimarker",
+            "progres_familyname": "Okello",
+            "progres_dateofbirth": "2014-03-02",
+            "progres_sex": 125080000,
+            "progres_primaryphonenumber": "+251911000001"
+        },
+        "systemuser": {"title": "Protection Officer", "mobilephone": "+251911000002",
+                       "internalemailaddress": "po@example.org"},
+        "languages": ["Nuer"]
+    })
+}
+
+fn with(mut v: Value, patch: Value) -> Value {
+    merge(&mut v, &patch);
+    v
+}
+
+fn merge(a: &mut Value, b: &Value) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                if v.is_null() {
+                    a.remove(k);
+                } else {
+                    merge(a.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (a, b) => *a = b.clone(),
+    }
+}
+
+async fn seed_ping(env: &TestEnv, interventions: Vec<Value>) {
+    env.ping_post("/_sim/seed", json!({ "interventions": interventions }))
+        .await;
+}
+
+async fn seed_primero(env: &TestEnv, cases: Vec<Value>) {
+    env.primero_post("/_sim/seed", json!({ "cases": cases }))
+        .await;
+}
+
+async fn ping_intervention(env: &TestEnv, lp: &str) -> Value {
+    let state = env.ping_get("/_sim/state").await;
+    state["interventions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["progres_lpinterventionid"] == lp)
+        .cloned()
+        .unwrap_or_else(|| panic!("intervention {lp} in the PING simulator"))
+}
+
+async fn cases_of(env: &TestEnv, individual: &str) -> Vec<Value> {
+    let state = env.primero_get("/_sim/state").await;
+    state["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["unhcr_individual_no"] == individual)
+        .cloned()
+        .collect()
+}
+
+fn rows(case: &Value) -> Vec<Value> {
+    case["services_section"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn requests(env: &TestEnv, ping: bool, endpoint: &str) -> usize {
+    let log = if ping {
+        env.ping_get("/_sim/requests").await
+    } else {
+        env.primero_get("/_sim/requests").await
+    };
+    log.as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["endpoint"] == endpoint)
+        .count()
+}
+
+async fn state_of(env: &TestEnv, flow: &str, key: &str) -> Option<RecordState> {
+    env.ledger.get(flow, key).await.unwrap().map(|r| r.state)
+}
+
+async fn pending_lp_ids(env: &TestEnv) -> Vec<String> {
+    let shp = &env.config.ping.shipping_processes.pending_referrals;
+    env.ctx
+        .ping
+        .retrieve(shp, &[])
+        .await
+        .unwrap()
+        .rows
+        .iter()
+        .filter_map(|r| r.get_text("progres_lpinterventionid"))
+        .collect()
+}
+
+#[tokio::test]
+async fn referral_with_languages_and_needs_becomes_one_case_pending_in_progres() {
+    let env = TestEnv::start().await;
+    let lp = guid();
+    seed_ping(
+        &env,
+        vec![with(
+            intervention(&lp, "803-26-PRTITV-0000001", "803-100000001"),
+            json!({
+                "languages": ["Nuer", "Anyuak", "Swahili"],
+                "specific_needs": [
+                    {"progres_spncategory2": "a1c5b4fb-8f76-e611-80c9-00155d340529",
+                     "progres_spncategory2name": "Child at risk"},
+                    {"progres_spncategory2": "a3c5b4fb-8f76-e611-80c9-00155d340529",
+                     "progres_spncategory2name": "Disability"}
+                ]
+            }),
+        )],
+    )
+    .await;
+
+    let report = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!(
+        (report.fetched, report.delivered, report.confirmed),
+        (1, 1, 1)
+    );
+    assert_eq!(
+        report.rejected_total() + report.failed + report.conflicts,
+        0
+    );
+
+    let cases = cases_of(&env, "803-100000001").await;
+    assert_eq!(cases.len(), 1, "one case");
+    let case = &cases[0];
+    assert_eq!(case["language"], json!(["language2", "language1"]));
+    assert_eq!(case["sex"], "female");
+    assert_eq!(case["date_of_birth"], "2014-03-02");
+    assert_eq!(case["module_id"], "primeromodule-cp");
+    let r = rows(case);
+    assert_eq!(r.len(), 1, "one service row for six SHP-2358 rows");
+    assert_eq!(
+        r[0]["progres_interventionnumber"],
+        json!(format!("803-26-PRTITV-0000001,{lp},{BU}"))
+    );
+    assert_eq!(
+        r[0]["service_referral_notes"],
+        "Needs urgent care, Risk of harm"
+    );
+    assert_eq!(r[0]["service_type"], "focuses_non_specialized_mhpss_care");
+    assert_eq!(r[0]["unhcr_referral_status"], "pending");
+    assert_eq!(r[0]["service_request_agency"], "UNHCR");
+
+    let iv = ping_intervention(&env, &lp).await;
+    assert_eq!(iv["progres_primerotransferstatus"], json!(125080002));
+    assert!(!pending_lp_ids(&env).await.contains(&lp));
+
+    let record = env.ledger.get(F11, &lp).await.unwrap().unwrap();
+    assert_eq!(record.state, RecordState::Confirmed);
+    assert_eq!(record.dest_ids["case_uuid"], case["id"].as_str().unwrap());
+    assert_eq!(record.ping_transaction_ids.len(), 1);
+    assert!(report
+        .ping_transaction_ids
+        .contains(&record.ping_transaction_ids[0]));
+    // The facts 1.2 and later runs rely on.
+    let fact = env
+        .ledger
+        .fact("intervention", "803-26-PRTITV-0000001")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fact["lp_intervention_id"], lp.as_str());
+}
+
+#[tokio::test]
+async fn many_referrals_take_at_most_two_and_a_half_calls_each() {
+    let env = TestEnv::start().await;
+    let ivs: Vec<Value> = (0..20)
+        .map(|i| {
+            intervention(
+                &guid(),
+                &format!("803-26-PRTITV-10{i:05}"),
+                &format!("803-2000{i:05}"),
+            )
+        })
+        .collect();
+    seed_ping(&env, ivs).await;
+    env.clear_requests().await;
+    let report = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!(report.confirmed, 20);
+    let ping: Vec<Value> = env
+        .ping_get("/_sim/requests")
+        .await
+        .as_array()
+        .unwrap()
+        .clone();
+    let ping_calls = ping.iter().filter(|e| e["endpoint"] != "token").count();
+    let primero_calls = env
+        .primero_get("/_sim/requests")
+        .await
+        .as_array()
+        .unwrap()
+        .len();
+    let per_referral = (ping_calls + primero_calls) as f64 / 20.0;
+    assert!(per_referral <= 2.5, "{per_referral} API calls per referral");
+}
+
+#[tokio::test]
+async fn existing_case_gets_a_row_appended_and_reruns_create_nothing() {
+    let env = TestEnv::start().await;
+    let existing_row = json!({
+        "unique_id": "5efbc52f-0606-4436-8f3d-c748867d913b",
+        "service_type": "medical",
+        "service_referral": "internal_referral",
+        "service_implementing_agency": "DRC",
+        "progres_interventionnumber": "803-26-PRTITV-00000020,aaa,bbb"
+    });
+    seed_primero(
+        &env,
+        vec![json!({
+            "unhcr_individual_no": "803-100000002",
+            "name_first": "Existing",
+            "module_id": "primeromodule-cp",
+            "owned_by": "openfn_integration",
+            "services_section": [existing_row.clone()]
+        })],
+    )
+    .await;
+    let lp = guid();
+    // Same prefix as the existing row's number: only an exact first part counts.
+    seed_ping(
+        &env,
+        vec![intervention(&lp, "803-26-PRTITV-0000002", "803-100000002")],
+    )
+    .await;
+
+    let report = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!((report.delivered, report.confirmed), (1, 1));
+    let cases = cases_of(&env, "803-100000002").await;
+    assert_eq!(cases.len(), 1);
+    let r = rows(&cases[0]);
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0], existing_row, "the existing row is untouched");
+    assert_eq!(cases[0]["name_first"], "Existing", "case fields untouched");
+    assert_eq!(
+        r[1]["progres_interventionnumber"],
+        json!(format!("803-26-PRTITV-0000002,{lp},{BU}"))
+    );
+
+    // Second run: proGres no longer lists it; nothing is written anywhere.
+    env.clear_requests().await;
+    let again = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!((again.fetched, again.delivered, again.confirmed), (0, 0, 0));
+    assert_eq!(requests(&env, false, "case_create").await, 0);
+    assert_eq!(requests(&env, false, "case_patch").await, 0);
+    assert_eq!(requests(&env, true, "data").await, 0);
+
+    // Even if proGres lists it again, a confirmed referral is not sent twice.
+    env.ping_post(
+        "/_sim/options",
+        json!({"drop_transferred_from_pending": false}),
+    )
+    .await;
+    let third = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!((third.fetched, third.skipped, third.delivered), (1, 1, 0));
+    assert_eq!(requests(&env, false, "case_patch").await, 0);
+    assert_eq!(requests(&env, true, "data").await, 0);
+    assert_eq!(rows(&cases_of(&env, "803-100000002").await[0]).len(), 2);
+}
+
+#[tokio::test]
+async fn crash_between_primero_write_and_write_back_creates_nothing_new() {
+    let env = TestEnv::start().await;
+    let (a, b) = (guid(), guid());
+    seed_ping(
+        &env,
+        vec![
+            intervention(&a, "803-26-PRTITV-0000003", "803-100000003"),
+            intervention(&b, "803-26-PRTITV-0000004", "803-100000004"),
+        ],
+    )
+    .await;
+    // The write-back fails whatever the retries do.
+    env.ping_post(
+        "/_sim/faults",
+        json!({"rules": [{"endpoint": "data", "kind": "status", "status": 503}]}),
+    )
+    .await;
+    let first = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!((first.delivered, first.confirmed, first.failed), (2, 0, 2));
+    assert_eq!(state_of(&env, F11, &a).await, Some(RecordState::Failed));
+    assert!(pending_lp_ids(&env).await.contains(&a));
+
+    // Make `b` look exactly like a crash right after the Primero write: `delivered`.
+    let record = env.ledger.get(F11, &b).await.unwrap().unwrap();
+    env.ledger
+        .apply(
+            &[RecordChange::new(F11, &b, RecordState::Delivered)
+                .with_dest_id("case_uuid", &record.dest_ids["case_uuid"])],
+            None,
+            &Cause::Operator("test".into()),
+        )
+        .await
+        .unwrap();
+
+    env.http
+        .delete(format!("{}/_sim/faults", env.ping.base_url()))
+        .send()
+        .await
+        .unwrap();
+    env.clear_requests().await;
+    let second = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!((second.confirmed, second.skipped, second.failed), (2, 2, 0));
+    assert_eq!(requests(&env, false, "case_create").await, 0);
+    assert_eq!(requests(&env, false, "case_patch").await, 0);
+    for (lp, individual) in [(&a, "803-100000003"), (&b, "803-100000004")] {
+        let cases = cases_of(&env, individual).await;
+        assert_eq!(cases.len(), 1);
+        assert_eq!(rows(&cases[0]).len(), 1, "no duplicate row");
+        assert_eq!(state_of(&env, F11, lp).await, Some(RecordState::Confirmed));
+        assert_eq!(
+            ping_intervention(&env, lp).await["progres_primerotransferstatus"],
+            json!(125080002)
+        );
+    }
+}
+
+#[tokio::test]
+async fn conflicts_and_rejections_do_not_stop_the_other_referrals() {
+    let env = TestEnv::start().await;
+    let (dup1, dup2) = (guid(), guid());
+    seed_primero(
+        &env,
+        vec![
+            json!({"id": dup1, "unhcr_individual_no": "803-100000010",
+                   "module_id": "primeromodule-cp", "owned_by": "openfn_integration"}),
+            json!({"id": dup2, "unhcr_individual_no": "803-100000010",
+                   "module_id": "primeromodule-cp", "owned_by": "openfn_integration"}),
+        ],
+    )
+    .await;
+    let (dup, missing, unmapped, good) = (guid(), guid(), guid(), guid());
+    seed_ping(
+        &env,
+        vec![
+            intervention(&dup, "803-26-PRTITV-0000010", "803-100000010"),
+            with(
+                intervention(&missing, "803-26-PRTITV-0000011", "803-100000011"),
+                json!({"individual": {"progres_givenname": null, "progres_dateofbirth": null}}),
+            ),
+            with(
+                intervention(&unmapped, "803-26-PRTITV-0000012", "803-100000012"),
+                json!({"intervention_type_description": "Cash for Protection"}),
+            ),
+            intervention(&good, "803-26-PRTITV-0000013", "803-100000013"),
+        ],
+    )
+    .await;
+    let report = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!(report.fetched, 4);
+    assert_eq!((report.confirmed, report.conflicts), (1, 1));
+    assert_eq!(report.rejected["missing_required_fields"], 1);
+    assert_eq!(report.rejected["unmapped_intervention_type"], 1);
+
+    let conflict = env.ledger.get(F11, &dup).await.unwrap().unwrap();
+    assert_eq!(conflict.state, RecordState::Conflict);
+    assert_eq!(conflict.reason_code.as_deref(), Some("duplicate_cases"));
+    let msg = conflict.message.unwrap();
+    assert!(msg.contains(&dup1) && msg.contains(&dup2), "{msg}");
+    for c in cases_of(&env, "803-100000010").await {
+        assert!(rows(&c).is_empty(), "no write to either duplicate");
+    }
+
+    let missing_rec = env.ledger.get(F11, &missing).await.unwrap().unwrap();
+    let msg = missing_rec.message.unwrap();
+    assert!(
+        msg.contains("progres_givenname") && msg.contains("progres_dateofbirth"),
+        "one rejection naming both: {msg}"
+    );
+    let unmapped_rec = env.ledger.get(F11, &unmapped).await.unwrap().unwrap();
+    assert!(unmapped_rec
+        .message
+        .unwrap()
+        .contains("Cash for Protection"));
+    for line in &report.attention {
+        let text = line.message.clone().unwrap_or_default();
+        assert!(
+            !text.contains("Amanimarker") && !text.contains("+251911"),
+            "{text}"
+        );
+    }
+    assert_eq!(cases_of(&env, "803-100000013").await.len(), 1);
+    assert_eq!(
+        ping_intervention(&env, &good).await["progres_primerotransferstatus"],
+        json!(125080002)
+    );
+    // Nothing of the refused ones reached proGres (R7).
+    assert!(ping_intervention(&env, &missing).await["progres_primerotransferstatus"].is_null());
+
+    // Unchanged source: skipped, not re-examined.
+    env.clear_requests().await;
+    let again = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!(
+        (again.skipped, again.conflicts, again.rejected_total()),
+        (3, 0, 0)
+    );
+    assert_eq!(requests(&env, false, "cases_list").await, 0);
+
+    // Fixed source data (new hash) and an operator re-queue are both processed again.
+    seed_ping(
+        &env,
+        vec![intervention(
+            &missing,
+            "803-26-PRTITV-0000011",
+            "803-100000011",
+        )],
+    )
+    .await;
+    env.ledger
+        .retry(
+            RetryTarget::Key {
+                flow: Some(F11.into()),
+                key: dup.clone(),
+            },
+            "alice",
+        )
+        .await
+        .unwrap();
+    let third = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!((third.confirmed, third.conflicts, third.skipped), (1, 1, 1));
+    assert_eq!(
+        state_of(&env, F11, &missing).await,
+        Some(RecordState::Confirmed)
+    );
+}
+
+#[tokio::test]
+async fn several_cases_resolved_by_progres_primeroid() {
+    let env = TestEnv::start().await;
+    let chosen_case_id = guid();
+    seed_primero(
+        &env,
+        vec![
+            json!({"unhcr_individual_no": "803-100000020", "case_id": chosen_case_id,
+                   "module_id": "primeromodule-cp"}),
+            json!({"unhcr_individual_no": "803-100000020", "module_id": "primeromodule-cp"}),
+        ],
+    )
+    .await;
+    let lp = guid();
+    // progres_primeroid is not part of the seed model: it is written by SHP-2748 only.
+    seed_ping(
+        &env,
+        vec![intervention(&lp, "803-26-PRTITV-0000020", "803-100000020")],
+    )
+    .await;
+    env.ctx
+        .ping
+        .ingest(
+            "SHP-2748",
+            &[pp_ping::IngestRecord::new(&lp)
+                .field("progres_lpinterventionid", Some(lp.as_str()))
+                .field("progres_businessunit", Some(BU))
+                .field("progres_primeroid", Some(chosen_case_id.as_str()))],
+        )
+        .await
+        .unwrap();
+    let report = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!((report.confirmed, report.conflicts), (1, 0));
+    for c in cases_of(&env, "803-100000020").await {
+        let expected = usize::from(c["case_id"] == chosen_case_id.as_str());
+        assert_eq!(rows(&c).len(), expected);
+    }
+}
+
+#[tokio::test]
+async fn same_individual_uses_one_case_even_when_search_lags() {
+    let env = TestEnv::start().await;
+    // Primero <= 2.10: a case created a moment ago is not found by search for a minute.
+    env.primero_post("/_sim/options", json!({"search_lag_ms": 60_000}))
+        .await;
+    let (a, b, c) = (guid(), guid(), guid());
+    seed_ping(
+        &env,
+        vec![
+            intervention(&a, "803-26-PRTITV-0000030", "803-100000030"),
+            intervention(&b, "803-26-PRTITV-0000031", "803-100000030"),
+        ],
+    )
+    .await;
+    let first = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!(first.confirmed, 2);
+    // A later referral of the same individual, while search still cannot see the case.
+    seed_ping(
+        &env,
+        vec![intervention(&c, "803-26-PRTITV-0000032", "803-100000030")],
+    )
+    .await;
+    let second = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!(second.confirmed, 1);
+    let cases = cases_of(&env, "803-100000030").await;
+    assert_eq!(cases.len(), 1, "no twin case");
+    assert_eq!(rows(&cases[0]).len(), 3);
+}
+
+/// A proxy in front of the PING simulator that makes the SHP-2358 rows of one LP
+/// intervention disagree on a non-join field (the simulator always emits consistent rows).
+async fn start_mangling_proxy(listener: std::net::TcpListener, target: String, lp: String) {
+    listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let http = reqwest::Client::new();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let (http, target, lp) = (http.clone(), target.clone(), lp.clone());
+            tokio::spawn(async move {
+                let _ = proxy_one(&mut sock, &http, &target, &lp).await;
+            });
+        }
+    });
+}
+
+async fn proxy_one(
+    sock: &mut tokio::net::TcpStream,
+    http: &reqwest::Client,
+    target: &str,
+    lp: &str,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 8192];
+    let head_end = loop {
+        let n = sock.read(&mut tmp).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&tmp[..n]);
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or_default().split(' ');
+    let method = first.next().unwrap_or("GET").to_owned();
+    let path = first.next().unwrap_or("/").to_owned();
+    let mut headers = Vec::new();
+    let mut len = 0usize;
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            if k.trim().eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+            headers.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    while buf.len() < head_end + len {
+        let n = sock.read(&mut tmp).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    }
+    let body = buf[head_end..].to_vec();
+    let mut req = http.request(method.parse().unwrap(), format!("{target}{path}"));
+    for (k, v) in &headers {
+        let k_lower = k.to_ascii_lowercase();
+        if ["authorization", "ocp-apim-subscription-key", "content-type"]
+            .contains(&k_lower.as_str())
+        {
+            req = req.header(k.as_str(), v.as_str());
+        }
+    }
+    let Ok(resp) = req.body(body.clone()).send().await else {
+        return Ok(());
+    };
+    let status = resp.status().as_u16();
+    let mut text = resp.text().await.unwrap_or_default();
+    if String::from_utf8_lossy(&body).contains("SHP-2358") {
+        if let Ok(mut v) = serde_json::from_str::<Value>(&text) {
+            if let Some(rows) = v["Data"].as_array_mut() {
+                let mut seen = 0;
+                for row in rows.iter_mut() {
+                    if row["progres_lpinterventionid"] == lp {
+                        seen += 1;
+                        if seen == 2 {
+                            row["progres_individual.individuals.progres_familyname"] =
+                                json!("Differentmarker");
+                            row["progres_interventionstartdate"] = json!("2026-01-01");
+                        }
+                    }
+                }
+            }
+            text = v.to_string();
+        }
+    }
+    let out = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+        text.len()
+    );
+    sock.write_all(out.as_bytes()).await?;
+    sock.shutdown().await
+}
+
+#[tokio::test]
+async fn inconsistent_join_rows_are_rejected_naming_the_fields() {
+    let bad = guid();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_url = format!("http://{}", listener.local_addr().unwrap());
+    let mut target = String::new();
+    let env = TestEnv::start_with(|c| {
+        target = c.ping.base_url.as_str().trim_end_matches('/').to_owned();
+        c.ping.base_url = proxy_url.parse().unwrap();
+    })
+    .await;
+    start_mangling_proxy(listener, target, bad.clone()).await;
+    let good = guid();
+    seed_ping(
+        &env,
+        vec![
+            with(
+                intervention(&bad, "803-26-PRTITV-0000040", "803-100000040"),
+                json!({"languages": ["Nuer", "Anyuak"]}),
+            ),
+            intervention(&good, "803-26-PRTITV-0000041", "803-100000041"),
+        ],
+    )
+    .await;
+    let report = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!(report.rejected["inconsistent_join_rows"], 1);
+    assert_eq!(report.confirmed, 1);
+    let rec = env.ledger.get(F11, &bad).await.unwrap().unwrap();
+    let msg = rec.message.unwrap();
+    assert!(
+        msg.contains("progres_familyname") && msg.contains("progres_interventionstartdate"),
+        "{msg}"
+    );
+    assert!(!msg.contains("Differentmarker") && !msg.contains("Okello"));
+    assert!(cases_of(&env, "803-100000040").await.is_empty());
+}
+
+/// Runs 1.1 for one referral per individual and returns (LP id, case uuid, service unique_id).
+async fn delivered_referrals(
+    env: &TestEnv,
+    n: usize,
+    first: usize,
+) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut ivs = Vec::new();
+    for i in first..first + n {
+        let lp = guid();
+        ivs.push(intervention(
+            &lp,
+            &format!("803-26-PRTITV-50{i:05}"),
+            &format!("803-5000{i:05}"),
+        ));
+        out.push(lp);
+    }
+    seed_ping(env, ivs).await;
+    let report = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!(report.confirmed as usize, n);
+    let mut result = Vec::new();
+    for (i, lp) in (first..first + n).zip(out) {
+        let case = cases_of(env, &format!("803-5000{i:05}")).await.remove(0);
+        let uid = rows(&case)[0]["unique_id"].as_str().unwrap().to_owned();
+        result.push((lp, case["id"].as_str().unwrap().to_owned(), uid));
+    }
+    result
+}
+
+async fn decide(env: &TestEnv, case: &str, uid: &str, decision: &str, reason: Option<&str>) {
+    let mut body = json!({"case": case, "service_unique_id": uid, "decision": decision});
+    if let Some(r) = reason {
+        body["reason"] = json!(r);
+    }
+    env.primero_post("/_sim/actions/decide-service", body).await;
+}
+
+#[tokio::test]
+async fn caseworker_decisions_reach_progres_once_and_changes_are_sent() {
+    let env = TestEnv::start().await;
+    let d = delivered_referrals(&env, 2, 0).await;
+    let (acc, rej) = (&d[0], &d[1]);
+    decide(&env, &acc.1, &acc.2, "accepted", None).await;
+    decide(
+        &env,
+        &rej.1,
+        &rej.2,
+        "rejected",
+        Some("No capacity in the area"),
+    )
+    .await;
+
+    let report = env.run(Flow::DecisionsToProgres).await;
+    assert_eq!((report.fetched, report.confirmed), (2, 2));
+    assert!(report.excluded.is_empty(), "{:?}", report.excluded);
+    let a = ping_intervention(&env, &acc.0).await;
+    assert_eq!(a["progres_primerotransferstatus"], json!(125080003));
+    assert_eq!(
+        a["attachment_comments"],
+        json!(["Referral acknowledged by PRIMERO"])
+    );
+    let case_a = &env.primero_get("/_sim/state").await["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == acc.1.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(a["progres_primeroid"], case_a["case_id"]);
+    assert_eq!(a["progres_primerocaseworker"], case_a["owned_by"]);
+    let r = ping_intervention(&env, &rej.0).await;
+    assert_eq!(r["progres_primerotransferstatus"], json!(125080004));
+    assert_eq!(
+        r["attachment_comments"],
+        json!(["Referral rejected by PRIMERO: No capacity in the area"])
+    );
+    let key = format!("{}:{}:accepted", acc.1, acc.2);
+    let rec = env.ledger.get(F12, &key).await.unwrap().unwrap();
+    assert_eq!(rec.state, RecordState::Confirmed);
+    assert_eq!(rec.decision.as_deref(), Some("accepted"));
+    assert_eq!(rec.ping_transaction_ids.len(), 1);
+
+    // Second run: nothing new to send.
+    env.clear_requests().await;
+    let again = env.run(Flow::DecisionsToProgres).await;
+    assert_eq!(again.confirmed, 0);
+    assert_eq!(requests(&env, true, "data").await, 0);
+
+    // The caseworker changes the accepted referral to rejected: the new decision goes out.
+    decide(&env, &acc.1, &acc.2, "rejected", Some("Moved away")).await;
+    let changed = env.run(Flow::DecisionsToProgres).await;
+    assert_eq!(changed.confirmed, 1);
+    let a = ping_intervention(&env, &acc.0).await;
+    assert_eq!(a["progres_primerotransferstatus"], json!(125080004));
+    assert_eq!(requests(&env, true, "data").await, 1);
+    // And back to accepted: sent again although that key was sent before.
+    decide(&env, &acc.1, &acc.2, "accepted", None).await;
+    let back = env.run(Flow::DecisionsToProgres).await;
+    assert_eq!(back.confirmed, 1);
+    assert_eq!(
+        ping_intervention(&env, &acc.0).await["progres_primerotransferstatus"],
+        json!(125080003)
+    );
+}
+
+fn decided_case(case_id: &str, updated: &str, rows: Vec<Value>) -> Value {
+    json!({
+        "case_id": case_id,
+        "unhcr_individual_no": format!("ind-{case_id}"),
+        "module_id": "primeromodule-cp",
+        "owned_by": "cw_amina",
+        "created_at": updated,
+        "last_updated_at": updated,
+        "services_section": rows
+    })
+}
+
+fn decided_row(number: &str, status: &str) -> Value {
+    json!({
+        "unique_id": guid(),
+        "service_type": "food",
+        "service_request_agency": "unhcr",
+        "service_referral": "external_referral",
+        "unhcr_referral_status": status,
+        "progres_interventionnumber": number
+    })
+}
+
+#[tokio::test]
+async fn legacy_intervention_numbers_resolve_through_the_ledger_or_are_rejected() {
+    let env = TestEnv::start().await;
+    let d = delivered_referrals(&env, 1, 10).await;
+    let lp = &d[0].0;
+    let known = decided_row("803-26-PRTITV-5000010", "accepted");
+    let unknown = decided_row("803-19-PRTITV-0000404", "accepted");
+    let unknown_uid = unknown["unique_id"].as_str().unwrap().to_owned();
+    seed_primero(
+        &env,
+        vec![decided_case(
+            &guid(),
+            "2026-01-01T00:00:00.000Z",
+            vec![known, unknown],
+        )],
+    )
+    .await;
+    let report = env.run(Flow::DecisionsToProgres).await;
+    assert_eq!(report.confirmed, 1);
+    assert_eq!(report.rejected["legacy_intervention_number"], 1);
+    assert_eq!(
+        ping_intervention(&env, lp).await["progres_primerotransferstatus"],
+        json!(125080003)
+    );
+    let rejected = env
+        .ledger
+        .list_records(&pp_ledger::RecordFilter {
+            flow: Some(F12.into()),
+            states: vec![RecordState::Rejected],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rejected.len(), 1);
+    assert!(rejected[0].key.contains(&unknown_uid));
+    assert!(rejected[0]
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("803-19-PRTITV-0000404"));
+}
+
+#[tokio::test]
+async fn cursor_advances_survives_restart_and_keeps_same_second_changes() {
+    let env = TestEnv::start().await;
+    let lps: Vec<String> = (0..4).map(|_| guid()).collect();
+    // Interventions known to proGres (no delivery: they are not pending referrals).
+    seed_ping(
+        &env,
+        lps.iter()
+            .enumerate()
+            .map(|(i, lp)| {
+                with(
+                    intervention(lp, &format!("803-26-PRTITV-70{i:05}"), &format!("x{i}")),
+                    json!({"delivery": null}),
+                )
+            })
+            .collect(),
+    )
+    .await;
+    let composite = |i: usize| format!("803-26-PRTITV-70{i:05},{},{BU}", lps[i]);
+    seed_primero(
+        &env,
+        vec![decided_case(
+            &guid(),
+            "2026-03-01T10:00:00.100Z",
+            vec![decided_row(&composite(0), "accepted")],
+        )],
+    )
+    .await;
+    let first = env.run(Flow::DecisionsToProgres).await;
+    assert_eq!(first.confirmed, 1);
+    assert_eq!(
+        env.ledger.cursor(F12).await.unwrap().as_deref(),
+        Some("2026-03-01T10:00:00Z")
+    );
+
+    // Same second, seen only after the first run; plus one older than the cursor.
+    seed_primero(
+        &env,
+        vec![
+            decided_case(
+                &guid(),
+                "2026-03-01T10:00:00.900Z",
+                vec![decided_row(&composite(1), "rejected")],
+            ),
+            decided_case(
+                &guid(),
+                "2026-02-01T00:00:00.000Z",
+                vec![decided_row(&composite(2), "accepted")],
+            ),
+        ],
+    )
+    .await;
+    // Restart: a new context on the same ledger file.
+    let ledger_url = format!("sqlite://{}", env.dir.path().join("ledger.db").display());
+    let ledger = Ledger::connect(&ledger_url).await.unwrap();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let ctx = FlowContext::new(env.config.clone(), ledger, rx).unwrap();
+    let second = run_flow(&ctx, Flow::DecisionsToProgres, RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((second.confirmed, second.skipped), (1, 1), "{second}");
+    assert_eq!(
+        ping_intervention(&env, &lps[1]).await["progres_primerotransferstatus"],
+        json!(125080004)
+    );
+    assert!(
+        ping_intervention(&env, &lps[2]).await["progres_primerotransferstatus"].is_null(),
+        "older than the cursor: not read"
+    );
+
+    seed_primero(
+        &env,
+        vec![decided_case(
+            &guid(),
+            "2026-03-01T10:00:05.000Z",
+            vec![decided_row(&composite(3), "accepted")],
+        )],
+    )
+    .await;
+    let third = run_flow(&ctx, Flow::DecisionsToProgres, RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(third.confirmed, 1);
+    assert_eq!(
+        env.ledger.cursor(F12).await.unwrap().as_deref(),
+        Some("2026-03-01T10:00:05Z")
+    );
+}
+
+#[tokio::test]
+async fn transient_faults_on_both_sides_end_with_each_record_delivered_once() {
+    let env = TestEnv::start().await;
+    let ivs: Vec<(String, String)> = (0..4)
+        .map(|i| (guid(), format!("803-6000{i:05}")))
+        .collect();
+    seed_ping(
+        &env,
+        ivs.iter()
+            .enumerate()
+            .map(|(i, (lp, ind))| intervention(lp, &format!("803-26-PRTITV-60{i:05}"), ind))
+            .collect(),
+    )
+    .await;
+    env.ping_post(
+        "/_sim/faults",
+        json!({"rules": [
+            {"endpoint": "retrieve", "kind": "status", "status": 503, "times": 2},
+            {"endpoint": "retrieve", "kind": "drop", "times": 1},
+            {"endpoint": "data", "kind": "status", "status": 429, "retry_after_secs": 1, "times": 1},
+            {"endpoint": "data", "kind": "drop", "times": 1}
+        ]}),
+    )
+    .await;
+    env.primero_post(
+        "/_sim/faults",
+        json!({"rules": [
+            {"endpoint": "cases_list", "kind": "status", "status": 500, "times": 2},
+            {"endpoint": "cases_list", "kind": "drop", "times": 1},
+            {"endpoint": "case_create", "kind": "status", "status": 503, "times": 2},
+            {"endpoint": "case_create", "kind": "drop", "times": 1}
+        ]}),
+    )
+    .await;
+    let report = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!((report.confirmed, report.failed), (4, 0), "{report}");
+    for (lp, ind) in &ivs {
+        assert_eq!(cases_of(&env, ind).await.len(), 1);
+        assert_eq!(rows(&cases_of(&env, ind).await[0]).len(), 1);
+        assert_eq!(
+            ping_intervention(&env, lp).await["progres_primerotransferstatus"],
+            json!(125080002)
+        );
+    }
+}
+
+#[tokio::test]
+async fn lasting_faults_leave_records_failed_then_delivered_by_the_next_run() {
+    let env = TestEnv::start_with(|c| c.primero.http.retry.max_attempts = 2).await;
+    let ivs: Vec<(String, String)> = (0..3)
+        .map(|i| (guid(), format!("803-6100{i:05}")))
+        .collect();
+    seed_ping(
+        &env,
+        ivs.iter()
+            .enumerate()
+            .map(|(i, (lp, ind))| intervention(lp, &format!("803-26-PRTITV-61{i:05}"), ind))
+            .collect(),
+    )
+    .await;
+    env.primero_post(
+        "/_sim/faults",
+        json!({"rules": [{"endpoint": "case_create", "kind": "status", "status": 503}]}),
+    )
+    .await;
+    let first = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!((first.failed, first.confirmed), (3, 0));
+    let rec = env.ledger.get(F11, &ivs[0].0).await.unwrap().unwrap();
+    assert_eq!(rec.reason_code.as_deref(), Some("transient"));
+    assert!(rec.next_retry_at.is_some());
+    assert!(ping_intervention(&env, &ivs[0].0).await["progres_primerotransferstatus"].is_null());
+
+    env.http
+        .delete(format!("{}/_sim/faults", env.primero.base_url()))
+        .send()
+        .await
+        .unwrap();
+    let second = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!((second.failed, second.confirmed), (0, 3));
+    for (_, ind) in &ivs {
+        assert_eq!(cases_of(&env, ind).await.len(), 1);
+    }
+
+    // 1.2: a write-back that keeps failing holds the cursor; the next run sends it once.
+    let case = cases_of(&env, &ivs[0].1).await.remove(0);
+    let uid = rows(&case)[0]["unique_id"].as_str().unwrap().to_owned();
+    decide(&env, case["id"].as_str().unwrap(), &uid, "accepted", None).await;
+    env.ping_post(
+        "/_sim/faults",
+        json!({"rules": [{"endpoint": "data", "kind": "status", "status": 502}]}),
+    )
+    .await;
+    let failing = env.run(Flow::DecisionsToProgres).await;
+    assert_eq!((failing.failed, failing.confirmed), (1, 0));
+    env.http
+        .delete(format!("{}/_sim/faults", env.ping.base_url()))
+        .send()
+        .await
+        .unwrap();
+    env.clear_requests().await;
+    let recovered = env.run(Flow::DecisionsToProgres).await;
+    assert_eq!((recovered.failed, recovered.confirmed), (0, 1));
+    assert_eq!(requests(&env, true, "data").await, 1);
+    assert_eq!(
+        ping_intervention(&env, &ivs[0].0).await["progres_primerotransferstatus"],
+        json!(125080003)
+    );
+}
+
+#[tokio::test]
+async fn dry_run_writes_nothing_and_previews_field_names_only() {
+    let env = TestEnv::start().await;
+    let lp = guid();
+    seed_ping(
+        &env,
+        vec![intervention(&lp, "803-26-PRTITV-0000090", "803-100000090")],
+    )
+    .await;
+    let report = env.dry_run(Flow::ReferralsToPrimero).await;
+    assert!(report.dry_run);
+    assert_eq!(report.fetched, 1);
+    let actions: Vec<&str> = report
+        .would_send
+        .iter()
+        .map(|p| p.action.as_str())
+        .collect();
+    assert_eq!(actions, vec!["create case", "ingest SHP-2748"]);
+    let fields = &report.would_send[0].fields;
+    assert!(fields.contains(&"name_first".to_owned()));
+    assert!(fields.contains(&"services_section.progres_interventionnumber".to_owned()));
+    let text = format!("{report} {}", serde_json::to_string(&report).unwrap());
+    assert!(!text.contains("Amanimarker") && !text.contains("+251911"));
+    assert!(cases_of(&env, "803-100000090").await.is_empty());
+    assert_eq!(requests(&env, true, "data").await, 0);
+    assert_eq!(env.ledger.get(F11, &lp).await.unwrap(), None);
+    assert!(pending_lp_ids(&env).await.contains(&lp));
+
+    // 1.2 dry run: previews the decision, sends nothing, keeps no cursor.
+    env.run(Flow::ReferralsToPrimero).await;
+    let case = cases_of(&env, "803-100000090").await.remove(0);
+    let uid = rows(&case)[0]["unique_id"].as_str().unwrap().to_owned();
+    decide(
+        &env,
+        case["id"].as_str().unwrap(),
+        &uid,
+        "rejected",
+        Some("Secretreason"),
+    )
+    .await;
+    env.clear_requests().await;
+    let dry = env.dry_run(Flow::DecisionsToProgres).await;
+    assert_eq!(dry.would_send.len(), 1);
+    assert!(dry.would_send[0]
+        .fields
+        .contains(&"progres_primerotransferstatus".to_owned()));
+    assert!(!serde_json::to_string(&dry)
+        .unwrap()
+        .contains("Secretreason"));
+    assert_eq!(requests(&env, true, "data").await, 0);
+    assert_eq!(env.ledger.cursor(F12).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn refused_credentials_end_the_run_with_an_auth_error() {
+    let env = TestEnv::start_with(|c| {
+        c.ping.password = secrecy::SecretString::from("wrong-password");
+    })
+    .await;
+    let err = env.try_run(Flow::ReferralsToPrimero).await.unwrap_err();
+    assert!(matches!(err, FlowError::Auth { .. }), "{err}");
+    let env = TestEnv::start_with(|c| {
+        c.primero.password = secrecy::SecretString::from("wrong-password");
+    })
+    .await;
+    let err = env.try_run(Flow::DecisionsToProgres).await.unwrap_err();
+    assert!(err.is_auth(), "{err}");
+}
