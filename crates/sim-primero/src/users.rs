@@ -1,5 +1,6 @@
 //! User endpoints: `GET /api/v2/users` (needs user-read permission; paging with clamp,
-//! filters `user_name`, `agency`, `disabled`, `query`, `location`, `services`) and
+//! filters `user_name`, `agency`, `disabled`, `query`, `location`, `services`, `role_id[]`,
+//! `user_group_ids[]`) and
 //! `GET /api/v2/users/refer-to` (users who may receive referrals).
 
 use crate::cases::paging;
@@ -9,6 +10,19 @@ use crate::store::{user_json, Store};
 use axum::response::Response;
 use serde_json::{json, Value};
 
+/// Values of `name`, `name[]` and `name[i]` params (comma lists split).
+fn list_param(req: &Req, name: &str) -> Vec<String> {
+    req.params
+        .iter()
+        .filter(|(k, _)| {
+            k == name
+                || (k.starts_with(name) && k[name.len()..].starts_with('[') && k.ends_with(']'))
+        })
+        .flat_map(|(_, v)| v.split(',').map(|x| x.to_string()))
+        .filter(|x| !x.is_empty())
+        .collect()
+}
+
 /// `GET /api/v2/users`.
 pub fn list(st: &mut Store, user: &SimUser, req: &Req) -> Result<Response, ApiError> {
     if !user.can_read_users {
@@ -16,6 +30,8 @@ pub fn list(st: &mut Store, user: &SimUser, req: &Req) -> Result<Response, ApiEr
     }
     let p = |k: &str| req.param(k);
     let query = p("query").map(|q| q.to_lowercase());
+    let roles = list_param(req, "role_id");
+    let groups = list_param(req, "user_group_ids");
     let hits: Vec<&SimUser> = st
         .users
         .iter()
@@ -40,6 +56,8 @@ pub fn list(st: &mut Store, user: &SimUser, req: &Req) -> Result<Response, ApiEr
                 .map(|s| u.services.iter().any(|x| x == s))
                 .unwrap_or(true)
         })
+        .filter(|u| roles.is_empty() || roles.contains(&u.role_unique_id))
+        .filter(|u| groups.is_empty() || u.user_group_unique_ids.iter().any(|g| groups.contains(g)))
         .filter(|u| {
             query
                 .as_ref()

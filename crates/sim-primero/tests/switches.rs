@@ -149,3 +149,38 @@ async fn refer_to_lists_receiving_users() {
         .json();
     assert_eq!(log.as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn users_filter_by_role_group_query_and_disabled() {
+    let t = start().await;
+    t.seed(json!({"users": [{"user_name": "cw_gone", "disabled": true,
+        "user_group_unique_ids": ["usergroup-gbv"], "role_unique_id": "role-gbv-worker"}]}))
+        .await;
+    let total = |q: &'static str| {
+        let t = &t;
+        async move { t.get(&format!("/api/v2/users?{q}")).await.json()["metadata"].clone() }
+    };
+    assert_eq!(total("role_id[]=role-primero-admin").await["total"], 1);
+    assert_eq!(
+        total("role_id[0]=role-gbv-worker&role_id[1]=role-primero-admin").await["total"],
+        2
+    );
+    assert_eq!(total("user_group_ids[]=usergroup-gbv").await["total"], 1);
+    assert_eq!(total("query=amina").await["total"], 1);
+    assert_eq!(
+        total("query=YUSUF").await["total"],
+        1,
+        "full_name, case-insensitive"
+    );
+    assert_eq!(total("disabled=true").await["total"], 1);
+    let all = total("").await;
+    assert_eq!(all["total"], 6);
+    assert_eq!(all["total_enabled"], 5);
+    let r = send(
+        t.http
+            .get(t.url("/api/v2/cases"))
+            .basic_auth("cw_gone", Some(DEFAULT_PASSWORD)),
+    )
+    .await;
+    assert_eq!(r.status, 401, "disabled users cannot sign in");
+}
