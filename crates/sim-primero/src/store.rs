@@ -550,8 +550,10 @@ pub fn seed(store: &mut Store, doc: Value) -> Result<Value, String> {
     if let Some(users) = obj.get("users") {
         let users = users.as_array().ok_or("users must be an array")?;
         for (i, u) in users.iter().enumerate() {
-            let mut user: SimUser =
-                serde_json::from_value(u.clone()).map_err(|e| format!("users[{i}]: {e}"))?;
+            let mut user: SimUser = serde_json::from_value(u.clone()).map_err(|e| {
+                // serde messages may quote values: report the error category only.
+                format!("users[{i}]: not a valid user ({:?} error)", e.classify())
+            })?;
             if user.user_name.is_empty() {
                 return Err(format!("users[{i}]: user_name missing"));
             }
