@@ -72,6 +72,13 @@ struct Outgoing {
     attempts: i64,
 }
 
+/// A case, its rows to consider, and its referrals (or why they could not be read).
+type Listed = (
+    Case,
+    Vec<(String, Prior)>,
+    Result<Vec<Referral>, PrimeroError>,
+);
+
 /// Run-wide state of the listing consumer.
 struct State {
     users: Option<Users>,
@@ -314,15 +321,14 @@ async fn process_cases(
 
     // Step 3: the referrals of those cases, one call per case, concurrently.
     let concurrency = primero_cfg.http.max_concurrency.max(1);
-    let mut listed: Vec<(Case, Vec<(String, Prior)>, Result<Vec<Referral>, PrimeroError>)> =
-        futures::stream::iter(wanted)
-            .map(|(case, rows)| async move {
-                let refs = ctx.primero.list_referrals(&case.id).await;
-                (case, rows, refs)
-            })
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
+    let mut listed: Vec<Listed> = futures::stream::iter(wanted)
+        .map(|(case, rows)| async move {
+            let refs = ctx.primero.list_referrals(&case.id).await;
+            (case, rows, refs)
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
 
     // Step 4: users once per run.
     if state.users.is_none() {
@@ -377,7 +383,10 @@ async fn process_cases(
             match flow21::map_referral(&ctx.config.maps, settings, &case, &row, referral, owner) {
                 Ok(mapped) => {
                     let hash = ctx.payload_hash(&mapped.payload_json());
-                    if previous_hash.as_ref().is_some_and(|h| h.as_deref() == Some(&hash)) {
+                    if previous_hash
+                        .as_ref()
+                        .is_some_and(|h| h.as_deref() == Some(&hash))
+                    {
                         run.report(|r| r.skipped += 1);
                         continue;
                     }
@@ -389,7 +398,10 @@ async fn process_cases(
                 }
                 Err(Rejection { reason, message }) => {
                     let hash = source_hash(run, &case, &row, referral, owner_complete);
-                    if previous_hash.as_ref().is_some_and(|h| h.as_deref() == Some(&hash)) {
+                    if previous_hash
+                        .as_ref()
+                        .is_some_and(|h| h.as_deref() == Some(&hash))
+                    {
                         run.report(|r| r.skipped += 1);
                         continue;
                     }
@@ -650,7 +662,11 @@ async fn apply_results(
     let mut changes = Vec::new();
     for (key, result) in keys.iter().zip(matched) {
         let Some(r) = result else {
-            tracing::warn!(key = key.as_str(), transaction = tx, "check-status has no result for the record; it stays delivered");
+            tracing::warn!(
+                key = key.as_str(),
+                transaction = tx,
+                "check-status has no result for the record; it stays delivered"
+            );
             continue;
         };
         if r.success {
@@ -700,13 +716,20 @@ async fn note_timeout(run: &RunCtx<'_>, keys: &[String], tx: &str) -> Result<(),
         .map(|k| {
             run.change(k, RecordState::Delivered).with_reason(
                 CHECK_STATUS_TIMEOUT,
-                format!("check-status of {tx} not processed within {timeout} s; checked again next run"),
+                format!(
+                    "check-status of {tx} not processed within {timeout} s; checked again next run"
+                ),
             )
         })
         .collect();
     let cause = run.cause();
     match &run.lease {
-        Some(lease) => run.ctx.ledger.apply_fenced(&changes, None, &cause, lease).await?,
+        Some(lease) => {
+            run.ctx
+                .ledger
+                .apply_fenced(&changes, None, &cause, lease)
+                .await?
+        }
         None => run.ctx.ledger.apply(&changes, None, &cause).await?,
     }
     Ok(())
@@ -729,7 +752,10 @@ async fn recheck_delivered(run: &RunCtx<'_>) -> Result<(), FlowError> {
     for r in delivered {
         match r.ping_transaction_ids.last() {
             Some(tx) => by_tx.entry(tx.clone()).or_default().push(r),
-            None => tracing::warn!(key = r.key.as_str(), "delivered record without a transaction id"),
+            None => tracing::warn!(
+                key = r.key.as_str(),
+                "delivered record without a transaction id"
+            ),
         }
     }
     if by_tx.is_empty() {
@@ -814,7 +840,10 @@ async fn retry_due(
         match result {
             Ok(Some(case)) => cases.push(case),
             Ok(None) => {
-                for r in due.iter().filter(|r| r.dest_ids.get(DEST_CASE) == Some(&id)) {
+                for r in due
+                    .iter()
+                    .filter(|r| r.dest_ids.get(DEST_CASE) == Some(&id))
+                {
                     changes.push(run.failed(
                         &r.key,
                         "case_not_found",
@@ -825,7 +854,10 @@ async fn retry_due(
             }
             Err(e) if e.class() == ErrorClass::Auth => return Err(e.into()),
             Err(e) => {
-                for r in due.iter().filter(|r| r.dest_ids.get(DEST_CASE) == Some(&id)) {
+                for r in due
+                    .iter()
+                    .filter(|r| r.dest_ids.get(DEST_CASE) == Some(&id))
+                {
                     changes.push(run.failed(
                         &r.key,
                         TRANSIENT,

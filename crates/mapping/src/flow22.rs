@@ -137,7 +137,11 @@ pub fn rejected_reason_text(reason: Option<&str>, comment: Option<&str>) -> Stri
             .map(str::to_owned)
             .unwrap_or_else(|| default.to_owned())
     };
-    format!("{} — {}", pick(reason, NO_REASON), pick(comment, NO_COMMENT))
+    format!(
+        "{} — {}",
+        pick(reason, NO_REASON),
+        pick(comment, NO_COMMENT)
+    )
 }
 
 /// Maps an SHP-2796 detail (status already folded with `progres_reviewdecision` by the

@@ -1,0 +1,614 @@
+//! Flow 2.2 `decisions-to-primero` (flows.md): proGres's accept/reject of interoperability
+//! referrals goes back to the Primero referrals, and proGres is told the decision is synced.
+//!
+//! A run reads the decision list (SHP-2795, no parameters) and classifies every status code
+//! exhaustively (R4): accepted/rejected are taken to Primero, "new" waits, "synced" is done,
+//! any other code is rejected with `unknown_status`. The details of the decisions to apply
+//! come from SHP-2796 with bracketed lists of ids. Each decision finds its Primero case by
+//! `case_id` (exactly one, else `case_not_found` (retried) or `duplicate_cases`), the referral
+//! of the service row (else `referral_not_found`, retried), and PATCHes its status, verified
+//! (R8: a refused transition is `transition_refused` and proGres is not told). Decisions that
+//! reached Primero are then marked synced in proGres (SHP-2284, in batches; R7) and become
+//! `confirmed`. Records are keyed `{referral guid}:{status code}`.
+
+use std::collections::HashMap;
+
+use futures::stream::StreamExt;
+use pp_http::ErrorClass;
+use pp_ledger::{Record, RecordChange, RecordState};
+use pp_mapping::flow11::{Rejection, MISSING_REQUIRED_FIELDS, TRANSIENT, VALIDATION_ERROR};
+use pp_mapping::flow22::{self, Decision, ListEntry};
+use pp_ping::{DecisionDetail, DecisionListRow, FromRow, IngestRecord, PingError};
+use pp_primero::{CaseQuery, PrimeroError, ReferralStatus};
+
+use crate::referrals_to_progres::EXCLUDED_RETRY_NOT_DUE;
+use crate::{FlowError, RunCtx};
+
+/// Destination ids stored with the records.
+pub const DEST_CASE: &str = "primero_case";
+pub const DEST_REFERRAL: &str = "primero_referral";
+/// Report reasons.
+pub const EXCLUDED_MALFORMED_ROW: &str = "malformed_decision_row";
+pub const EXCLUDED_STATUS_CHANGED: &str = "status_changed_since_list";
+
+/// Ids per SHP-2796 request (a bracketed list).
+const DETAIL_CHUNK: usize = 50;
+
+/// A decision to look at this run.
+struct Candidate {
+    referral_id: String,
+    code: i64,
+    key: String,
+    attempts: i64,
+    /// Rejected or in conflict before: only retried when the decision changed.
+    previous_hash: Option<Option<String>>,
+}
+
+/// A decision already applied in Primero, waiting for the proGres write-back.
+struct Applied {
+    key: String,
+    referral_id: String,
+    attempts: i64,
+}
+
+pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
+    let ctx = run.ctx;
+    let cfg = &ctx.config;
+    let flow = run.flow.name();
+    let codes = cfg.maps.codes.interop_status;
+    let shps = &cfg.ping.shipping_processes;
+
+    // Step 1: the decision list (an unreachable list ends the run).
+    let list = ctx.ping.retrieve(&shps.decision_list, &[]).await?;
+    run.report(|r| {
+        for tx in &list.transaction_ids {
+            r.add_transaction(tx);
+        }
+        r.fetched += list.rows.len() as u64;
+    });
+
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut applied: Vec<Applied> = Vec::new();
+    let mut changes: Vec<RecordChange> = Vec::new();
+    for row in &list.rows {
+        let entry = match DecisionListRow::from_row(row) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "decision list row skipped");
+                run.report(|r| r.exclude(EXCLUDED_MALFORMED_ROW));
+                continue;
+            }
+        };
+        let key = flow22::record_key(&entry.referral_id, entry.status);
+        match flow22::classify(&codes, entry.status) {
+            ListEntry::Waiting => run.report(|r| r.waiting += 1),
+            ListEntry::Done => run.report(|r| r.skipped += 1),
+            ListEntry::Unknown => {
+                if ctx.ledger.get(flow, &key).await?.is_some() {
+                    run.report(|r| r.skipped += 1);
+                } else {
+                    let Rejection { reason, message } = flow22::unknown_status(entry.status);
+                    changes.push(run.rejected(
+                        &key,
+                        reason,
+                        format!("interoperability referral {}: {message}", entry.referral_id),
+                    ));
+                }
+            }
+            ListEntry::Decide(status) => {
+                let record = ctx.ledger.get(flow, &key).await?;
+                match classify_prior(run, record, status) {
+                    PriorStep::Skip => {}
+                    PriorStep::WriteBack { attempts } => applied.push(Applied {
+                        key,
+                        referral_id: entry.referral_id,
+                        attempts,
+                    }),
+                    PriorStep::Process {
+                        attempts,
+                        previous_hash,
+                    } => candidates.push(Candidate {
+                        referral_id: entry.referral_id,
+                        code: entry.status,
+                        key,
+                        attempts,
+                        previous_hash,
+                    }),
+                }
+            }
+        }
+    }
+    run.commit(std::mem::take(&mut changes), None).await?;
+
+    // Step 2-3: details and mapping.
+    let decisions = details(run, candidates).await?;
+
+    // Steps 4-5: Primero.
+    if run.dry_run {
+        for (_, d) in &decisions {
+            run.preview(&d.key(), "set Primero referral status", d.field_names());
+        }
+        for a in &applied {
+            run.preview(
+                &a.key,
+                &format!("ingest {}", shps.referral_synced),
+                synced_fields(),
+            );
+        }
+        for (_, d) in &decisions {
+            run.preview(
+                &d.key(),
+                &format!("ingest {}", shps.referral_synced),
+                synced_fields(),
+            );
+        }
+        return Ok(());
+    }
+    let concurrency = cfg.primero.http.max_concurrency.max(1);
+    let outcomes: Vec<Result<(RecordChange, Option<Applied>), FlowError>> =
+        futures::stream::iter(decisions)
+            .map(|(c, d)| apply_decision(run, c, d))
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+    for o in outcomes {
+        let (change, done) = o?;
+        changes.push(change);
+        if let Some(a) = done {
+            applied.push(a);
+        }
+    }
+    run.commit(changes, None).await?;
+    if run.stopping() {
+        return Ok(());
+    }
+
+    // Step 6: mark synced in proGres, confirmed records only (R7).
+    write_back(run, applied).await
+}
+
+fn synced_fields() -> Vec<String> {
+    [
+        "progres_interoperabilityreferralid",
+        "progres_interoperabilityreferralstatus",
+        "progres_comments",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+enum PriorStep {
+    Skip,
+    WriteBack {
+        attempts: i64,
+    },
+    Process {
+        attempts: i64,
+        previous_hash: Option<Option<String>>,
+    },
+}
+
+/// What the ledger says about a decision before it is processed.
+fn classify_prior(run: &RunCtx<'_>, record: Option<Record>, status: ReferralStatus) -> PriorStep {
+    let Some(r) = record else {
+        return PriorStep::Process {
+            attempts: 0,
+            previous_hash: None,
+        };
+    };
+    // Applied in Primero by an earlier run: only the write-back is left.
+    let applied_before =
+        r.decision.as_deref() == Some(status.as_str()) && r.dest_ids.contains_key(DEST_REFERRAL);
+    match r.state {
+        RecordState::Confirmed => {
+            run.report(|rep| rep.skipped += 1);
+            PriorStep::Skip
+        }
+        RecordState::Delivered => PriorStep::WriteBack {
+            attempts: r.attempts,
+        },
+        RecordState::Failed if r.next_retry_at.is_some_and(|t| t > run.ctx.now()) => {
+            run.report(|rep| rep.exclude(EXCLUDED_RETRY_NOT_DUE));
+            PriorStep::Skip
+        }
+        RecordState::Failed | RecordState::Pending if applied_before => PriorStep::WriteBack {
+            attempts: r.attempts,
+        },
+        RecordState::Failed | RecordState::Pending => PriorStep::Process {
+            attempts: r.attempts,
+            previous_hash: None,
+        },
+        RecordState::Rejected | RecordState::Conflict => PriorStep::Process {
+            attempts: r.attempts,
+            previous_hash: Some(r.payload_hash),
+        },
+    }
+}
+
+/// SHP-2796 for the candidates (bracketed lists, concurrently), mapped to decisions. Problems
+/// are recorded here; the decisions to apply are returned.
+async fn details(
+    run: &RunCtx<'_>,
+    candidates: Vec<Candidate>,
+) -> Result<Vec<(Candidate, Decision)>, FlowError> {
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ctx = run.ctx;
+    let shp = &ctx.config.ping.shipping_processes.decision_details;
+    let codes = ctx.config.maps.codes.interop_status;
+    let mut chunks: Vec<Vec<Candidate>> = Vec::new();
+    let mut it = candidates.into_iter().peekable();
+    while it.peek().is_some() {
+        chunks.push(it.by_ref().take(DETAIL_CHUNK).collect());
+    }
+    let fetched: Vec<(Vec<Candidate>, Result<pp_ping::Retrieved, PingError>)> =
+        futures::stream::iter(chunks)
+            .map(|chunk| async move {
+                let ids: Vec<String> = chunk.iter().map(|c| c.referral_id.clone()).collect();
+                let r = ctx.ping.retrieve(shp, &ids).await;
+                (chunk, r)
+            })
+            .buffer_unordered(ctx.config.ping.http.max_concurrency.max(1))
+            .collect()
+            .await;
+
+    let mut out = Vec::new();
+    let mut changes = Vec::new();
+    for (chunk, result) in fetched {
+        let retrieved = match result {
+            Ok(r) => r,
+            Err(e) if e.class() == ErrorClass::Auth => return Err(e.into()),
+            Err(e) => {
+                for c in chunk {
+                    changes.push(run.failed(
+                        &c.key,
+                        TRANSIENT,
+                        format!("{shp} for {}: {e}", c.referral_id),
+                        c.attempts,
+                    ));
+                }
+                continue;
+            }
+        };
+        run.report(|r| {
+            for tx in &retrieved.transaction_ids {
+                r.add_transaction(tx);
+            }
+        });
+        let mut by_id: HashMap<String, Result<DecisionDetail, pp_ping::RowError>> = HashMap::new();
+        for row in &retrieved.rows {
+            let id = row
+                .get_text(pp_ping::rows::keys_decision::REFERRAL_ID)
+                .unwrap_or_default()
+                .to_lowercase();
+            by_id
+                .entry(id)
+                .or_insert_with(|| DecisionDetail::from_row(row));
+        }
+        for c in chunk {
+            match by_id.remove(&c.referral_id.to_lowercase()) {
+                None => changes.push(run.failed(
+                    &c.key,
+                    TRANSIENT,
+                    format!("{shp} returned no row for {}", c.referral_id),
+                    c.attempts,
+                )),
+                Some(Err(e)) => changes.push(run.rejected(
+                    &c.key,
+                    MISSING_REQUIRED_FIELDS,
+                    format!("{shp} row of {}: {e}", c.referral_id),
+                )),
+                Some(Ok(detail)) if detail.status != c.code => {
+                    // Decided again between the two reads: the next run sees the new status.
+                    run.report(|r| r.exclude(EXCLUDED_STATUS_CHANGED));
+                }
+                Some(Ok(detail)) => match flow22::map_decision(&codes, &detail) {
+                    Err(Rejection { reason, message }) => changes.push(run.rejected(
+                        &c.key,
+                        reason,
+                        format!("interoperability referral {}: {message}", c.referral_id),
+                    )),
+                    Ok(d) => {
+                        let hash = ctx.payload_hash(&d.payload_json());
+                        if c.previous_hash
+                            .as_ref()
+                            .is_some_and(|h| h.as_deref() == Some(&hash))
+                        {
+                            run.report(|r| r.skipped += 1);
+                            continue;
+                        }
+                        out.push((c, d));
+                    }
+                },
+            }
+        }
+    }
+    run.commit(changes, None).await?;
+    Ok(out)
+}
+
+/// Steps 4-5 for one decision: the change to record and, when it reached Primero, the
+/// write-back to do.
+async fn apply_decision(
+    run: &RunCtx<'_>,
+    c: Candidate,
+    d: Decision,
+) -> Result<(RecordChange, Option<Applied>), FlowError> {
+    let ctx = run.ctx;
+    let hash = ctx.payload_hash(&d.payload_json());
+    let key = c.key.clone();
+    let fail = |reason: &str, message: String| {
+        run.failed(&key, reason, message, c.attempts)
+            .with_payload_hash(hash.clone())
+    };
+    let from_error = |what: &str, e: PrimeroError| -> Result<RecordChange, FlowError> {
+        match e.class() {
+            ErrorClass::Auth => Err(e.into()),
+            ErrorClass::Transient => Ok(fail(TRANSIENT, format!("{what}: {e}"))),
+            ErrorClass::Permanent => Ok(run
+                .rejected(&key, VALIDATION_ERROR, format!("{what}: {e}"))
+                .with_error_class(pp_ledger::ErrorClass::Permanent)
+                .with_payload_hash(hash.clone())),
+        }
+    };
+
+    // Step 4: the case, exactly.
+    let cases = match ctx
+        .primero
+        .list_cases(&CaseQuery::exact("case_id", d.case_id.clone()).with_fields(["case_id"]))
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return from_error("finding the case", e).map(|c| (c, None)),
+    };
+    let case = match cases.as_slice() {
+        [] => {
+            return Ok((
+                fail(
+                    flow22::CASE_NOT_FOUND,
+                    format!("no Primero case with case_id {}", d.case_id),
+                ),
+                None,
+            ))
+        }
+        [one] => one,
+        several => {
+            let ids: Vec<&str> = several.iter().map(|c| c.id.as_str()).collect();
+            return Ok((
+                run.conflict(
+                    &key,
+                    flow22::DUPLICATE_CASES,
+                    format!(
+                        "several Primero cases with case_id {}: {}",
+                        d.case_id,
+                        ids.join(", ")
+                    ),
+                )
+                .with_payload_hash(hash.clone()),
+                None,
+            ));
+        }
+    };
+    let referrals = match ctx.primero.list_referrals(&case.id).await {
+        Ok(r) => r,
+        Err(PrimeroError::NotFound { .. }) => {
+            return Ok((
+                fail(
+                    flow22::CASE_NOT_FOUND,
+                    format!("case {} disappeared while reading its referrals", case.id),
+                ),
+                None,
+            ))
+        }
+        Err(e) => return from_error("reading the referrals", e).map(|c| (c, None)),
+    };
+    let referral = match flow22::find_referral(&referrals, &d.unique_id, d.status) {
+        Ok(r) => r,
+        Err(Rejection { reason, message }) if reason == flow22::REFERRAL_NOT_FOUND => {
+            return Ok((
+                fail(reason, format!("case {}: {message}", case.id))
+                    .with_dest_id(DEST_CASE, case.id.clone()),
+                None,
+            ))
+        }
+        Err(Rejection { reason, message }) => {
+            return Ok((
+                run.conflict(&key, reason, format!("case {}: {message}", case.id))
+                    .with_payload_hash(hash.clone()),
+                None,
+            ))
+        }
+    };
+
+    // Step 5: PATCH, verified (R8).
+    let outcome = match ctx
+        .primero
+        .set_referral_status(
+            &case.id,
+            &referral.id,
+            d.status,
+            d.rejected_reason.as_deref(),
+        )
+        .await
+    {
+        Ok(o) => o,
+        Err(PrimeroError::NotFound { .. }) => {
+            return Ok((
+                fail(
+                    flow22::REFERRAL_NOT_FOUND,
+                    format!("referral {} of case {} not found", referral.id, case.id),
+                ),
+                None,
+            ))
+        }
+        Err(e) => return from_error("setting the referral status", e).map(|c| (c, None)),
+    };
+    if !outcome.applied {
+        return Ok((
+            run.rejected(
+                &key,
+                flow22::TRANSITION_REFUSED,
+                format!(
+                    "Primero kept referral {} of case {} in status {} (requested {})",
+                    referral.id,
+                    case.id,
+                    bounded_status(&outcome.returned_status),
+                    d.status
+                ),
+            )
+            .with_error_class(pp_ledger::ErrorClass::Permanent)
+            .with_payload_hash(hash)
+            .with_dest_id(DEST_CASE, case.id.clone())
+            .with_dest_id(DEST_REFERRAL, referral.id.clone()),
+            None,
+        ));
+    }
+    let change = run
+        .change(&key, RecordState::Delivered)
+        .with_payload_hash(hash)
+        .with_decision(d.status.as_str())
+        .with_dest_id(DEST_CASE, case.id.clone())
+        .with_dest_id(DEST_REFERRAL, referral.id.clone())
+        .with_attempt();
+    Ok((
+        change,
+        Some(Applied {
+            key: c.key,
+            referral_id: c.referral_id,
+            attempts: c.attempts + 1,
+        }),
+    ))
+}
+
+/// A status as Primero returned it, cut to an identifier-like length.
+fn bounded_status(s: &str) -> String {
+    s.chars()
+        .take(32)
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// Step 6: SHP-2284 in batches; named refusals are rejected and the rest sent again, an
+/// unnamed refusal is split until the culprits are found (R1).
+async fn write_back(run: &RunCtx<'_>, applied: Vec<Applied>) -> Result<(), FlowError> {
+    if applied.is_empty() {
+        return Ok(());
+    }
+    let ctx = run.ctx;
+    let codes = ctx.config.maps.codes.interop_status;
+    let shp = &ctx.config.ping.shipping_processes.referral_synced;
+    let size = ctx.config.ping.batch_size.max(1);
+    let mut queue: Vec<Vec<Applied>> = Vec::new();
+    let mut it = applied.into_iter().peekable();
+    while it.peek().is_some() {
+        queue.push(it.by_ref().take(size).collect());
+    }
+    while let Some(batch) = queue.pop() {
+        let records: Vec<IngestRecord> = batch
+            .iter()
+            .map(|a| flow22::synced_record(&codes, &a.referral_id))
+            .collect();
+        match ctx.ping.ingest(shp, &records).await {
+            Ok(outcome) => {
+                let failed: HashMap<&str, &str> = outcome
+                    .failed
+                    .iter()
+                    .map(|f| (f.external_id.as_str(), f.message.as_str()))
+                    .collect();
+                if let Some(tx) = &outcome.transaction_id {
+                    run.report(|r| r.add_transaction(tx));
+                }
+                let changes = batch
+                    .iter()
+                    .map(|a| match failed.get(a.referral_id.as_str()) {
+                        Some(msg) => refused(run, a, shp, msg),
+                        None => {
+                            let c = run.change(&a.key, RecordState::Confirmed);
+                            match &outcome.transaction_id {
+                                Some(tx) => c.with_ping_transaction_id(tx.clone()),
+                                None => c,
+                            }
+                        }
+                    })
+                    .collect();
+                run.commit(changes, None).await?;
+            }
+            Err(e @ PingError::Auth { .. }) => return Err(e.into()),
+            Err(PingError::BatchRejected {
+                failed,
+                transaction_id,
+            }) => {
+                if let Some(tx) = &transaction_id {
+                    run.report(|r| r.add_transaction(tx));
+                }
+                let named: HashMap<&str, &str> = failed
+                    .iter()
+                    .map(|f| (f.external_id.as_str(), f.message.as_str()))
+                    .collect();
+                let (bad, rest): (Vec<Applied>, Vec<Applied>) = batch
+                    .into_iter()
+                    .partition(|a| named.contains_key(a.referral_id.as_str()));
+                if bad.is_empty() {
+                    split(&mut queue, rest, run, shp, "PING refused the batch").await?;
+                    continue;
+                }
+                let changes = bad
+                    .iter()
+                    .map(|a| refused(run, a, shp, named[a.referral_id.as_str()]))
+                    .collect();
+                run.commit(changes, None).await?;
+                if !rest.is_empty() {
+                    queue.push(rest);
+                }
+            }
+            Err(e) if e.class() == ErrorClass::Transient => {
+                let changes = batch
+                    .iter()
+                    .map(|a| {
+                        run.failed(
+                            &a.key,
+                            TRANSIENT,
+                            format!("{shp} write-back: {e}"),
+                            a.attempts,
+                        )
+                    })
+                    .collect();
+                run.commit(changes, None).await?;
+            }
+            Err(e) => split(&mut queue, batch, run, shp, &e.to_string()).await?,
+        }
+    }
+    Ok(())
+}
+
+/// Halves a refused batch; a single record is rejected.
+async fn split(
+    queue: &mut Vec<Vec<Applied>>,
+    mut batch: Vec<Applied>,
+    run: &RunCtx<'_>,
+    shp: &str,
+    message: &str,
+) -> Result<(), FlowError> {
+    if batch.len() > 1 {
+        let second = batch.split_off(batch.len() / 2);
+        queue.push(batch);
+        queue.push(second);
+        return Ok(());
+    }
+    let changes = batch
+        .iter()
+        .map(|a| refused(run, a, shp, message))
+        .collect();
+    run.commit(changes, None).await
+}
+
+fn refused(run: &RunCtx<'_>, a: &Applied, shp: &str, message: &str) -> RecordChange {
+    run.rejected(
+        &a.key,
+        VALIDATION_ERROR,
+        format!("{shp} refused marking {} synced: {message}", a.referral_id),
+    )
+    .with_error_class(pp_ledger::ErrorClass::Permanent)
+}

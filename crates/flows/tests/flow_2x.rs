@@ -1,0 +1,763 @@
+//! Flows 2.1 `referrals-to-progres` and 2.2 `decisions-to-primero` against both simulators
+//! over real HTTP: referrals confirmed by check-status (malformed `Data` string, the PING
+//! simulator's default), agency matching, unmapped values, the caseworker policy, decisions
+//! back to Primero with verified transitions and the synced write-back, unknown status codes,
+//! retries of missing cases, the 2.1 cursor under concurrent and own writes, transient
+//! faults, check-status timeouts and dry runs.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use pp_config::{CaseworkerPolicy, FocalPoint};
+use pp_flows::{run_flow, Clock, Flow, FlowContext, Report, RunOptions};
+use pp_ledger::RecordState;
+use serde_json::{json, Value};
+use support::TestEnv;
+
+const F21: Flow = Flow::ReferralsToProgres;
+const F22: Flow = Flow::DecisionsToPrimero;
+
+/// A clock `ahead` of the real one: later runs find failed records due for retry.
+struct Ahead(chrono::Duration);
+
+impl Clock for Ahead {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.0
+    }
+}
+
+/// Runs `flow` with the clock moved forward (past the records' retry times).
+async fn run_later(env: &TestEnv, flow: Flow, minutes: i64) -> Report {
+    let ctx: FlowContext = env
+        .ctx
+        .clone()
+        .with_clock(Arc::new(Ahead(chrono::Duration::minutes(minutes))));
+    run_flow(&ctx, flow, RunOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{flow} failed: {e}"))
+}
+
+/// Creates a Primero case referred to UNHCR (simulator caseworker action).
+async fn refer(env: &TestEnv, body: Value) -> Value {
+    env.primero_post("/_sim/actions/refer-to-unhcr", body).await
+}
+
+fn service_ids(referred: &Value) -> Vec<String> {
+    referred["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["unique_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// proGres interoperability referrals held by the PING simulator.
+async fn interop_referrals(env: &TestEnv) -> Vec<Value> {
+    env.ping_get("/_sim/state").await["interop_referrals"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn referral_by_org<'a>(refs: &'a [Value], unique_id: &str) -> &'a Value {
+    refs.iter()
+        .find(|r| r["progres_orgreferralid"] == json!(unique_id))
+        .unwrap_or_else(|| panic!("no interop referral for {unique_id}"))
+}
+
+/// PING requests of one endpoint so far.
+async fn ping_calls(env: &TestEnv, endpoint: &str) -> usize {
+    env.ping_get("/_sim/requests")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["endpoint"] == json!(endpoint))
+        .count()
+}
+
+async fn primero_calls(env: &TestEnv, endpoint: &str) -> usize {
+    env.primero_get(&format!("/_sim/requests?endpoint={endpoint}"))
+        .await
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+async fn record(env: &TestEnv, flow: Flow, key: &str) -> pp_ledger::Record {
+    env.ledger
+        .get(flow.name(), key)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no ledger record {key}"))
+}
+
+/// The Primero referral (by id) as the simulator holds it.
+async fn primero_referral(env: &TestEnv, referral_id: &str) -> Value {
+    env.primero_get("/_sim/state").await["referrals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == json!(referral_id))
+        .cloned()
+        .unwrap_or_else(|| panic!("no Primero referral {referral_id}"))
+}
+
+fn reasons(report: &Report) -> Vec<(String, String)> {
+    report
+        .attention
+        .iter()
+        .map(|l| (l.key.clone(), l.reason.clone().unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test]
+async fn two_referred_services_become_confirmed_interop_referrals_once() {
+    let env = TestEnv::start().await;
+    let case = refer(
+        &env,
+        json!({"case": {"name_first": "Nyakuoth", "name_last": "Gatluak", "sex": "female",
+                         "date_of_birth": "2014-03-02", "unhcr_individual_no": "945-00012345",
+                         "unhcr_id_no": "945-C00123", "telephone_current": "+251911000001",
+                         "protection_concerns": ["caafag", "orphan", "rape"]},
+               "services": [{"service_type": "medical", "service_referral_notes": "needs care"},
+                            {"service_type": "shelter"}]}),
+    )
+    .await;
+    let uids = service_ids(&case);
+
+    let report = env.run(F21).await;
+    assert_eq!(report.delivered, 2, "{report}");
+    assert_eq!(report.confirmed, 2, "{report}");
+    assert_eq!(report.rejected_total(), 0, "{report}");
+    assert!(!report.ping_transaction_ids.is_empty());
+
+    let refs = interop_referrals(&env).await;
+    assert_eq!(refs.len(), 2);
+    let case_id = case["case_id"].as_str().unwrap();
+    let medical = referral_by_org(&refs, &uids[0]);
+    assert_eq!(medical["progres_offlineid"], json!(case_id));
+    assert_eq!(medical["progres_externalid"], json!(case_id));
+    assert_eq!(medical["progres_externalguid"], case["id"]);
+    assert_eq!(
+        medical["progres_requestedservice"],
+        json!("f98e1516-0406-e611-80d9-00155d34051a")
+    );
+    // First concern found in the map (orphan → unaccompanied or separated).
+    assert_eq!(
+        medical["progres_spneedcategory"],
+        json!("abc5b4fb-8f76-e611-80c9-00155d340529")
+    );
+    assert_eq!(medical["progres_pocsex"], json!(125080000));
+    assert_eq!(medical["progres_pocdateofbirth"], json!("2014-03-02"));
+    assert_eq!(medical["progres_unhcrid"], json!("945-00012345"));
+    assert_eq!(medical["progres_pocotheridnumber"], json!("945-C00123"));
+    assert_eq!(medical["progres_reasonforreferral"], json!("needs care"));
+    assert_eq!(medical["progres_orgreferredby"], json!("Primero CP"));
+    // cw_amina's profile is complete: her position is sent.
+    assert!(medical["progres_orgposition"].is_string());
+    let shelter = referral_by_org(&refs, &uids[1]);
+    assert_eq!(
+        shelter["progres_reasonforreferral"],
+        json!("Primero referral")
+    );
+
+    // Both appear in SHP-2795; the ledger holds the new proGres ids.
+    let list = env.ctx.ping.retrieve("SHP-2795", &[]).await.unwrap();
+    for uid in &uids {
+        let rec = record(&env, F21, uid).await;
+        assert_eq!(rec.state, RecordState::Confirmed);
+        let interop = rec.dest_ids["progres_interoperabilityreferralid"].clone();
+        assert!(list
+            .rows
+            .iter()
+            .any(
+                |r| r.get_text("progres_interoperabilityreferralid").as_deref() == Some(&interop)
+            ));
+    }
+
+    // A second run sends nothing.
+    let before = ping_calls(&env, "asyncdata").await;
+    let again = env.run(F21).await;
+    assert_eq!((again.delivered, again.confirmed), (0, 0), "{again}");
+    assert_eq!(again.skipped, 2, "{again}");
+    assert_eq!(ping_calls(&env, "asyncdata").await, before);
+    assert_eq!(interop_referrals(&env).await.len(), 2);
+}
+
+#[tokio::test]
+async fn agency_matching_is_case_insensitive_and_unmapped_service_types_are_rejected() {
+    let env = TestEnv::start().await;
+    let case = refer(
+        &env,
+        json!({"services": [
+            {"service_type": "medical", "service_implementing_agency": "unhcr"},
+            {"service_type": "alternative_care"},
+            {"service_type": "shelter", "service_implementing_agency": "UNICEF"}]}),
+    )
+    .await;
+    let uids = service_ids(&case);
+    let report = env.run(F21).await;
+    assert_eq!(report.confirmed, 1, "{report}");
+    assert_eq!(report.rejected["unmapped_service_type"], 1, "{report}");
+    assert_eq!(report.excluded["not_implemented_by_unhcr"], 1, "{report}");
+    let line = report.attention.iter().find(|l| l.key == uids[1]).unwrap();
+    assert!(
+        line.message
+            .as_deref()
+            .unwrap()
+            .contains("alternative_care"),
+        "{line:?}"
+    );
+    // No legal-support fallback: nothing was sent for it.
+    let refs = interop_referrals(&env).await;
+    assert_eq!(refs.len(), 1);
+    assert_eq!(refs[0]["progres_orgreferralid"], json!(uids[0]));
+    assert!(env
+        .ledger
+        .get(F21.name(), &uids[2])
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn configured_service_fallback_is_used_and_flagged() {
+    let env = TestEnv::start_with(|c| {
+        c.maps.fallbacks.service_to_progres =
+            Some("e3a13f7d-0406-e611-80d9-00155d34051a".to_owned());
+    })
+    .await;
+    let case = refer(
+        &env,
+        json!({"services": [{"service_type": "alternative_care"}]}),
+    )
+    .await;
+    let report = env.run(F21).await;
+    assert_eq!(report.confirmed, 1, "{report}");
+    let rec = record(&env, F21, &service_ids(&case)[0]).await;
+    assert!(rec.fallback_used);
+}
+
+#[tokio::test]
+async fn sex_other_and_unknown_are_sent_as_progres_codes() {
+    let env = TestEnv::start().await;
+    let mut expected = Vec::new();
+    for (sex, code) in [
+        ("other_b25f252", 125080002),
+        ("unknown_4b34795", 125080003),
+        ("male", 125080001),
+    ] {
+        let case = refer(
+            &env,
+            json!({"case": {"name_first": "A", "sex": sex}, "services": [{"service_type": "medical"}]}),
+        )
+        .await;
+        expected.push((service_ids(&case)[0].clone(), code));
+    }
+    let report = env.run(F21).await;
+    assert_eq!(report.confirmed, 3, "{report}");
+    let refs = interop_referrals(&env).await;
+    for (uid, code) in expected {
+        let r = referral_by_org(&refs, &uid);
+        assert_eq!(r["progres_pocsex"], json!(code));
+        assert_ne!(r["progres_pocsex"], json!("Unknown"));
+    }
+}
+
+#[tokio::test]
+async fn incomplete_caseworker_is_rejected_by_default() {
+    let env = TestEnv::start().await;
+    let case = refer(&env, json!({"owned_by": "cw_incomplete"})).await;
+    let report = env.run(F21).await;
+    assert_eq!(report.rejected["incomplete_caseworker"], 1, "{report}");
+    let uid = &service_ids(&case)[0];
+    let rec = record(&env, F21, uid).await;
+    assert_eq!(rec.state, RecordState::Rejected);
+    let msg = rec.message.unwrap();
+    for field in ["email", "phone", "position", "cw_incomplete"] {
+        assert!(msg.contains(field), "{msg}");
+    }
+    assert!(interop_referrals(&env).await.is_empty());
+    // Rejected and unchanged: the next run leaves it alone.
+    let again = env.run(F21).await;
+    assert_eq!(again.rejected_total(), 0, "{again}");
+    assert_eq!(again.skipped, 1, "{again}");
+}
+
+#[tokio::test]
+async fn focal_point_policy_substitutes_the_contact_and_flags_the_record() {
+    let env = TestEnv::start_with(|c| {
+        c.primero.on_incomplete_caseworker = CaseworkerPolicy::FocalPoint;
+        c.primero.focal_point = Some(FocalPoint {
+            name: "CP focal point".into(),
+            position: "Child Protection Officer".into(),
+            email: "cp.focal@example.org".into(),
+            phone: "+251000000000".into(),
+        });
+    })
+    .await;
+    let case = refer(
+        &env,
+        json!({"owned_by": "cw_incomplete",
+               "services": [{"service_type": "medical", "service_referral_notes": "urgent"}]}),
+    )
+    .await;
+    let report = env.run(F21).await;
+    assert_eq!(report.confirmed, 1, "{report}");
+    let uid = &service_ids(&case)[0];
+    let r = interop_referrals(&env).await;
+    let r = referral_by_org(&r, uid);
+    assert_eq!(r["progres_orgemail"], json!("cp.focal@example.org"));
+    assert_eq!(r["progres_orgphonenumber"], json!("+251000000000"));
+    assert_eq!(r["progres_orgposition"], json!("Child Protection Officer"));
+    let reason = r["progres_reasonforreferral"].as_str().unwrap();
+    assert!(reason.starts_with("urgent"), "{reason}");
+    assert!(
+        reason
+            .contains("contact details of the Primero focal point; caseworker profile incomplete"),
+        "{reason}"
+    );
+    assert!(record(&env, F21, uid).await.contact_substituted);
+}
+
+#[tokio::test]
+async fn progres_decisions_reach_primero_and_are_marked_synced_once() {
+    let env = TestEnv::start().await;
+    let case = refer(
+        &env,
+        json!({"services": [{"service_type": "medical"}, {"service_type": "shelter"}]}),
+    )
+    .await;
+    let uids = service_ids(&case);
+    let referral_ids: Vec<String> = case["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["referral_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(env.run(F21).await.confirmed, 2);
+    let accepted_id =
+        record(&env, F21, &uids[0]).await.dest_ids["progres_interoperabilityreferralid"].clone();
+    let rejected_id =
+        record(&env, F21, &uids[1]).await.dest_ids["progres_interoperabilityreferralid"].clone();
+    env.ping_post(
+        "/_sim/actions/decide-referral",
+        json!({"referral_id": accepted_id, "decision": "accept"}),
+    )
+    .await;
+    env.ping_post(
+        "/_sim/actions/decide-referral",
+        json!({"referral_id": rejected_id, "decision": "reject",
+               "reason": "Individual Not Found", "comment": "No match in proGres"}),
+    )
+    .await;
+
+    let report = env.run(F22).await;
+    assert_eq!(report.delivered, 2, "{report}");
+    assert_eq!(report.confirmed, 2, "{report}");
+    assert_eq!(report.rejected_total(), 0, "{report}");
+
+    let accepted = primero_referral(&env, &referral_ids[0]).await;
+    assert_eq!(accepted["status"], json!("accepted"));
+    let rejected = primero_referral(&env, &referral_ids[1]).await;
+    assert_eq!(rejected["status"], json!("rejected"));
+    assert_eq!(
+        rejected["rejected_reason"],
+        json!("Individual Not Found — No match in proGres")
+    );
+    let refs = interop_referrals(&env).await;
+    for id in [&accepted_id, &rejected_id] {
+        let r = refs
+            .iter()
+            .find(|r| r["progres_interoperabilityreferralid"] == json!(id))
+            .unwrap();
+        assert_eq!(
+            r["progres_interoperabilityreferralstatus"],
+            json!(125080003)
+        );
+        assert_eq!(
+            r["progres_comments"],
+            json!("Referral decision synced with PRIMERO")
+        );
+    }
+    assert_eq!(
+        record(&env, F22, &format!("{accepted_id}:125080001"))
+            .await
+            .state,
+        RecordState::Confirmed
+    );
+
+    // Nothing left to do: no PATCH, no write-back.
+    let patches = primero_calls(&env, "referral_patch").await;
+    let data = ping_calls(&env, "data").await;
+    let again = env.run(F22).await;
+    assert_eq!((again.delivered, again.confirmed), (0, 0), "{again}");
+    assert_eq!(primero_calls(&env, "referral_patch").await, patches);
+    assert_eq!(ping_calls(&env, "data").await, data);
+
+    // 2.2's PATCHes bumped the case's last_updated_at: 2.1 re-reads it and sends nothing.
+    let asyncdata = ping_calls(&env, "asyncdata").await;
+    let r21 = env.run(F21).await;
+    assert_eq!(r21.delivered, 0, "{r21}");
+    assert_eq!(r21.skipped, 2, "{r21}");
+    assert_eq!(ping_calls(&env, "asyncdata").await, asyncdata);
+}
+
+#[tokio::test]
+async fn an_unknown_status_code_is_rejected_never_accepted() {
+    let env = TestEnv::start().await;
+    let case = refer(&env, json!({})).await;
+    assert_eq!(env.run(F21).await.confirmed, 1);
+    let uid = &service_ids(&case)[0];
+    let interop =
+        record(&env, F21, uid).await.dest_ids["progres_interoperabilityreferralid"].clone();
+    env.ping_post(
+        "/_sim/actions/set-referral-status",
+        json!({"referral_id": interop, "status": 125080009}),
+    )
+    .await;
+    let report = env.run(F22).await;
+    assert_eq!(report.rejected["unknown_status"], 1, "{report}");
+    let line = &report.attention[0];
+    assert_eq!(line.key, format!("{interop}:125080009"));
+    assert!(line.message.as_deref().unwrap().contains("125080009"));
+    let referral_id = case["services"][0]["referral_id"].as_str().unwrap();
+    assert_eq!(
+        primero_referral(&env, referral_id).await["status"],
+        json!("in_progress")
+    );
+    assert_eq!(ping_calls(&env, "data").await, 0);
+}
+
+#[tokio::test]
+async fn a_decision_whose_case_does_not_exist_yet_fails_then_succeeds() {
+    let env = TestEnv::start().await;
+    let case_id = "c0ffee00-0000-4000-8000-000000000001";
+    let unique_id = "5e5e5e5e-0000-4000-8000-000000000002";
+    let interop = "1a2b3c4d-0000-4000-8000-000000000003";
+    env.ping
+        .seed(json!({"interop_referrals": [{
+            "progres_interoperabilityreferralid": interop,
+            "progres_interoperabilityreferralstatus": 125080001,
+            "progres_offlineid": case_id,
+            "progres_orgreferralid": unique_id}]}))
+        .await
+        .unwrap();
+    let key = format!("{interop}:125080001");
+
+    let first = env.run(F22).await;
+    assert_eq!(first.failed, 1, "{first}");
+    assert_eq!(
+        reasons(&first),
+        vec![(key.clone(), "case_not_found".into())]
+    );
+    let rec = record(&env, F22, &key).await;
+    assert_eq!(rec.state, RecordState::Failed);
+    assert!(rec.next_retry_at.is_some());
+
+    // Not due yet: the next run leaves it alone.
+    let early = env.run(F22).await;
+    assert_eq!(early.failed + early.delivered, 0, "{early}");
+
+    // The case appears in Primero (with its referred service row).
+    let created = refer(
+        &env,
+        json!({"case": {"case_id": case_id},
+               "services": [{"service_type": "medical", "unique_id": unique_id}]}),
+    )
+    .await;
+    let later = run_later(&env, F22, 10).await;
+    assert_eq!(later.confirmed, 1, "{later}");
+    let referral_id = created["services"][0]["referral_id"].as_str().unwrap();
+    assert_eq!(
+        primero_referral(&env, referral_id).await["status"],
+        json!("accepted")
+    );
+    assert_eq!(record(&env, F22, &key).await.state, RecordState::Confirmed);
+}
+
+#[tokio::test]
+async fn a_missing_referral_fails_and_is_retried() {
+    let env = TestEnv::start().await;
+    let case = refer(&env, json!({})).await;
+    let interop = "1a2b3c4d-0000-4000-8000-000000000004";
+    env.ping
+        .seed(json!({"interop_referrals": [{
+            "progres_interoperabilityreferralid": interop,
+            "progres_interoperabilityreferralstatus": 125080002,
+            "progres_offlineid": case["case_id"],
+            "progres_orgreferralid": "5e5e5e5e-0000-4000-8000-00000000dead"}]}))
+        .await
+        .unwrap();
+    let report = env.run(F22).await;
+    assert_eq!(
+        reasons(&report),
+        vec![(format!("{interop}:125080002"), "referral_not_found".into())]
+    );
+    assert_eq!(report.failed, 1);
+}
+
+#[tokio::test]
+async fn a_refused_transition_is_reported_and_progres_is_not_marked_synced() {
+    let env = TestEnv::start().await;
+    let case = refer(&env, json!({})).await;
+    assert_eq!(env.run(F21).await.confirmed, 1);
+    let uid = &service_ids(&case)[0];
+    let interop =
+        record(&env, F21, uid).await.dest_ids["progres_interoperabilityreferralid"].clone();
+    let referral_id = case["services"][0]["referral_id"].as_str().unwrap();
+    // The UNHCR caseworker already rejected it in Primero; proGres accepts it.
+    env.primero_post(
+        "/_sim/actions/set-referral-status",
+        json!({"case": case["id"], "referral_id": referral_id, "status": "rejected",
+               "rejected_reason": "duplicate", "user": "unhcr_cw"}),
+    )
+    .await;
+    env.ping_post(
+        "/_sim/actions/decide-referral",
+        json!({"referral_id": interop, "decision": "accept"}),
+    )
+    .await;
+    let report = env.run(F22).await;
+    assert_eq!(report.rejected["transition_refused"], 1, "{report}");
+    assert_eq!(report.confirmed, 0);
+    assert_eq!(ping_calls(&env, "data").await, 0);
+    let r = interop_referrals(&env).await;
+    let r = referral_by_org(&r, uid);
+    assert_eq!(
+        r["progres_interoperabilityreferralstatus"],
+        json!(125080001)
+    );
+    assert_eq!(
+        primero_referral(&env, referral_id).await["status"],
+        json!("rejected")
+    );
+}
+
+#[tokio::test]
+async fn cursor_is_safe_against_updates_during_the_run() {
+    let env = TestEnv::start().await;
+    let first = refer(&env, json!({})).await;
+    // Slow referral reads keep the run busy while a caseworker refers another child.
+    env.primero_post(
+        "/_sim/faults",
+        json!({"rules": [{"endpoint": "referrals_list", "kind": "latency", "ms": 400}]}),
+    )
+    .await;
+    let (report, second) = tokio::join!(env.run(F21), async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        refer(&env, json!({})).await
+    });
+    env.http
+        .delete(format!("{}/_sim/faults", env.primero.base_url()))
+        .send()
+        .await
+        .unwrap();
+    let cursor = env.ledger.cursor(F21.name()).await.unwrap().unwrap();
+    let cursor: DateTime<Utc> = cursor.parse().unwrap();
+    // The cursor comes from the data seen, not from the clock at the end of the run.
+    assert!(report.confirmed >= 1, "{report}");
+    let state = env.primero_get("/_sim/state").await;
+    let updated = |id: &Value| -> DateTime<Utc> {
+        let c = state["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == *id)
+            .unwrap();
+        c["last_updated_at"].as_str().unwrap().parse().unwrap()
+    };
+    assert!(cursor <= updated(&second["id"]));
+    assert!(cursor >= updated(&first["id"]));
+
+    let next = env.run(F21).await;
+    assert_eq!(report.confirmed + next.confirmed, 2, "{report}\n{next}");
+    let refs = interop_referrals(&env).await;
+    assert_eq!(refs.len(), 2);
+    for c in [&first, &second] {
+        let uid = &service_ids(c)[0];
+        referral_by_org(&refs, uid);
+        assert_eq!(record(&env, F21, uid).await.state, RecordState::Confirmed);
+    }
+}
+
+#[tokio::test]
+async fn transient_faults_end_with_records_delivered_once_or_failed_for_the_next_run() {
+    let env = TestEnv::start().await;
+    let a = refer(&env, json!({})).await;
+    let b = refer(&env, json!({})).await;
+    // asyncdata keeps failing past the client's retries for this run.
+    env.ping_post(
+        "/_sim/faults",
+        json!({"rules": [{"endpoint": "asyncdata", "kind": "status", "status": 503}]}),
+    )
+    .await;
+    let first = env.run(F21).await;
+    assert_eq!(first.failed, 2, "{first}");
+    assert_eq!(first.delivered, 0, "{first}");
+    for c in [&a, &b] {
+        let rec = record(&env, F21, &service_ids(c)[0]).await;
+        assert_eq!(rec.state, RecordState::Failed);
+        assert_eq!(rec.reason_code.as_deref(), Some("transient"));
+        assert!(rec.next_retry_at.is_some());
+    }
+    // Dropped connections and 503s on check-status are retried within the run.
+    env.ping_post(
+        "/_sim/faults",
+        json!({"rules": [
+            {"endpoint": "asyncdata", "kind": "drop", "times": 1},
+            {"endpoint": "checkstatus", "kind": "status", "status": 503, "times": 2}]}),
+    )
+    .await;
+    let later = run_later(&env, F21, 10).await;
+    assert_eq!(later.confirmed, 2, "{later}");
+    let refs = interop_referrals(&env).await;
+    assert_eq!(refs.len(), 2, "each referral exists once in proGres");
+    for c in [&a, &b] {
+        let uid = &service_ids(c)[0];
+        referral_by_org(&refs, uid);
+        assert_eq!(record(&env, F21, uid).await.state, RecordState::Confirmed);
+    }
+}
+
+#[tokio::test]
+async fn primero_faults_fail_the_records_of_the_case_and_auth_errors_end_the_run() {
+    let env = TestEnv::start().await;
+    let case = refer(&env, json!({})).await;
+    env.primero_post(
+        "/_sim/faults",
+        json!({"rules": [{"endpoint": "referrals_list", "kind": "status", "status": 500}]}),
+    )
+    .await;
+    let first = env.run(F21).await;
+    assert_eq!(first.failed, 1, "{first}");
+    env.http
+        .delete(format!("{}/_sim/faults", env.primero.base_url()))
+        .send()
+        .await
+        .unwrap();
+    let later = run_later(&env, F21, 10).await;
+    assert_eq!(later.confirmed, 1, "{later}");
+    assert_eq!(
+        record(&env, F21, &service_ids(&case)[0]).await.state,
+        RecordState::Confirmed
+    );
+
+    env.primero_post(
+        "/_sim/faults",
+        json!({"rules": [{"endpoint": "cases_list", "kind": "status", "status": 401}]}),
+    )
+    .await;
+    let err = env.try_run(F21).await.unwrap_err();
+    assert!(err.is_auth(), "{err}");
+}
+
+#[tokio::test]
+async fn check_status_timeout_leaves_records_delivered_and_the_next_run_confirms_them() {
+    let env = TestEnv::start_with(|c| {
+        c.ping.check_status_timeout = Duration::from_millis(150);
+    })
+    .await;
+    env.ping
+        .set_options(&json!({"async_delay_ms": 800}))
+        .unwrap();
+    let case = refer(&env, json!({})).await;
+    let uid = &service_ids(&case)[0];
+    let first = env.run(F21).await;
+    assert_eq!((first.delivered, first.confirmed), (1, 0), "{first}");
+    let rec = record(&env, F21, uid).await;
+    assert_eq!(rec.state, RecordState::Delivered);
+    assert_eq!(rec.reason_code.as_deref(), Some("check_status_timeout"));
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let sent = ping_calls(&env, "asyncdata").await;
+    let next = env.run(F21).await;
+    assert_eq!(next.confirmed, 1, "{next}");
+    assert_eq!(
+        ping_calls(&env, "asyncdata").await,
+        sent,
+        "re-checked, not re-sent"
+    );
+    assert_eq!(record(&env, F21, uid).await.state, RecordState::Confirmed);
+    assert_eq!(interop_referrals(&env).await.len(), 1);
+}
+
+#[tokio::test]
+async fn records_refused_by_check_status_are_rejected_and_valid_ones_of_the_batch_confirmed() {
+    // PING applies a batch all-or-nothing (simulator default): the invalid record is found
+    // by splitting, the valid one is still confirmed.
+    let env = TestEnv::start_with(|c| {
+        // A business unit PING does not know is refused per record at processing time.
+        c.maps
+            .service_to_progres
+            .insert("food".into(), "not-a-guid".into());
+    })
+    .await;
+    let good = refer(&env, json!({})).await;
+    let bad = refer(&env, json!({"services": [{"service_type": "food"}]})).await;
+    let report = env.run(F21).await;
+    assert_eq!(report.confirmed, 1, "{report}");
+    assert_eq!(report.rejected["validation_error"], 1, "{report}");
+    let line = report
+        .attention
+        .iter()
+        .find(|l| l.key == service_ids(&bad)[0])
+        .unwrap();
+    assert!(
+        line.message
+            .as_deref()
+            .unwrap()
+            .contains("progres_requestedservice"),
+        "{line:?}"
+    );
+    assert_eq!(
+        record(&env, F21, &service_ids(&good)[0]).await.state,
+        RecordState::Confirmed
+    );
+}
+
+#[tokio::test]
+async fn dry_runs_map_and_write_nothing() {
+    let env = TestEnv::start().await;
+    let case = refer(
+        &env,
+        json!({"case": {"name_first": "Nyaluak", "name_last": "Deng"}, "services": [{"service_type": "medical"}]}),
+    )
+    .await;
+    let report = env.dry_run(F21).await;
+    assert!(report.dry_run);
+    assert_eq!(report.would_send.len(), 1, "{report}");
+    let p = &report.would_send[0];
+    assert_eq!(p.key, service_ids(&case)[0]);
+    assert!(p.fields.contains(&"progres_pocfirstname".to_owned()));
+    let text = format!("{report}\n{}", serde_json::to_string(&report).unwrap());
+    assert!(
+        !text.contains("Nyaluak") && !text.contains("Deng"),
+        "{text}"
+    );
+    assert!(interop_referrals(&env).await.is_empty());
+    assert_eq!(ping_calls(&env, "asyncdata").await, 0);
+    assert!(env.ledger.get(F21.name(), &p.key).await.unwrap().is_none());
+    assert!(env.ledger.cursor(F21.name()).await.unwrap().is_none());
+
+    // 2.2 dry run: a decision is previewed, nothing is written.
+    assert_eq!(env.run(F21).await.confirmed, 1);
+    let interop =
+        record(&env, F21, &p.key).await.dest_ids["progres_interoperabilityreferralid"].clone();
+    env.ping_post(
+        "/_sim/actions/decide-referral",
+        json!({"referral_id": interop, "decision": "reject", "reason": "R", "comment": "C"}),
+    )
+    .await;
+    let dry = env.dry_run(F22).await;
+    assert!(dry
+        .would_send
+        .iter()
+        .any(|p| p.key == format!("{interop}:125080002")
+            && p.fields.contains(&"rejected_reason".to_owned())));
+    assert_eq!(primero_calls(&env, "referral_patch").await, 0);
+    assert_eq!(ping_calls(&env, "data").await, 0);
+}
