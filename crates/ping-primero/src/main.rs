@@ -1,5 +1,217 @@
-//! The `ping-primero` binary: command line, configuration loading, telemetry, scheduler, demo.
+//! The `ping-primero` binary: command line, configuration loading, telemetry, and the entry
+//! points (daemon, one-off runs, demo, simulators, benchmark, ledger operations).
+//!
+//! Exit codes: 0 success (a run that completed, even with rejected records); 1 the command
+//! could not do its work (auth failure, unreachable API, ledger error); 2 invalid
+//! configuration or arguments.
 
-fn main() {
-    println!("ping-primero");
+mod bench;
+mod daemon;
+mod demo;
+mod ledger_cmd;
+mod run_cmd;
+mod scenario;
+mod sim_cmd;
+mod telemetry;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Syncs child-protection referrals between UNHCR proGres (PING) and UNICEF Primero v2.
+#[derive(Debug, Parser)]
+#[command(name = "ping-primero", version, about)]
+struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        global = true,
+        env = "PING_PRIMERO_CONFIG",
+        default_value = "ping-primero.toml"
+    )]
+    config: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = telemetry::LogFormat::Human)]
+    log_format: telemetry::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check the configuration file and list every problem with its key path.
+    CheckConfig,
+    /// Create or upgrade the ledger's tables.
+    Migrate,
+    /// Run every enabled flow on its schedule, with the HTTP port (probes, metrics, dashboard).
+    #[command(alias = "serve")]
+    Run,
+    /// Run one flow (name or short id 1.1/1.2/2.1/2.2), or `all`, once and print its report.
+    RunOnce(run_cmd::RunOnceArgs),
+    /// Each flow's schedule, last run and outcome, next run, and records waiting.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The whole service on embedded simulators with a realistic scenario (no config needed).
+    Demo(demo::DemoArgs),
+    /// Measure each flow against the simulators with added latency.
+    Bench(bench::BenchArgs),
+    /// Serve the PING and Primero simulators on 127.0.0.1 until stopped.
+    Sim(sim_cmd::SimArgs),
+    /// Inspect and re-queue ledger records; purge old audit events and runs.
+    Ledger {
+        #[command(subcommand)]
+        command: ledger_cmd::LedgerCommand,
+        /// Print JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = matches!(
+        cli.command,
+        Command::Ledger { .. }
+            | Command::CheckConfig
+            | Command::Status { .. }
+            | Command::Demo(_)
+            | Command::Bench(_)
+    ) || matches!(&cli.command, Command::RunOnce(a) if a.json);
+    telemetry::init(cli.log_format, quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(dispatch(cli))
+}
+
+async fn dispatch(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::CheckConfig => check_config(&cli.config),
+        Command::Migrate => {
+            let config = match load_config(&cli.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            report(
+                async {
+                    let ledger = pp_ledger::Ledger::connect(secrecy::ExposeSecret::expose_secret(
+                        &config.ledger.url,
+                    ))
+                    .await?;
+                    ledger.migrate().await?;
+                    println!("ledger migrated ({:?})", ledger.backend());
+                    Ok(())
+                }
+                .await,
+            )
+        }
+        Command::Run => match load_config(&cli.config) {
+            Ok(config) => report(daemon::run(config).await),
+            Err(code) => code,
+        },
+        Command::RunOnce(args) => match load_config(&cli.config) {
+            Ok(config) => match run_cmd::run_once(config, args).await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => report(Err(e)),
+            },
+            Err(code) => code,
+        },
+        Command::Status { json } => match load_config(&cli.config) {
+            Ok(config) => report(run_cmd::status(config, json).await),
+            Err(code) => code,
+        },
+        Command::Demo(args) => report(demo::run(args).await),
+        Command::Bench(args) => report(bench::run(args).await),
+        Command::Sim(args) => report(sim_cmd::run(args).await),
+        Command::Ledger { command, json } => {
+            let config = match load_config(&cli.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            report(
+                async {
+                    let ledger = pp_ledger::Ledger::connect(secrecy::ExposeSecret::expose_secret(
+                        &config.ledger.url,
+                    ))
+                    .await?;
+                    ledger_cmd::run(
+                        command,
+                        &ledger,
+                        json,
+                        (config.ledger.retention.as_secs() / 86400) as u32,
+                    )
+                    .await
+                }
+                .await,
+            )
+        }
+    }
+}
+
+/// Prints an error chain on stderr and maps it to exit code 1.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Loads the configuration or prints every problem and returns exit code 2.
+fn load_config(path: &std::path::Path) -> Result<pp_config::Config, ExitCode> {
+    pp_config::load(path).map_err(|errors| {
+        eprintln!("error: invalid configuration {}:", path.display());
+        eprintln!("{errors}");
+        ExitCode::from(2)
+    })
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match pp_config::load(path) {
+        Ok(config) => {
+            println!("{}", pp_config::summary(&config));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{}: {} problem(s)", path.display(), errors.problems.len());
+            eprintln!("{errors}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
 }
