@@ -17,7 +17,8 @@ use futures::stream::StreamExt;
 use pp_http::ErrorClass;
 use pp_ledger::{Record, RecordChange, RecordState};
 use pp_mapping::flow11::{Rejection, MISSING_REQUIRED_FIELDS, TRANSIENT, VALIDATION_ERROR};
-use pp_mapping::flow22::{self, Decision, ListEntry};
+use pp_mapping::flow22::{self, Decision, ListEntry, StatusSource};
+use pp_ping::rows::keys_decision;
 use pp_ping::{DecisionDetail, DecisionListRow, FromRow, IngestRecord, PingError};
 use pp_primero::{CaseQuery, PrimeroError, ReferralStatus};
 
@@ -38,6 +39,7 @@ const DETAIL_CHUNK: usize = 50;
 struct Candidate {
     referral_id: String,
     code: i64,
+    status: ReferralStatus,
     key: String,
     attempts: i64,
     /// Rejected or in conflict before: only retried when the decision changed.
@@ -110,6 +112,7 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
                     } => candidates.push(Candidate {
                         referral_id: entry.referral_id,
                         code: entry.status,
+                        status,
                         key,
                         attempts,
                         previous_hash,
@@ -277,51 +280,67 @@ async fn details(
                 r.add_transaction(tx);
             }
         });
-        let mut by_id: HashMap<String, Result<DecisionDetail, pp_ping::RowError>> = HashMap::new();
+        let mut by_id: HashMap<String, (Result<DecisionDetail, pp_ping::RowError>, StatusSource)> =
+            HashMap::new();
         for row in &retrieved.rows {
             let id = row
-                .get_text(pp_ping::rows::keys_decision::REFERRAL_ID)
+                .get_text(keys_decision::REFERRAL_ID)
                 .unwrap_or_default()
                 .to_lowercase();
+            // The reader folds progres_reviewdecision into the status when the status is
+            // absent; the review decision has codes of its own.
+            let source = if row.has(keys_decision::STATUS) {
+                StatusSource::InteropStatus
+            } else {
+                StatusSource::ReviewDecision
+            };
             by_id
                 .entry(id)
-                .or_insert_with(|| DecisionDetail::from_row(row));
+                .or_insert_with(|| (DecisionDetail::from_row(row), source));
         }
         for c in chunk {
-            match by_id.remove(&c.referral_id.to_lowercase()) {
-                None => changes.push(run.failed(
+            let (detail, source) = match by_id.remove(&c.referral_id.to_lowercase()) {
+                None => {
+                    changes.push(run.failed(
+                        &c.key,
+                        TRANSIENT,
+                        format!("{shp} returned no row for {}", c.referral_id),
+                        c.attempts,
+                    ));
+                    continue;
+                }
+                Some((Err(e), _)) => {
+                    changes.push(run.rejected(
+                        &c.key,
+                        MISSING_REQUIRED_FIELDS,
+                        format!("{shp} row of {}: {e}", c.referral_id),
+                    ));
+                    continue;
+                }
+                Some((Ok(d), source)) => (d, source),
+            };
+            match flow22::map_decision(&codes, &detail, source) {
+                Err(Rejection { reason, message }) => changes.push(run.rejected(
                     &c.key,
-                    TRANSIENT,
-                    format!("{shp} returned no row for {}", c.referral_id),
-                    c.attempts,
+                    reason,
+                    format!("interoperability referral {}: {message}", c.referral_id),
                 )),
-                Some(Err(e)) => changes.push(run.rejected(
-                    &c.key,
-                    MISSING_REQUIRED_FIELDS,
-                    format!("{shp} row of {}: {e}", c.referral_id),
-                )),
-                Some(Ok(detail)) if detail.status != c.code => {
+                Ok(d) if d.status != c.status => {
                     // Decided again between the two reads: the next run sees the new status.
                     run.report(|r| r.exclude(EXCLUDED_STATUS_CHANGED));
                 }
-                Some(Ok(detail)) => match flow22::map_decision(&codes, &detail) {
-                    Err(Rejection { reason, message }) => changes.push(run.rejected(
-                        &c.key,
-                        reason,
-                        format!("interoperability referral {}: {message}", c.referral_id),
-                    )),
-                    Ok(d) => {
-                        let hash = ctx.payload_hash(&d.payload_json());
-                        if c.previous_hash
-                            .as_ref()
-                            .is_some_and(|h| h.as_deref() == Some(&hash))
-                        {
-                            run.report(|r| r.skipped += 1);
-                            continue;
-                        }
-                        out.push((c, d));
+                Ok(mut d) => {
+                    d.code = c.code;
+                    let hash = ctx.payload_hash(&d.payload_json());
+                    if c.previous_hash
+                        .as_ref()
+                        .is_some_and(|h| h.as_deref() == Some(&hash))
+                    {
+                        run.report(|r| r.skipped += 1);
+                        continue;
                     }
-                },
+                    out.push((c, d));
+                }
             }
         }
     }

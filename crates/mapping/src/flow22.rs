@@ -144,21 +144,55 @@ pub fn rejected_reason_text(reason: Option<&str>, comment: Option<&str>) -> Stri
     )
 }
 
-/// Maps an SHP-2796 detail (status already folded with `progres_reviewdecision` by the
-/// reader) to the Primero status change. The detail's status must be a decision.
-pub fn map_decision(codes: &InteropStatusCodes, d: &DecisionDetail) -> Result<Decision, Rejection> {
-    let status = match classify(codes, d.status) {
-        ListEntry::Decide(s) => s,
-        ListEntry::Unknown => return Err(unknown_status(d.status)),
-        ListEntry::Waiting | ListEntry::Done => {
-            return Err(Rejection::new(
+/// Where the decision of an SHP-2796 row was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusSource {
+    /// `progres_interoperabilityreferralstatus` (interoperability status codes).
+    InteropStatus,
+    /// `progres_reviewdecision`, the fallback, which uses its own codes (ping-api.md §4:
+    /// 125080000 accepted, 125080001 rejected).
+    ReviewDecision,
+}
+
+/// The decision a `progres_reviewdecision` code stands for (R4: other codes are unknown).
+pub fn review_decision(code: i64) -> Option<ReferralStatus> {
+    match code {
+        125_080_000 => Some(ReferralStatus::Accepted),
+        125_080_001 => Some(ReferralStatus::Rejected),
+        _ => None,
+    }
+}
+
+/// Maps an SHP-2796 detail to the Primero status change. `d.status` holds the code read
+/// from `source` (the reader folds the review decision into it when the status is absent).
+pub fn map_decision(
+    codes: &InteropStatusCodes,
+    d: &DecisionDetail,
+    source: StatusSource,
+) -> Result<Decision, Rejection> {
+    let status = match source {
+        StatusSource::InteropStatus => match classify(codes, d.status) {
+            ListEntry::Decide(s) => s,
+            ListEntry::Unknown => return Err(unknown_status(d.status)),
+            ListEntry::Waiting | ListEntry::Done => {
+                return Err(Rejection::new(
+                    UNKNOWN_STATUS,
+                    format!(
+                        "progres_interoperabilityreferralstatus {} is not a decision",
+                        d.status
+                    ),
+                ))
+            }
+        },
+        StatusSource::ReviewDecision => review_decision(d.status).ok_or_else(|| {
+            Rejection::new(
                 UNKNOWN_STATUS,
                 format!(
-                    "progres_interoperabilityreferralstatus {} is not a decision",
+                    "progres_reviewdecision {} is not a known decision code",
                     d.status
                 ),
-            ))
-        }
+            )
+        })?,
     };
     let mut missing = Vec::new();
     if d.offline_id.trim().is_empty() {
@@ -181,7 +215,13 @@ pub fn map_decision(codes: &InteropStatusCodes, d: &DecisionDetail) -> Result<De
     });
     Ok(Decision {
         referral_id: d.referral_id.clone(),
-        code: d.status,
+        code: match source {
+            StatusSource::InteropStatus => d.status,
+            StatusSource::ReviewDecision => codes.code(match status {
+                ReferralStatus::Rejected => InteropStatus::Rejected,
+                _ => InteropStatus::Accepted,
+            }),
+        },
         status,
         case_id: d.offline_id.trim().to_owned(),
         unique_id: d.org_referral_id.trim().to_owned(),
