@@ -21,11 +21,11 @@ const SERIES: &[(&str, &str)] = &[
 ];
 const OTHER_COLOUR: &str = "#333d47";
 
-const WIDTH: f64 = 600.0;
-const HEIGHT: f64 = 170.0;
+const WIDTH: f64 = 320.0;
+const HEIGHT: f64 = 120.0;
 const TOP: f64 = 12.0;
-const BOTTOM: f64 = 22.0;
-const LEFT: f64 = 36.0;
+const BOTTOM: f64 = 18.0;
+const LEFT: f64 = 28.0;
 
 /// Draws `days` days ending with `today` from per-day counts `(day, outcome, n)`.
 /// `id` makes the element ids unique on the page.
@@ -88,14 +88,14 @@ pub fn daily_chart(
     let plot_h = HEIGHT - TOP - BOTTOM;
     let plot_w = WIDTH - LEFT - 4.0;
     let step = plot_w / f64::from(days);
-    let bar_w = (step - 2.0).max(1.0);
+    let bar_w = (step - 1.5).max(1.0);
     let base = TOP + plot_h;
     // Axis and scale.
     let _ = write!(
         s,
         "<line x1=\"{LEFT}\" y1=\"{base}\" x2=\"{}\" y2=\"{base}\" stroke=\"#4a5560\"/>\
-         <text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\" fill=\"#4a5560\">{max}</text>\
-         <text x=\"{}\" y=\"{base}\" font-size=\"11\" text-anchor=\"end\" fill=\"#4a5560\">0</text>\
+         <text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\" fill=\"#4a5560\">{max}</text>\
+         <text x=\"{}\" y=\"{base}\" font-size=\"10\" text-anchor=\"end\" fill=\"#4a5560\">0</text>\
          <line x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{}\" y2=\"{TOP}\" stroke=\"#c9d1d9\" stroke-dasharray=\"3 3\"/>",
         WIDTH - 4.0,
         LEFT - 4.0,
@@ -130,11 +130,17 @@ pub fn daily_chart(
             s.push_str("</g>");
         }
         if i == 0 || i + 1 == grid.len() || i == grid.len() / 2 {
+            let (anchor, tx) = if i == 0 {
+                ("start", x)
+            } else if i + 1 == grid.len() {
+                ("end", x + bar_w)
+            } else {
+                ("middle", x + bar_w / 2.0)
+            };
             let _ = write!(
                 s,
-                "<text x=\"{:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\" fill=\"#4a5560\">{}</text>",
-                x + bar_w / 2.0,
-                HEIGHT - 6.0,
+                "<text x=\"{tx:.1}\" y=\"{}\" font-size=\"10\" text-anchor=\"{anchor}\" fill=\"#4a5560\">{}</text>",
+                HEIGHT - 4.0,
                 date.format("%d %b")
             );
         }

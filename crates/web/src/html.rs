@@ -86,6 +86,25 @@ pub fn post_button(
     s
 }
 
+/// A one-button POST form whose button has a longer accessible name than its visible label
+/// (for rows of identical "Retry" buttons).
+pub fn post_button_named(
+    op: &Operator,
+    action: &str,
+    label: &str,
+    accessible_name: &str,
+    extra_fields: &[(&str, &str)],
+) -> String {
+    post_button(op, action, label, extra_fields).replacen(
+        "<button type=\"submit\">",
+        &format!(
+            "<button type=\"submit\" aria-label=\"{}\">",
+            esc(accessible_name)
+        ),
+        1,
+    )
+}
+
 /// Which navigation entry is the current page.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Nav {
@@ -241,6 +260,7 @@ h3{font-size:1.05rem;margin:1rem 0 .25rem}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(20rem,1fr));gap:1rem}
 .card{border:1px solid var(--line);border-radius:.4rem;padding:.75rem 1rem;background:var(--panel)}
 .card h2{margin-top:0}
+section.card+section.card{margin-top:1rem}
 dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.2rem .75rem;margin:.5rem 0}
 dl.facts dt{color:var(--muted)}
 dl.facts dd{margin:0;overflow-wrap:anywhere}
@@ -248,7 +268,7 @@ table{border-collapse:collapse;width:100%;margin:.5rem 0 1rem}
 th,td{text-align:left;padding:.4rem .5rem;border-bottom:1px solid var(--line);vertical-align:top;overflow-wrap:anywhere}
 thead th{background:var(--panel)}
 td.num,th.num{text-align:right}
-.badge{display:inline-block;padding:0 .45rem;border-radius:.8rem;font-size:.85rem;font-weight:600;border:1px solid currentColor}
+.badge{display:inline-block;white-space:nowrap;justify-self:start;padding:0 .45rem;border-radius:.8rem;font-size:.85rem;font-weight:600;border:1px solid currentColor}
 .badge.ok{color:var(--ok);background:var(--okbg)}.badge.bad{color:var(--bad);background:var(--badbg)}
 .badge.warn{color:var(--warn);background:var(--warnbg)}.badge.neutral{color:var(--muted);background:#fff}
 button{font:inherit;padding:.35rem .8rem;border:2px solid var(--link);border-radius:.3rem;background:var(--link);color:#fff;cursor:pointer}
@@ -265,6 +285,9 @@ svg.chart{width:100%;height:auto;max-width:40rem;display:block}
 .legend{display:flex;flex-wrap:wrap;gap:.25rem 1rem;list-style:none;padding:0;margin:.25rem 0;font-size:.85rem}
 .legend span{display:inline-block;width:.8rem;height:.8rem;margin-right:.3rem;vertical-align:middle;border:1px solid var(--fg)}
 .where{font-weight:600}
+ul.stats{display:flex;flex-wrap:wrap;gap:.4rem;list-style:none;padding:0;margin:.25rem 0 .75rem}
+ul.stats a{display:block;padding:.2rem .5rem;border:1px solid var(--line);border-radius:.3rem;background:#fff;text-decoration:none;font-size:.9rem}
+ul.stats strong{font-size:1.05rem}
 code{font-size:.9em;background:var(--panel);padding:0 .2rem;border-radius:.2rem;overflow-wrap:anywhere}
 @media (max-width:40rem){
  .who{margin-left:0}

@@ -18,7 +18,8 @@ use pp_ledger::{
 use crate::auth::{cookie, random_token, Operator, SignIn, LOGIN_COOKIE, SESSION_COOKIE};
 use crate::chart::daily_chart;
 use crate::html::{
-    badge, enc, error_page, esc, page, pager, post_button, respond, time, time_opt, Nav,
+    badge, enc, error_page, esc, page, pager, post_button, post_button_named, respond, time,
+    time_opt, Nav,
 };
 use crate::reasons::explain;
 use crate::security::client_ip;
@@ -305,26 +306,38 @@ pub(crate) async fn overview(
     let ledger = &app.web.ledger;
     let configured = app.web.flows();
     let today = Utc::now().date_naive();
-    let (last_runs, counts) = match tokio::try_join!(ledger.last_runs(), ledger.counts_by_state()) {
-        Ok(v) => v,
-        Err(e) => return ledger_error(&op, &e),
-    };
-    // Configured flows first, then any other flow the ledger knows.
-    let mut names: Vec<String> = configured.iter().map(|f| f.name.clone()).collect();
+    // The configured flows' charts are read at the same time as the runs and counts (the
+    // pool has several connections); flows only the ledger knows are read afterwards.
+    let mut configured_names: Vec<String> = configured.iter().map(|f| f.name.clone()).collect();
+    configured_names.truncate(MAX_FLOWS);
+    let charts = futures::future::try_join_all(
+        configured_names
+            .iter()
+            .map(|name| ledger.daily_outcomes(name, i64::from(CHART_DAYS), today)),
+    );
+    let (last_runs, counts, mut daily) =
+        match tokio::try_join!(ledger.last_runs(), ledger.counts_by_state(), charts) {
+            Ok(v) => v,
+            Err(e) => return ledger_error(&op, &e),
+        };
+    let mut names = configured_names;
     let seen: BTreeSet<&str> = last_runs
         .iter()
         .map(|r| r.flow.as_str())
         .chain(counts.keys().map(|(f, _)| f.as_str()))
         .collect();
     for f in seen {
-        if !names.iter().any(|n| n == f) {
+        if names.len() < MAX_FLOWS && !names.iter().any(|n| n == f) {
             names.push(f.to_string());
+            match ledger.daily_outcomes(f, i64::from(CHART_DAYS), today).await {
+                Ok(d) => daily.push(d),
+                Err(e) => return ledger_error(&op, &e),
+            }
         }
     }
-    names.truncate(MAX_FLOWS);
 
     let mut body = String::from("<div class=\"grid\">");
-    for (i, name) in names.iter().enumerate() {
+    for (i, (name, daily)) in names.iter().zip(&daily).enumerate() {
         let info = configured.iter().find(|f| &f.name == name);
         let last = last_runs.iter().find(|r| &r.flow == name);
         let n = |state: RecordState| {
@@ -332,13 +345,6 @@ pub(crate) async fn overview(
                 .get(&(name.clone(), state.as_str().to_string()))
                 .copied()
                 .unwrap_or(0)
-        };
-        let daily = match ledger
-            .daily_outcomes(name, i64::from(CHART_DAYS), today)
-            .await
-        {
-            Ok(d) => d,
-            Err(e) => return ledger_error(&op, &e),
         };
         let heading_id = format!("flow-{i}");
         let _ = write!(
@@ -379,35 +385,24 @@ pub(crate) async fn overview(
             }
             None => body.push_str("<dt>Last run</dt><dd>none yet</dd>"),
         }
-        body.push_str("</dl><table class=\"counts\"><caption class=\"muted\">Records now</caption><thead><tr>");
-        let states = [
-            (RecordState::Pending, "Waiting"),
-            (RecordState::Delivered, "Awaiting confirmation"),
-            (RecordState::Failed, "Failed (will retry)"),
-            (RecordState::Rejected, "Rejected"),
-            (RecordState::Conflict, "Conflict"),
-        ];
-        for (_, label) in &states {
-            let _ = write!(body, "<th scope=\"col\" class=\"num\">{label}</th>");
-        }
-        body.push_str("</tr></thead><tbody><tr>");
-        for (state, _) in &states {
+        body.push_str("</dl><h3>Records now</h3><ul class=\"stats\">");
+        for (state, label) in [
+            (RecordState::Pending, "waiting"),
+            (RecordState::Delivered, "awaiting confirmation"),
+            (RecordState::Failed, "failed, will retry"),
+            (RecordState::Rejected, "rejected"),
+            (RecordState::Conflict, "in conflict"),
+        ] {
             let _ = write!(
                 body,
-                "<td class=\"num\"><a href=\"/records?flow={}&amp;state={}\">{}</a></td>",
+                "<li><a href=\"/records?flow={}&amp;state={}\"><strong>{}</strong> {label}</a></li>",
                 enc(name),
                 state.as_str(),
-                n(*state)
+                n(state)
             );
         }
-        body.push_str("</tr></tbody></table>");
-        body.push_str(&daily_chart(
-            &i.to_string(),
-            name,
-            today,
-            CHART_DAYS,
-            &daily,
-        ));
+        body.push_str("</ul>");
+        body.push_str(&daily_chart(&i.to_string(), name, today, CHART_DAYS, daily));
         if info.is_some_and(|f| f.enabled) {
             body.push_str(&post_button(
                 &op,
@@ -971,7 +966,11 @@ pub(crate) async fn attention(
         body.push_str(&post_button(
             &op,
             "/attention/retry",
-            &format!("Retry all {total} in this group"),
+            &if total == 1 {
+                "Retry the record of this group".to_string()
+            } else {
+                format!("Retry all {total} records of this group")
+            },
             &fields,
         ));
         let _ = write!(
@@ -989,10 +988,11 @@ pub(crate) async fn attention(
                 "<tr><th scope=\"row\"><a href=\"{}\">{}</a></th><td>{}</td></tr>",
                 record_href(&g.flow, key),
                 esc(key),
-                post_button(
+                post_button_named(
                     &op,
                     &format!("{}/retry", record_href(&g.flow, key)),
                     "Retry",
+                    &format!("Retry {key}"),
                     &[("back", "attention")]
                 )
             );
