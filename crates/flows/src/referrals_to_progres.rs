@@ -10,9 +10,9 @@
 //! records to `/asyncdata` (SHP-2731) in batches, records them `delivered`, and polls
 //! check-status until each is confirmed or rejected, or the timeout leaves it `delivered`;
 //! (6) retries the records whose retry time has come; (7) moves the cursor to the greatest
-//! `last_updated_at` seen (never "now"). Records are keyed by the service row's `unique_id`,
-//! so re-reading a case (Primero's filter is inclusive, and 2.2's writes bump
-//! `last_updated_at`) never sends a row twice.
+//! `last_updated_at` seen (never "now"), after checking that offset paging skipped no case.
+//! Records are keyed by the service row's `unique_id`, so re-reading a case (Primero's filter
+//! is inclusive, and 2.2's writes bump `last_updated_at`) never sends a row twice.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -141,12 +141,16 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
     };
     let (listed, consumed) = tokio::join!(listing, consume);
     consumed?;
-    match listed {
-        Ok(_) | Err(ListErr::Closed) => {}
+    let pages = match listed {
+        Ok(stats) => stats.pages,
+        Err(ListErr::Closed) => 0,
         Err(ListErr::Primero(e)) => return Err(e.into()),
-    }
+    };
     if run.stopping() {
         return Ok(());
+    }
+    if pages > 1 {
+        catch_up(run, &settings, &mut state, start).await?;
     }
 
     // (6) Records whose retry time has come and whose case was not re-read above.
@@ -799,6 +803,51 @@ async fn recheck_delivered(run: &RunCtx<'_>) -> Result<(), FlowError> {
         .collect()
         .await;
     results.into_iter().collect()
+}
+
+/// Offset paging over a list that changes while it is read can skip a case: one updated
+/// during the run moves to the end (ordered by `last_updated_at`) and shifts the later ones
+/// back by one. A light second listing (ids and `last_updated_at` only) finds any case at or
+/// before the cursor about to be saved that was not seen, and processes it, so that the
+/// cursor never passes a case that was not read (R6).
+async fn catch_up(
+    run: &RunCtx<'_>,
+    settings: &Settings,
+    state: &mut State,
+    start: DateTime<Utc>,
+) -> Result<(), FlowError> {
+    let Some(max) = state.max_seen else {
+        return Ok(());
+    };
+    let ctx = run.ctx;
+    let query = CaseQuery::updated_since(start).with_fields(["last_updated_at"]);
+    let missed: Vec<String> = ctx
+        .primero
+        .list_cases(&query)
+        .await?
+        .into_iter()
+        .filter(|c| !state.seen_cases.contains(&c.id))
+        .filter(|c| c.last_updated_at.is_some_and(|t| t <= max))
+        .map(|c| c.id)
+        .collect();
+    if missed.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(
+        cases = missed.len(),
+        "cases skipped by offset paging are read again"
+    );
+    let mut cases = Vec::new();
+    for id in missed {
+        if let Some(case) = ctx.primero.get_case(&id).await? {
+            cases.push(case);
+        }
+    }
+    // These cases are at or before the cursor: they do not move it.
+    let max_seen = state.max_seen;
+    process_cases(run, settings, state, cases).await?;
+    state.max_seen = max_seen;
+    Ok(())
 }
 
 /// Step 6: failed records whose retry time has come (and re-queued ones) whose case was not

@@ -761,3 +761,53 @@ async fn dry_runs_map_and_write_nothing() {
     assert_eq!(primero_calls(&env, "referral_patch").await, 0);
     assert_eq!(ping_calls(&env, "data").await, 0);
 }
+
+#[tokio::test]
+async fn a_case_skipped_by_offset_paging_during_the_run_is_still_read() {
+    let env = TestEnv::start().await;
+    // 1000 cases without services fill the first page; two referred cases are the newest.
+    let mut doc = serde_json::to_value(pp_sim_primero::scenario::generate(
+        &pp_sim_primero::scenario::ScenarioOptions {
+            count: 1000,
+            with_referrals: false,
+            ..Default::default()
+        },
+    ))
+    .unwrap();
+    for case in doc["cases"].as_array_mut().unwrap() {
+        case.as_object_mut().unwrap().remove("services_section");
+    }
+    let oldest = doc["cases"][0]["id"].as_str().unwrap().to_owned();
+    env.primero.seed(doc).await.unwrap();
+    let newer = refer(&env, json!({})).await;
+    let newest = refer(&env, json!({})).await;
+    env.primero_post(
+        "/_sim/faults",
+        json!({"rules": [{"endpoint": "cases_list", "kind": "latency", "ms": 300}]}),
+    )
+    .await;
+    // While page 2 is being read, a caseworker edits a case of page 1: it moves to the end of
+    // the list (ordered by last_updated_at), the newer case shifts onto page 1 unread, and
+    // page 2 holds the newest one: the cursor would pass the newer case.
+    let edit = async {
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        let resp = env
+            .http
+            .patch(format!("{}/api/v2/cases/{oldest}", env.primero.base_url()))
+            .basic_auth(
+                "openfn_integration",
+                Some(pp_config::sim_defaults::PRIMERO_PASSWORD),
+            )
+            .json(&json!({"data": {"name_nickname": "edited"}}))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.status());
+    };
+    let (report, ()) = tokio::join!(env.run(F21), edit);
+    assert_eq!(report.confirmed, 2, "{report}");
+    for c in [&newer, &newest] {
+        let uid = &service_ids(c)[0];
+        assert_eq!(record(&env, F21, uid).await.state, RecordState::Confirmed);
+    }
+}
