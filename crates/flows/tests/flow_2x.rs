@@ -258,8 +258,19 @@ async fn sex_other_and_unknown_are_sent_as_progres_codes() {
         .await;
         expected.push((service_ids(&case)[0].clone(), code));
     }
+    env.clear_requests().await;
     let report = env.run(F21).await;
     assert_eq!(report.confirmed, 3, "{report}");
+    assert_eq!(
+        primero_calls(&env, "users").await,
+        1,
+        "users are read once per run"
+    );
+    assert_eq!(
+        primero_calls(&env, "referrals_list").await,
+        3,
+        "one call per case"
+    );
     let refs = interop_referrals(&env).await;
     for (uid, code) in expected {
         let r = referral_by_org(&refs, &uid);
@@ -340,6 +351,15 @@ async fn progres_decisions_reach_primero_and_are_marked_synced_once() {
         .map(|s| s["referral_id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(env.run(F21).await.confirmed, 2);
+    // Not decided yet in proGres: counted as waiting, nothing sent.
+    let undecided = env.run(F22).await;
+    assert_eq!(undecided.waiting, 2, "{undecided}");
+    assert_eq!(
+        undecided.delivered + undecided.rejected_total(),
+        0,
+        "{undecided}"
+    );
+    assert_eq!(primero_calls(&env, "referral_patch").await, 0);
     let accepted_id =
         record(&env, F21, &uids[0]).await.dest_ids["progres_interoperabilityreferralid"].clone();
     let rejected_id =
@@ -809,5 +829,83 @@ async fn a_case_skipped_by_offset_paging_during_the_run_is_still_read() {
     for c in [&newer, &newest] {
         let uid = &service_ids(c)[0];
         assert_eq!(record(&env, F21, uid).await.state, RecordState::Confirmed);
+    }
+}
+
+#[tokio::test]
+async fn decision_faults_fail_records_for_the_next_run_and_an_unreachable_list_ends_it() {
+    let env = TestEnv::start().await;
+    let case = refer(
+        &env,
+        json!({"services": [{"service_type": "medical"}, {"service_type": "shelter"}]}),
+    )
+    .await;
+    let uids = service_ids(&case);
+    assert_eq!(env.run(F21).await.confirmed, 2);
+    let mut keys = Vec::new();
+    for uid in &uids {
+        let interop =
+            record(&env, F21, uid).await.dest_ids["progres_interoperabilityreferralid"].clone();
+        env.ping_post(
+            "/_sim/actions/decide-referral",
+            json!({"referral_id": interop, "decision": "accept"}),
+        )
+        .await;
+        keys.push(format!("{interop}:125080001"));
+    }
+
+    // The decision list cannot be read: the run ends with an error, nothing is recorded.
+    env.ping_post(
+        "/_sim/faults",
+        json!({"rules": [{"endpoint": "retrieve", "kind": "status", "status": 503}]}),
+    )
+    .await;
+    let err = env.try_run(F22).await.unwrap_err();
+    assert!(!err.is_auth() && err.to_string().contains("PING"), "{err}");
+    assert!(env
+        .ledger
+        .get(F22.name(), &keys[0])
+        .await
+        .unwrap()
+        .is_none());
+
+    // Primero's referral PATCH fails: both decisions failed, retried later.
+    clear_faults(&env).await;
+    env.primero_post(
+        "/_sim/faults",
+        json!({"rules": [{"endpoint": "referral_patch", "kind": "status", "status": 503}]}),
+    )
+    .await;
+    let first = env.run(F22).await;
+    assert_eq!(first.failed, 2, "{first}");
+    clear_faults(&env).await;
+
+    // Now the proGres write-back fails: applied in Primero, failed for the write-back.
+    env.ping_post(
+        "/_sim/faults",
+        json!({"rules": [{"endpoint": "data", "kind": "status", "status": 503}]}),
+    )
+    .await;
+    let second = run_later(&env, F22, 10).await;
+    assert_eq!((second.delivered, second.failed), (2, 2), "{second}");
+    let patches = primero_calls(&env, "referral_patch").await;
+    clear_faults(&env).await;
+
+    // The next run only writes back: no second PATCH.
+    let third = run_later(&env, F22, 60).await;
+    assert_eq!(third.confirmed, 2, "{third}");
+    assert_eq!(primero_calls(&env, "referral_patch").await, patches);
+    for key in &keys {
+        assert_eq!(record(&env, F22, key).await.state, RecordState::Confirmed);
+    }
+}
+
+async fn clear_faults(env: &TestEnv) {
+    for base in [env.ping.base_url(), env.primero.base_url()] {
+        env.http
+            .delete(format!("{base}/_sim/faults"))
+            .send()
+            .await
+            .unwrap();
     }
 }
