@@ -11,7 +11,7 @@
 //! reached Primero are then marked synced in proGres (SHP-2284, in batches; R7) and become
 //! `confirmed`. Records are keyed `{referral guid}:{status code}`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use futures::stream::StreamExt;
 use pp_http::ErrorClass;
@@ -22,7 +22,7 @@ use pp_ping::rows::keys_decision;
 use pp_ping::{DecisionDetail, DecisionListRow, FromRow, IngestRecord, PingError};
 use pp_primero::{CaseQuery, PrimeroError, ReferralStatus};
 
-use crate::referrals_to_progres::EXCLUDED_RETRY_NOT_DUE;
+use crate::referrals_to_progres::{is_ident, EXCLUDED_RETRY_NOT_DUE};
 use crate::{FlowError, RunCtx};
 
 /// Destination ids stored with the records.
@@ -72,6 +72,7 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut applied: Vec<Applied> = Vec::new();
     let mut changes: Vec<RecordChange> = Vec::new();
+    let mut listed: HashSet<String> = HashSet::new();
     for row in &list.rows {
         let entry = match DecisionListRow::from_row(row) {
             Ok(e) => e,
@@ -82,11 +83,21 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
             }
         };
         let key = flow22::record_key(&entry.referral_id, entry.status);
+        if !is_ident(&entry.referral_id) {
+            run.report(|r| r.exclude(EXCLUDED_MALFORMED_ROW));
+            continue;
+        }
+        if !listed.insert(key.clone()) {
+            // Listed twice (paging over a changing list): handled once.
+            continue;
+        }
         match flow22::classify(&codes, entry.status) {
             ListEntry::Waiting => run.report(|r| r.waiting += 1),
             ListEntry::Done => run.report(|r| r.skipped += 1),
             ListEntry::Unknown => {
-                if ctx.ledger.get(flow, &key).await?.is_some() {
+                let known = ctx.ledger.get(flow, &key).await?;
+                // Recorded already (unless an operator re-queued it): nothing new to say.
+                if known.is_some_and(|r| r.state != RecordState::Pending) {
                     run.report(|r| r.skipped += 1);
                 } else {
                     let Rejection { reason, message } = flow22::unknown_status(entry.status);

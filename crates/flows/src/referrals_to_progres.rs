@@ -84,6 +84,8 @@ struct State {
     users: Option<Users>,
     max_seen: Option<DateTime<Utc>>,
     seen_cases: HashSet<String>,
+    /// Row keys handled by this run.
+    handled: HashSet<String>,
 }
 
 pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
@@ -111,6 +113,7 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
         users: None,
         max_seen: None,
         seen_cases: HashSet::new(),
+        handled: HashSet::new(),
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Case>>(1);
     let listing = async move {
@@ -241,12 +244,23 @@ fn record_failure(
 }
 
 fn with_case_ids(mut change: RecordChange, case: &Case) -> RecordChange {
-    change = change.with_dest_id(DEST_CASE, case.id.clone());
-    if let Some(cid) = &case.case_id {
+    if is_ident(&case.id) {
+        change = change.with_dest_id(DEST_CASE, case.id.clone());
+    }
+    if let Some(cid) = case.case_id.as_ref().filter(|c| is_ident(c)) {
         change = change.with_dest_id(DEST_CASE_ID, cid.clone());
     }
     change
 }
+
+/// Whether a source identifier can be stored as a ledger key or destination id (bounded,
+/// no control characters): anything else would make the ledger refuse the whole commit.
+pub(crate) fn is_ident(s: &str) -> bool {
+    !s.trim().is_empty() && s.len() <= 200 && !s.chars().any(char::is_control)
+}
+
+/// Report reason of rows whose `unique_id` cannot be a record key.
+pub const EXCLUDED_BAD_UNIQUE_ID: &str = "service_row_with_unusable_unique_id";
 
 /// The keyed hash of what a rejected row was mapped from (so that a changed source is retried).
 fn source_hash(
@@ -309,6 +323,15 @@ async fn process_cases(
                 continue;
             }
             let key = row.unique_id.clone().unwrap_or_default();
+            if !is_ident(&key) || !is_ident(&case.id) {
+                run.report(|r| r.exclude(EXCLUDED_BAD_UNIQUE_ID));
+                continue;
+            }
+            if !state.handled.insert(key.clone()) {
+                // Seen earlier in this run (a row listed twice): handled once.
+                run.report(|r| r.skipped += 1);
+                continue;
+            }
             run.report(|r| r.fetched += 1);
             let record = ctx.ledger.get(flow, &key).await?;
             if let Some(p) = prior(run, record) {
@@ -483,9 +506,8 @@ async fn send_batch(
                 .change(&o.mapped.unique_id, RecordState::Delivered)
                 .with_ping_transaction_id(tx.clone())
                 .with_payload_hash(o.hash.clone())
-                .with_dest_id(DEST_CASE, o.mapped.case_record_id.clone())
-                .with_dest_id(DEST_CASE_ID, o.mapped.case_id.clone())
                 .with_attempt();
+            c = with_mapped_ids(c, &o.mapped);
             c.fallback_used = o.mapped.fallback_used;
             c.contact_substituted = o.mapped.contact_substituted;
             c
@@ -495,7 +517,7 @@ async fn send_batch(
 
     let keys: Vec<String> = batch.iter().map(|o| o.mapped.unique_id.clone()).collect();
     let external: Vec<String> = batch.iter().map(|o| o.mapped.case_id.clone()).collect();
-    match poll(run, &tx).await? {
+    match poll(run, &tx, false).await? {
         None => {
             note_timeout(run, &keys, &tx).await?;
             Ok(Vec::new())
@@ -554,9 +576,7 @@ async fn batch_refused(
                         format!("asyncdata: {e}"),
                         o.attempts,
                     );
-                    c.with_payload_hash(o.hash.clone())
-                        .with_dest_id(DEST_CASE, o.mapped.case_record_id.clone())
-                        .with_dest_id(DEST_CASE_ID, o.mapped.case_id.clone())
+                    with_mapped_ids(c.with_payload_hash(o.hash.clone()), &o.mapped)
                 })
                 .collect();
             run.commit(changes, None).await?;
@@ -585,21 +605,36 @@ async fn split_or_reject(
 }
 
 fn rejected_by_ping(run: &RunCtx<'_>, o: &Outgoing, message: &str) -> RecordChange {
-    run.rejected(
-        &o.mapped.unique_id,
-        VALIDATION_ERROR,
-        format!("PING refused service {}: {message}", o.mapped.unique_id),
-    )
-    .with_error_class(pp_ledger::ErrorClass::Permanent)
-    .with_payload_hash(o.hash.clone())
-    .with_dest_id(DEST_CASE, o.mapped.case_record_id.clone())
-    .with_dest_id(DEST_CASE_ID, o.mapped.case_id.clone())
+    let change = run
+        .rejected(
+            &o.mapped.unique_id,
+            VALIDATION_ERROR,
+            format!("PING refused service {}: {message}", o.mapped.unique_id),
+        )
+        .with_error_class(pp_ledger::ErrorClass::Permanent)
+        .with_payload_hash(o.hash.clone());
+    with_mapped_ids(change, &o.mapped)
+}
+
+fn with_mapped_ids(mut change: RecordChange, m: &MappedReferral) -> RecordChange {
+    if is_ident(&m.case_record_id) {
+        change = change.with_dest_id(DEST_CASE, m.case_record_id.clone());
+    }
+    if is_ident(&m.case_id) {
+        change = change.with_dest_id(DEST_CASE_ID, m.case_id.clone());
+    }
+    change
 }
 
 /// Polls check-status until the transaction is processed (`Some`) or the configured timeout
 /// passes (`None`). Transient errors count as "not yet"; a refused check leaves the records
-/// delivered for the next run.
-async fn poll(run: &RunCtx<'_>, tx: &str) -> Result<Option<Vec<RecordResult>>, FlowError> {
+/// delivered for the next run. With `unknown_is_final`, a transaction PING does not know ends
+/// the polling at once.
+async fn poll(
+    run: &RunCtx<'_>,
+    tx: &str,
+    unknown_is_final: bool,
+) -> Result<Option<Vec<RecordResult>>, FlowError> {
     let cfg = &run.ctx.config.ping;
     let shp = &cfg.shipping_processes.incoming_referral;
     let started = Instant::now();
@@ -607,6 +642,13 @@ async fn poll(run: &RunCtx<'_>, tx: &str) -> Result<Option<Vec<RecordResult>>, F
     loop {
         match run.ctx.ping.check_status(shp, tx).await {
             Ok(CheckStatus::Processed(results)) => return Ok(Some(results)),
+            Ok(CheckStatus::Unknown) if unknown_is_final => {
+                tracing::warn!(
+                    transaction = tx,
+                    "PING does not know the transaction; its records stay delivered"
+                );
+                return Ok(None);
+            }
             Ok(CheckStatus::Pending | CheckStatus::Unknown) => {}
             Err(e) if e.class() == ErrorClass::Auth => return Err(e.into()),
             Err(e) if e.class() == ErrorClass::Transient => {
@@ -767,7 +809,8 @@ async fn recheck_delivered(run: &RunCtx<'_>) -> Result<(), FlowError> {
     }
     let checks = by_tx.into_iter().map(|(tx, records)| async move {
         run.report(|r| r.fetched += records.len() as u64);
-        let Some(results) = poll(run, &tx).await? else {
+        // From an earlier run: a transaction PING does not know will not appear later.
+        let Some(results) = poll(run, &tx, true).await? else {
             let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
             return note_timeout(run, &keys, &tx).await;
         };
