@@ -48,6 +48,79 @@ pub struct BenchArgs {
     /// Also seed a throwaway ledger with this many records and time the dashboard's pages.
     #[arg(long)]
     pub dashboard_records: Option<usize>,
+    /// Run the simulators in a child process (`ping-primero sim --generate N`) instead of in
+    /// this one, so that the peak memory shown is ping-primero's own, not the fake systems'.
+    #[arg(long)]
+    pub sims_in_child: bool,
+}
+
+/// Where the simulators run.
+enum Host {
+    InProcess(Sims),
+    Child(SimChild),
+}
+
+/// The simulators in a child process, stopped (killed) when dropped.
+struct SimChild {
+    child: std::process::Child,
+}
+
+impl Drop for SimChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released at once).
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("no free local port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Peak memory (VmHWM) of another process, in bytes.
+fn peak_memory_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    vm_hwm(&status)
+}
+
+/// Starts `ping-primero sim --generate n` and waits until both simulators answer.
+async fn spawn_child_sims(n: usize) -> anyhow::Result<(SimChild, String, String)> {
+    let (ping_port, primero_port) = (free_port()?, free_port()?);
+    let exe =
+        std::env::current_exe().context("cannot find this program to start the simulators")?;
+    let child = std::process::Command::new(exe)
+        .args(["sim", "--ping-port", &ping_port.to_string()])
+        .args(["--primero-port", &primero_port.to_string()])
+        .args(["--generate", &n.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start the simulators' process")?;
+    let mut guard = SimChild { child };
+    // `sim` prints its URLs once both simulators are up and seeded.
+    let stdout = guard
+        .child
+        .stdout
+        .take()
+        .context("no stdout from the simulators")?;
+    let ready = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("Ctrl-C stops"))
+    });
+    match tokio::time::timeout(Duration::from_secs(300), ready).await {
+        Ok(Ok(true)) => {}
+        Ok(_) => anyhow::bail!("the simulators' process ended before it was ready"),
+        Err(_) => anyhow::bail!("the simulators' process was not ready within 300 s"),
+    }
+    let ping = format!("http://127.0.0.1:{ping_port}");
+    let primero = format!("http://127.0.0.1:{primero_port}");
+    Ok((guard, ping, primero))
 }
 
 /// Calls made during one flow run, by system and endpoint.
@@ -85,6 +158,8 @@ pub struct FlowMeasure {
     pub wall_over_floor: f64,
     /// The run's counts (fetched, delivered, confirmed, rejected, ...).
     pub report: BTreeMap<String, i64>,
+    /// The process's peak memory (VmHWM) when this flow ended, in MB.
+    pub peak_memory_mb_after: Option<f64>,
 }
 
 /// One target of issue 7 and whether this run met it (`None`: not measured at these
@@ -98,7 +173,11 @@ pub struct Target {
 
 /// Peak resident memory of this process (VmHWM), in bytes.
 pub fn peak_memory_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    vm_hwm(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
+
+/// VmHWM of a `/proc/<pid>/status` text, in bytes.
+fn vm_hwm(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line
         .trim_start_matches("VmHWM:")
@@ -153,36 +232,74 @@ fn ratio(a: f64, b: f64) -> f64 {
 /// What the benchmark of the flows measured.
 #[derive(Debug, Serialize)]
 struct FlowBench {
+    /// Where the simulators ran.
+    simulators: &'static str,
+    /// Peak memory of the simulators' child process, in MB (child mode only).
+    simulators_peak_memory_mb: Option<f64>,
     referrals: usize,
     latency_ms: u64,
     ping_max_concurrency: usize,
     primero_max_concurrency: usize,
     seed_secs: f64,
+    /// Peak memory (VmHWM) once both simulators are seeded, before any flow, in MB.
+    peak_memory_mb_seeded: Option<f64>,
     decisions: BTreeMap<String, Value>,
     flows: Vec<FlowMeasure>,
+}
+
+/// Seeds `n` referrals each way into in-process simulators (the same generators and options as
+/// `sim --generate`), without building one JSON document for both.
+async fn seed_in_process(sims: &Sims, n: usize) -> anyhow::Result<()> {
+    let ping = pp_sim_ping::scenario::generate_seed(&pp_sim_ping::scenario::ScenarioOptions {
+        count: n,
+        seed: 42,
+        ..Default::default()
+    });
+    sims.ping
+        .seed_doc(ping)
+        .map_err(|e| anyhow::anyhow!("PING seed refused: {e}"))?;
+    let primero = pp_sim_primero::scenario::generate(&pp_sim_primero::ScenarioOptions {
+        count: n,
+        seed: 42,
+        caseworkers: vec!["cw_amina".into(), "cw_john".into()],
+        ..Default::default()
+    });
+    sims.primero
+        .seed(primero)
+        .await
+        .map_err(|e| anyhow::anyhow!("Primero seed refused: {e}"))?;
+    Ok(())
 }
 
 /// Runs the flows once each against latency-injected simulators.
 async fn bench_flows(args: &BenchArgs, say: &dyn Fn(String)) -> anyhow::Result<FlowBench> {
     let n = args.referrals;
     let latency = Duration::from_millis(args.latency_ms);
-    let sims = Sims::start(0, 0).await?;
-    let ping_ctl = SimControl::new("PING", &sims.ping.base_url());
-    let primero_ctl = SimControl::new("Primero", &sims.primero.base_url());
-
     let t = Instant::now();
-    {
-        let doc = crate::scenario::generate(n, 7);
-        sims.seed(&doc).await?;
-    }
+    let (host, ping_base, primero_base) = if args.sims_in_child {
+        let (child, ping, primero) = spawn_child_sims(n).await?;
+        (Host::Child(child), ping, primero)
+    } else {
+        let sims = Sims::start(0, 0).await?;
+        seed_in_process(&sims, n).await?;
+        let (ping, primero) = (sims.ping.base_url(), sims.primero.base_url());
+        (Host::InProcess(sims), ping, primero)
+    };
+    let ping_ctl = SimControl::new("PING", &ping_base);
+    let primero_ctl = SimControl::new("Primero", &primero_base);
     let seed_secs = t.elapsed().as_secs_f64();
-    say(format!("seeded {n} referrals each way in {seed_secs:.1} s"));
+    let peak_seeded = peak_memory_bytes().map(|p| round1(mb(p)));
+    say(format!(
+        "seeded {n} referrals each way {} in {seed_secs:.1} s (peak memory of this process so far {} MB)",
+        if args.sims_in_child { "in the simulators' child process" } else { "in this process" },
+        peak_seeded.map_or("?".into(), |p| p.to_string())
+    ));
 
     let (_dir, ledger_url) = throwaway_ledger("bench-ledger.db")?;
     let mut config = pp_config::demo_config(
-        &sims.ping.base_url(),
-        &sims.ping.token_url(),
-        &sims.primero.base_url(),
+        &ping_base,
+        &format!("{ping_base}{}", pp_sim_ping::TOKEN_PATH),
+        &primero_base,
         &ledger_url,
     );
     if let Some(c) = args.concurrency {
@@ -265,18 +382,40 @@ async fn bench_flows(args: &BenchArgs, say: &dyn Fn(String)) -> anyhow::Result<F
         );
         let m = measure(flow, &report, wall, calls, latency, ping_conc, primero_conc);
         say(format!(
-            "{} {}: {} records in {:.2} s (floor {:.2} s)",
-            m.id, m.flow, m.records, m.wall_secs, m.floor_secs
+            "{} {}: {} records in {:.2} s (floor {:.2} s; peak memory so far {} MB)",
+            m.id,
+            m.flow,
+            m.records,
+            m.wall_secs,
+            m.floor_secs,
+            m.peak_memory_mb_after.map_or("?".into(), |p| p.to_string())
         ));
         flows.push(m);
     }
-    sims.shutdown().await;
+    let sims_peak = match host {
+        Host::InProcess(sims) => {
+            sims.shutdown().await;
+            None
+        }
+        Host::Child(child) => {
+            let peak = peak_memory_of(child.child.id()).map(|p| round1(mb(p)));
+            drop(child);
+            peak
+        }
+    };
     Ok(FlowBench {
+        simulators: if args.sims_in_child {
+            "child process"
+        } else {
+            "in process"
+        },
+        simulators_peak_memory_mb: sims_peak,
         referrals: n,
         latency_ms: args.latency_ms,
         ping_max_concurrency: ping_conc,
         primero_max_concurrency: primero_conc,
         seed_secs,
+        peak_memory_mb_seeded: peak_seeded,
         decisions,
         flows,
     })
@@ -314,7 +453,12 @@ fn measure(
         floor_secs: floor,
         wall_over_floor: ratio(wall, floor),
         report: report.counts(),
+        peak_memory_mb_after: peak_memory_bytes().map(|p| round1(mb(p))),
     }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
 }
 
 /// The targets of issue 7 that this run can check.
@@ -410,10 +554,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             print_flows(&b, peak, &t);
         }
         out.insert("flows".into(), serde_json::to_value(&b)?);
-        out.insert(
-            "peak_memory_mb".into(),
-            json!(peak.map(|p| (mb(p) * 10.0).round() / 10.0)),
-        );
+        out.insert("peak_memory_mb".into(), json!(peak.map(|p| round1(mb(p)))));
         out.insert("targets".into(), serde_json::to_value(&t)?);
     }
     if let Some(records) = args.dashboard_records {
@@ -497,12 +638,18 @@ fn print_flows(b: &FlowBench, peak: Option<u64>, targets: &[Target]) {
             .collect();
         println!("    {}: {}", m.id, list.join(", "));
     }
-    match peak {
-        Some(p) => println!(
-            "Peak memory (VmHWM): {:.1} MB (whole process: both simulators and their data included)",
+    match (peak, b.simulators_peak_memory_mb) {
+        (Some(p), Some(sims)) => println!(
+            "Peak memory (VmHWM): {:.1} MB for ping-primero (simulators in a child process, \
+             which peaked at {sims:.1} MB)",
             mb(p)
         ),
-        None => println!("Peak memory: unknown (no /proc/self/status)"),
+        (Some(p), None) => println!(
+            "Peak memory (VmHWM): {:.1} MB (whole process: both simulators and their data \
+             included; --sims-in-child measures ping-primero alone)",
+            mb(p)
+        ),
+        (None, _) => println!("Peak memory: unknown (no /proc/self/status)"),
     }
     println!("Targets:");
     for t in targets {

@@ -266,6 +266,12 @@ struct Planted {
     referrals: usize,
     cases: usize,
     service_rows: usize,
+    /// LP intervention id of the referral missing required fields.
+    missing_fields: String,
+    /// LP intervention id of the referral with an unmapped intervention type.
+    unmapped_type: String,
+    /// LP intervention id of the referral whose individual has two Primero cases.
+    duplicate: String,
 }
 
 /// Prints one progress line.
@@ -317,6 +323,13 @@ fn scenario(n: usize) -> anyhow::Result<(Value, Planted)> {
     if interventions.len() < 12 {
         bail!("the PING scenario generated too few interventions");
     }
+    let lp = |i: usize| {
+        interventions[i]["progres_lpinterventionid"]
+            .as_str()
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let (missing_fields, unmapped_type, duplicate_lp) = (lp(3), lp(7), lp(11));
     // A referral missing required fields: no date of birth, no sex.
     if let Some(ind) = interventions[3]["individual"].as_object_mut() {
         ind.remove("progres_dateofbirth");
@@ -360,6 +373,9 @@ fn scenario(n: usize) -> anyhow::Result<(Value, Planted)> {
         referrals,
         cases: n,
         service_rows,
+        missing_fields,
+        unmapped_type,
+        duplicate: duplicate_lp,
     };
     Ok((doc, planted))
 }
@@ -396,13 +412,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .await?;
     let incomplete_case = incomplete["id"].as_str().unwrap_or("?").to_owned();
     p.line(format_args!(
-        "seeded proGres with {} outgoing referrals (one missing required fields, one with an \
-         unmapped intervention type, one for an individual with two Primero cases) and Primero \
-         with {} cases referring {} services to UNHCR, plus case {incomplete_case} owned by \
-         cw_incomplete (no email, phone or position)",
+        "seeded proGres with {} outgoing referrals, Primero with {} cases referring {} \
+         services to UNHCR; planted problems:",
         planted.referrals, planted.cases, planted.service_rows
     ));
-
+    println!(
+        "                 proGres referral {} lacks date of birth and sex",
+        planted.missing_fields
+    );
+    println!(
+        "                 proGres referral {} has intervention type {UNMAPPED_INTERVENTION_TYPE:?} (not in the map)",
+        planted.unmapped_type
+    );
+    println!(
+        "                 proGres referral {} is for an individual with two Primero cases",
+        planted.duplicate
+    );
+    println!(
+        "                 Primero case {incomplete_case} is owned by cw_incomplete (no email, phone or position)"
+    );
     let (_ledger_dir, ledger_url) = match &args.ledger {
         Some(url) => (None, url.clone()),
         None => {
@@ -586,7 +614,10 @@ async fn print_attention(ledger: &Ledger) -> anyhow::Result<()> {
             r.key
         );
         if let Some(m) = &r.message {
-            println!("       {}", m.chars().take(160).collect::<String>());
+            let m: String = m.chars().take(600).collect();
+            for line in wrap(&m, 96) {
+                println!("       {line}");
+            }
         }
         if !seen_reasons.contains(&reason) {
             seen_reasons.push(reason);
