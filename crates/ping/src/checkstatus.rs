@@ -69,7 +69,10 @@ fn find_embedded(s: &str, from: usize) -> Option<(usize, usize)> {
     while let Some(rel) = s[i..].find('"') {
         let key_start = i + rel;
         let after_key = key_start + 6;
-        if bytes.len() >= after_key && s[key_start..after_key].eq_ignore_ascii_case("\"Data\"") {
+        // Bytes, not a `str` slice: `key_start + 6` need not be a char boundary when the
+        // string holds non-ASCII text (names in Amharic, accents...).
+        if bytes.len() >= after_key && bytes[key_start..after_key].eq_ignore_ascii_case(b"\"Data\"")
+        {
             let mut j = after_key;
             while j < bytes.len() && bytes[j].is_ascii_whitespace() {
                 j += 1;
@@ -193,6 +196,17 @@ fn is_processed(status: Option<&str>) -> bool {
     })
 }
 
+/// The inner `Data` keys kept: system identifiers of the record, never a person's number
+/// (`progres_unhcrid`, `progres_pocotheridnumber` identify a person and are dropped).
+const SYSTEM_ID_KEYS: [&str; 6] = [
+    "progres_interoperabilityreferralid",
+    "progres_orgreferralid",
+    "progres_externalid",
+    "progres_externalguid",
+    "progres_offlineid",
+    "progres_lpinterventionid",
+];
+
 /// Keeps system identifiers of an inner `Data` object.
 fn system_ids(inner: &Value) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
@@ -200,6 +214,9 @@ fn system_ids(inner: &Value) -> BTreeMap<String, String> {
         return out;
     };
     for (k, v) in map {
+        if !SYSTEM_ID_KEYS.iter().any(|s| s.eq_ignore_ascii_case(k)) {
+            continue;
+        }
         let text = match v {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
@@ -330,6 +347,31 @@ mod tests {
         assert_eq!(
             v,
             json!([{"<k>":"<v>","Data":{"progres_externalid":"abc","progres_offlineid":"abc"},"<k2>":null}])
+        );
+    }
+
+    #[test]
+    fn repairs_strings_with_non_ascii_text() {
+        // Multi-byte characters right before a quote used to put `key_start + 6` inside a
+        // character and panic on a str slice.
+        let s = r#"[{"Msg":"Andréa ት","Data":"{"progres_offlineid":"c1","note":"ሰላም é"}","RecordStatus":"Success"}]"#;
+        let v = repair_data_string(s).unwrap();
+        assert_eq!(v[0]["Data"]["progres_offlineid"], json!("c1"));
+        assert_eq!(v[0]["Msg"], json!("Andréa ት"));
+    }
+
+    #[test]
+    fn only_record_system_ids_are_kept_from_inner_data() {
+        let ids = system_ids(&json!({
+            "progres_interoperabilityreferralid": "0f8c5a4e-1111-4a5e-9a7c-3a2b1c0d9e8f",
+            "progres_offlineid": "c1",
+            "progres_unhcrid": "945-00012345",
+            "progres_pocotheridnumber": "945-C00123",
+            "progres_pocfirstname": "Nyakuoth"
+        }));
+        assert_eq!(
+            ids.keys().cloned().collect::<Vec<_>>(),
+            vec!["progres_interoperabilityreferralid", "progres_offlineid"]
         );
     }
 

@@ -199,7 +199,7 @@ pub mod keys_2747 {
 /// `lp_intervention_id` is `None` when the row lacks `progres_lpinterventionid` (an older
 /// shape carries only `progres_intervention`): the flow rejects such a row, naming
 /// `intervention_id` / `intervention_number`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct PendingReferral {
     pub lp_intervention_id: Option<String>,
     /// `progres_intervention` (GUID of the intervention).
@@ -216,6 +216,23 @@ pub struct PendingReferral {
     pub status_date: Option<NaiveDate>,
     /// `progres_individual.indiv.progres_id` (the UNHCR individual number).
     pub individual_id: Option<String>,
+}
+
+impl fmt::Debug for PendingReferral {
+    /// The individual number identifies a person: shown only as present or absent.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingReferral")
+            .field("lp_intervention_id", &self.lp_intervention_id)
+            .field("intervention_id", &self.intervention_id)
+            .field("intervention_number", &self.intervention_number)
+            .field("business_unit", &self.business_unit)
+            .field("delivery_id", &self.delivery_id)
+            .field("delivery_type", &self.delivery_type)
+            .field("status_code", &self.status_code)
+            .field("status_date", &self.status_date)
+            .field("individual_id", &presence(&self.individual_id))
+            .finish_non_exhaustive()
+    }
 }
 
 impl FromRow for PendingReferral {
@@ -383,9 +400,15 @@ impl fmt::Debug for InterventionDetailRow {
             .field("business_unit", &self.business_unit)
             .field("primero_id", &self.primero_id)
             .field("intervention_type", &self.intervention_type)
-            .field("individual_id", &self.individual_id)
-            .field("registration_group_id", &self.registration_group_id)
-            .field("registration_group_name", &self.registration_group_name)
+            .field("individual_id", &presence(&self.individual_id))
+            .field(
+                "registration_group_id",
+                &presence(&self.registration_group_id),
+            )
+            .field(
+                "registration_group_name",
+                &presence(&self.registration_group_name),
+            )
             .field("sex", &self.sex)
             .field("personal_fields", &"[redacted]")
             .field("date_of_birth", &presence(&self.date_of_birth))
