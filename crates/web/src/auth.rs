@@ -74,12 +74,21 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
 }
 
 /// The signed-in user of one request.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Operator {
     /// User name (`token` for the API token).
     pub name: String,
     /// CSRF token of the session; `None` for bearer-token requests, which need none.
     pub csrf: Option<String>,
+}
+
+impl std::fmt::Debug for Operator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Operator")
+            .field("name", &self.name)
+            .field("csrf", &self.csrf.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
 }
 
 struct Session {
@@ -168,6 +177,17 @@ impl Auth {
             }
             None => Authn::Anonymous,
         }
+    }
+
+    /// Whether the request carries the cookie of a live session.
+    pub fn has_session(&self, headers: &HeaderMap) -> bool {
+        let Some(id) = cookie(headers, SESSION_COOKIE) else {
+            return false;
+        };
+        let sessions = self.sessions.lock().expect("session lock");
+        sessions
+            .get(&id)
+            .is_some_and(|s| s.expires > Instant::now())
     }
 
     /// Checks a user name and password; on success opens a session. Attempts beyond the
@@ -417,6 +437,25 @@ mod tests {
         }
         a.sign_out(&h);
         assert!(matches!(a.authenticate(&h, ip), Authn::Anonymous));
+    }
+
+    #[tokio::test]
+    async fn expired_sessions_are_refused() {
+        let a = Arc::new(Auth::new(AuthConfig {
+            operators: vec![("amina".into(), cheap_hash("pw"))],
+            session_ttl: Duration::ZERO,
+            ..AuthConfig::default()
+        }));
+        let SignIn::Ok { session_id } = a.sign_in("amina", "pw", None).await else {
+            panic!("sign-in refused");
+        };
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("{SESSION_COOKIE}={session_id}")).unwrap(),
+        );
+        assert!(!a.has_session(&h));
+        assert!(matches!(a.authenticate(&h, None), Authn::Anonymous));
     }
 
     #[tokio::test]

@@ -6,7 +6,32 @@
 //! Every page makes a bounded number of ledger queries with limits (lists of 50).
 //!
 //! The daemon builds a [`WebState`] and calls [`serve`]; tests and the benchmark use
-//! [`router`].
+//! [`router`]:
+//!
+//! ```no_run
+//! # async fn wire(ledger: pp_ledger::Ledger) -> std::io::Result<()> {
+//! use std::sync::Arc;
+//! let metrics = pp_web::Metrics::new();
+//! pp_http::set_observer(Arc::new(metrics.clone())); // API requests and retries
+//! let auth = pp_web::AuthConfig {
+//!     operators: vec![("amina".into(), "$argon2id$v=19$...".into())],
+//!     ..pp_web::AuthConfig::default()
+//! };
+//! let state = pp_web::WebState::new(ledger, metrics.clone(), auth)
+//!     .with_flows(vec![pp_web::FlowInfo {
+//!         name: "referrals-to-primero".into(),
+//!         schedule: "0 0 * * *".into(),
+//!         next_run: None,
+//!         enabled: true,
+//!     }])
+//!     .with_run_now(|flow| { /* queue a run of `flow` */ !flow.is_empty() });
+//! // Later, from the scheduler: state.flows.write().unwrap()[0].next_run = Some(..);
+//! // after each run: metrics.run_finished(flow, outcome, &counts), and
+//! // state.readiness.auth_failed(flow, "primero") / state.readiness.clear(flow).
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! pp_web::serve(listener, state, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
 
 pub mod auth;
 mod bench;

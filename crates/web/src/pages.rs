@@ -191,11 +191,7 @@ pub(crate) async fn login_form(
     headers: HeaderMap,
     Query(q): Params,
 ) -> Response {
-    if matches!(
-        app.auth.authenticate(&headers, None),
-        crate::auth::Authn::Ok(_)
-    ) && cookie(&headers, SESSION_COOKIE).is_some()
-    {
+    if app.auth.has_session(&headers) {
         return Redirect::to("/").into_response();
     }
     let token = cookie(&headers, LOGIN_COOKIE)

@@ -37,12 +37,8 @@ async fn browser_dashboard() {
         .send_keys("nope")
         .await
         .unwrap();
-    c.find(Locator::Css("form.login button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click_and_wait(Locator::Css("form.login button[type=submit]"))
+        .await;
     let alert = c.find(Locator::Css("[role=alert]")).await.unwrap();
     assert_eq!(alert.text().await.unwrap(), "Wrong user name or password.");
 
@@ -59,12 +55,8 @@ async fn browser_dashboard() {
         .send_keys(PASSWORD)
         .await
         .unwrap();
-    c.find(Locator::Css("form.login button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click_and_wait(Locator::Css("form.login button[type=submit]"))
+        .await;
     assert_eq!(c.current_url().await.unwrap().path(), "/");
     let headings = c
         .find_all(Locator::Css("main section.card h2"))
@@ -82,12 +74,8 @@ async fn browser_dashboard() {
     b.screenshot("02-overview").await;
 
     // Open the run from the overview's "last run" link.
-    c.find(Locator::Css(&format!("a[href='/runs/{}']", seeded.run_id)))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click_and_wait(Locator::Css(&format!("a[href='/runs/{}']", seeded.run_id)))
+        .await;
     let h1 = c
         .find(Locator::Css("h1"))
         .await
@@ -101,34 +89,19 @@ async fn browser_dashboard() {
     assert!(source.contains(REJECTED_KEY));
     b.screenshot("03-run").await;
 
-    c.find(Locator::LinkText("Runs"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click_and_wait(Locator::LinkText("Runs")).await;
     assert_eq!(c.current_url().await.unwrap().path(), "/runs");
     b.screenshot("04-runs").await;
 
     // Search a record by its intervention number.
-    c.find(Locator::LinkText("Records"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click_and_wait(Locator::LinkText("Records")).await;
     c.find(Locator::Id("q"))
         .await
         .unwrap()
         .send_keys(REJECTED_INTERVENTION)
         .await
         .unwrap();
-    c.find(Locator::Css("form.search button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click_and_wait(Locator::Css("form.search button")).await;
     let h2 = c
         .find(Locator::Css("main h2"))
         .await
@@ -138,12 +111,7 @@ async fn browser_dashboard() {
         .unwrap();
     assert!(h2.starts_with("1 record found"), "{h2}");
     b.screenshot("05-records-search").await;
-    c.find(Locator::LinkText(REJECTED_KEY))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click_and_wait(Locator::LinkText(REJECTED_KEY)).await;
     let state = c
         .find(Locator::XPath(
             "//dt[text()='State']/following-sibling::dd[1]",
@@ -157,12 +125,8 @@ async fn browser_dashboard() {
     b.screenshot("06-record").await;
 
     // Retry it and see it pending.
-    c.find(Locator::XPath("//button[text()='Retry this record']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click_and_wait(Locator::XPath("//button[text()='Retry this record']"))
+        .await;
     let state = c
         .find(Locator::XPath(
             "//dt[text()='State']/following-sibling::dd[1]",
@@ -188,12 +152,7 @@ async fn browser_dashboard() {
     assert_eq!(r.state, RecordState::Pending);
     b.screenshot("07-record-retried").await;
 
-    c.find(Locator::LinkText("Needs attention"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click_and_wait(Locator::LinkText("Needs attention")).await;
     let h1 = c
         .find(Locator::Css("h1"))
         .await
@@ -206,12 +165,7 @@ async fn browser_dashboard() {
 
     // The overview on a phone-sized window.
     c.set_window_size(390, 1400).await.unwrap();
-    c.find(Locator::LinkText("Overview"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click_and_wait(Locator::LinkText("Overview")).await;
     b.screenshot("09-overview-phone").await;
     c.goto(&format!("{}/runs", s.base)).await.unwrap();
     b.screenshot("10-runs-phone").await;

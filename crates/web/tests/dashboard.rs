@@ -118,6 +118,10 @@ async fn sign_in_with_right_and_wrong_password() {
     let page = c.get(format!("{}/", s.base)).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("Signed in as amina"));
+    // The sign-in form sends a signed-in operator to the overview.
+    let res = c.get(format!("{}/login", s.base)).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/");
 
     // Signing out ends the session.
     let csrf = csrf_of(

@@ -112,6 +112,40 @@ impl Browser {
         })
     }
 
+    /// Clicks the element `locator` finds and waits until the browser has left the current
+    /// page and loaded the next one (the old page's root element goes stale).
+    pub async fn click_and_wait(&self, locator: fantoccini::Locator<'_>) {
+        let old_root = self
+            .client
+            .find(fantoccini::Locator::Css("html"))
+            .await
+            .expect("a page is loaded");
+        self.client
+            .find(locator)
+            .await
+            .expect("the element to click")
+            .click()
+            .await
+            .expect("the click");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match old_root.tag_name().await {
+                Err(fantoccini::error::CmdError::Standard(e))
+                    if e.error == fantoccini::error::ErrorStatus::StaleElementReference =>
+                {
+                    break
+                }
+                _ if Instant::now() > deadline => panic!("the click did not load a new page"),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        self.client
+            .wait()
+            .for_element(fantoccini::Locator::Css("main h1"))
+            .await
+            .expect("the next page has a heading");
+    }
+
     /// Saves a screenshot of the current page as `<name>.png` and returns its path.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.client.screenshot().await.expect("a screenshot");
