@@ -295,7 +295,9 @@ impl PrimeroClient {
     /// Creates a case and returns it as stored (with the server's `id`, `case_id`, `short_id`,
     /// ...). `data` must hold a non-blank `module_id` (checked before sending: without it
     /// Primero stores core fields only). A record `id` (UUID) is generated when `data` has none,
-    /// so that a retry after a lost answer cannot create a second case.
+    /// so that a retry after a lost answer cannot create a second case. With a caller-chosen
+    /// `id`, a 409 (the case exists) returns the existing case, so a later run repeating the
+    /// create after a crash gets the case an earlier run created instead of an error.
     pub async fn create_case(&self, mut data: Map<String, Value>) -> Result<Case, PrimeroError> {
         match data.get("module_id") {
             Some(Value::String(s)) if !s.trim().is_empty() => {}
@@ -305,13 +307,15 @@ impl PrimeroClient {
                 ))
             }
         }
-        let id = match data.get("id") {
+        // A caller-chosen id (derived from the source record) makes the create idempotent
+        // across runs too: a 409 for it means an earlier run's create went through.
+        let (id, caller_id) = match data.get("id") {
             None | Some(Value::Null) => {
                 let id = uuid::Uuid::new_v4().to_string();
                 data.insert("id".into(), Value::String(id.clone()));
-                id
+                (id, false)
             }
-            Some(Value::String(s)) if is_uuid(s) => s.clone(),
+            Some(Value::String(s)) if is_uuid(s) => (s.clone(), true),
             Some(_) => return Err(PrimeroError::invalid("case id must be a UUID")),
         };
         assign_row_ids(&mut data);
@@ -324,7 +328,9 @@ impl PrimeroClient {
                 .await
             {
                 Ok(reply) => Ok(Created::Reply(reply)),
-                Err(e @ PrimeroError::Permanent { status: 409, .. }) if attempt > 1 => {
+                Err(e @ PrimeroError::Permanent { status: 409, .. })
+                    if attempt > 1 || caller_id =>
+                {
                     Ok(Created::Conflict(e))
                 }
                 Err(e) => Err(e),

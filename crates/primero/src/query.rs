@@ -26,7 +26,7 @@ pub struct OrderBy {
 }
 
 /// What to list. The default lists every case visible to the API user.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct CaseQuery {
     /// `last_updated_at=<T>..`: cases updated at or after `T`, compared by Primero at second
     /// precision (sub-seconds are dropped), inclusive.
@@ -41,6 +41,21 @@ pub struct CaseQuery {
     /// filters' fields, which the client adds).
     pub fields: Option<Vec<String>>,
     pub order_by: Option<OrderBy>,
+}
+
+impl std::fmt::Debug for CaseQuery {
+    /// Filter values (an individual's UNHCR number, say) identify people: only the filtered
+    /// field names are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = |v: &[(String, String)]| v.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+        f.debug_struct("CaseQuery")
+            .field("last_updated_from", &self.last_updated_from)
+            .field("exact", &names(&self.exact))
+            .field("filters", &names(&self.filters))
+            .field("fields", &self.fields)
+            .field("order_by", &self.order_by)
+            .finish()
+    }
 }
 
 impl CaseQuery {
@@ -210,5 +225,18 @@ mod tests {
         assert!(q.matches(&hit));
         assert!(!q.matches(&other));
         assert!(!q.matches(&missing));
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_filter_names_not_values() {
+        let q = CaseQuery::exact("unhcr_individual_no", "945-00012345");
+        let text = format!("{q:?}");
+        assert!(text.contains("unhcr_individual_no"));
+        assert!(!text.contains("945-00012345"));
     }
 }

@@ -899,3 +899,25 @@ async fn debug_output_carries_no_personal_value_or_secret() {
     assert!(text.contains("name_first"), "field names are shown");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn create_with_a_caller_id_is_idempotent_across_runs() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let id = "6f1c2a7e-5b0d-4c1e-9a8b-0d2f3e4a5b6c";
+    let data = obj(serde_json::json!({
+        "id": id,
+        "module_id": "primeromodule-cp",
+        "unhcr_individual_no": "945-00000001"
+    }));
+    let first = c.create_case(data.clone()).await.expect("first create");
+    // A later run repeats the create (its first answer was lost): same case, no twin.
+    let second = c.create_case(data).await.expect("repeated create");
+    assert_eq!(first.id, id);
+    assert_eq!(second.id, id);
+    let all = c
+        .list_cases(&pp_primero::CaseQuery::exact("unhcr_individual_no", "945-00000001"))
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+}
