@@ -2,6 +2,7 @@
 //! hash key, a clock, and the shutdown signal; plus the per-run handle ([`RunCtx`]) through
 //! which flows record outcomes (fenced by the flow's lease, counted in the report).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -122,6 +123,9 @@ pub struct RunCtx<'a> {
     /// When the run started ("today" for the mapping is its date).
     pub started_at: DateTime<Utc>,
     report: Mutex<Report>,
+    /// Set by the lease renewal when the lease was lost: the run stops starting records (its
+    /// ledger writes are fenced anyway, so nothing it did after the loss would be recorded).
+    pub(crate) lease_lost: Arc<AtomicBool>,
 }
 
 impl<'a> RunCtx<'a> {
@@ -144,6 +148,7 @@ impl<'a> RunCtx<'a> {
             dry_run,
             started_at,
             report: Mutex::new(report),
+            lease_lost: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -243,13 +248,19 @@ impl<'a> RunCtx<'a> {
         });
     }
 
-    /// Whether to stop starting new records (shutdown requested).
+    /// Whether to stop starting new records: shutdown requested, or the flow's lease lost
+    /// (another instance may be processing the same records now).
     pub fn stopping(&self) -> bool {
-        let stop = self.ctx.stopping();
+        let stop = self.ctx.stopping() || self.lease_lost();
         if stop {
             self.report(|r| r.interrupted = true);
         }
         stop
+    }
+
+    /// Whether the lease renewal found the lease taken by another holder.
+    pub fn lease_lost(&self) -> bool {
+        self.lease_lost.load(Ordering::SeqCst)
     }
 
     pub(crate) fn into_report(self) -> Report {

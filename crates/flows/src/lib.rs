@@ -95,6 +95,8 @@ pub enum FlowError {
     Busy { flow: &'static str, holder: String },
     #[error("configuration: {0}")]
     Config(String),
+    #[error("flow {flow} lost its lease during the run; another instance may hold it")]
+    LeaseLost { flow: &'static str },
 }
 
 impl FlowError {
@@ -176,10 +178,13 @@ pub async fn run_flow(
     };
     let span = tracing::info_span!("run", flow = flow.name(), run_id = %run_id);
 
-    // Keep the lease alive while the run works; a lost lease fences the run's writes.
+    let run = RunCtx::new(ctx, flow, Some(run_id.clone()), Some(lease.clone()), false);
+    // Keep the lease alive while the run works; a lost lease stops the run from starting
+    // records (and fences its ledger writes).
     let renewer = {
         let ledger = ctx.ledger.clone();
         let lease = lease.clone();
+        let lost = run.lease_lost.clone();
         tokio::spawn(async move {
             let every = context::renew_interval(ttl);
             loop {
@@ -187,7 +192,8 @@ pub async fn run_flow(
                 match ledger.renew_lease(&lease, ttl).await {
                     Ok(true) => {}
                     Ok(false) => {
-                        tracing::warn!(flow = %lease.flow, "lease lost; the run's writes are fenced");
+                        tracing::warn!(flow = %lease.flow, "lease lost; the run stops starting records");
+                        lost.store(true, std::sync::atomic::Ordering::SeqCst);
                         break;
                     }
                     Err(e) => {
@@ -198,9 +204,11 @@ pub async fn run_flow(
         })
     };
 
-    let run = RunCtx::new(ctx, flow, Some(run_id.clone()), Some(lease.clone()), false);
-    let result = tracing::Instrument::instrument(dispatch(&run), span.clone()).await;
+    let mut result = tracing::Instrument::instrument(dispatch(&run), span.clone()).await;
     renewer.abort();
+    if result.is_ok() && run.lease_lost() {
+        result = Err(FlowError::LeaseLost { flow: flow.name() });
+    }
     let mut report = run.into_report();
     report.finished_at = Some(ctx.now());
     let (outcome, error) = match &result {
