@@ -114,5 +114,67 @@ fn bench_flow12(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_flow11, bench_flow12);
+/// Flows 2.1 and 2.2: mapping one referred service row to its SHP-2731 record (with its
+/// payload JSON for the ledger hash), and one SHP-2796 detail to a Primero status change.
+fn bench_flow2x(c: &mut Criterion) {
+    use pp_mapping::{flow21, flow22};
+    let maps = Maps::gambella();
+    let settings = flow21::Settings {
+        business_unit: "577ccdf6-86de-e811-80d8-001dd8b71fe3".into(),
+        organization_from: "c00582a6-d8f6-f011-8406-6045bd8ea5fb".into(),
+        referred_by: "Primero CP".into(),
+        on_incomplete_caseworker: flow21::CaseworkerPolicy::Reject,
+    };
+    let case = pp_primero::Case::from_json(json!({
+        "id": "0b8c4a52-1f0e-4f4e-9a51-4d1f6f6b7a01", "case_id": "f59e880e-d58f-4b68-ba6e-e0616a49aefd",
+        "owned_by": "cw_amina", "name_first": "Given", "name_last": "Family", "sex": "female",
+        "date_of_birth": "2014-03-02", "unhcr_individual_no": "945-00012345",
+        "protection_concerns": ["caafag", "street_child", "orphan"],
+        "services_section": [{"unique_id": "5c2d4f6c-7a78-43b5-ac40-eb097be51d89",
+            "service_type": "medical", "service_implementing_agency": "UNHCR",
+            "service_referral_notes": "notes"}]}))
+    .unwrap();
+    let row = case.services().remove(0);
+    let referral = pp_primero::Referral::from_json(json!({"id": "r1", "status": "in_progress",
+        "service_record_id": "5c2d4f6c-7a78-43b5-ac40-eb097be51d89",
+        "created_at": "2026-11-20T10:00:00.000Z"}))
+    .unwrap();
+    let owner = pp_primero::User::from_data(
+        json!({"id": 3, "user_name": "cw_amina", "email": "a@example.org", "phone": "+2519",
+               "position": "Case worker"})
+        .as_object()
+        .unwrap(),
+    )
+    .unwrap();
+    c.bench_function("flow21 map one referred service row", |b| {
+        b.iter(|| {
+            let m = flow21::map_referral(&maps, &settings, &case, &row, &referral, Some(&owner))
+                .unwrap();
+            black_box((m.ingest_record(), m.payload_json()))
+        })
+    });
+    let detail = pp_ping::DecisionDetail::from_row(
+        &Row::from_value(json!({"progres_interoperabilityreferralid": "g-1",
+            "progres_interoperabilityreferralstatus": 125080002,
+            "progres_offlineid": "f59e880e-d58f-4b68-ba6e-e0616a49aefd",
+            "progres_orgreferralid": "5c2d4f6c-7a78-43b5-ac40-eb097be51d89",
+            "progres_interoperabiltyreferralrejectionreasonname": "Individual Not Found",
+            "progres_interoperabilityreferralrejectionomment": "No match"}))
+        .unwrap(),
+    )
+    .unwrap();
+    let codes = maps.codes.interop_status;
+    c.bench_function("flow22 map one decision and its synced record", |b| {
+        b.iter(|| {
+            let d =
+                flow22::map_decision(&codes, &detail, flow22::StatusSource::InteropStatus).unwrap();
+            black_box((
+                flow22::synced_record(&codes, &d.referral_id),
+                d.payload_json(),
+            ))
+        })
+    });
+}
+
+criterion_group!(benches, bench_flow11, bench_flow12, bench_flow2x);
 criterion_main!(benches);
