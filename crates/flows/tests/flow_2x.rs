@@ -707,36 +707,47 @@ async fn check_status_timeout_leaves_records_delivered_and_the_next_run_confirms
 
 #[tokio::test]
 async fn records_refused_by_check_status_are_rejected_and_valid_ones_of_the_batch_confirmed() {
-    // PING applies a batch all-or-nothing (simulator default): the invalid record is found
-    // by splitting, the valid one is still confirmed.
-    let env = TestEnv::start_with(|c| {
-        // A business unit PING does not know is refused per record at processing time.
-        c.maps
-            .service_to_progres
-            .insert("food".into(), "not-a-guid".into());
-    })
-    .await;
-    let good = refer(&env, json!({})).await;
-    let bad = refer(&env, json!({"services": [{"service_type": "food"}]})).await;
-    let report = env.run(F21).await;
-    assert_eq!(report.confirmed, 1, "{report}");
-    assert_eq!(report.rejected["validation_error"], 1, "{report}");
-    let line = report
-        .attention
-        .iter()
-        .find(|l| l.key == service_ids(&bad)[0])
-        .unwrap();
-    assert!(
-        line.message
-            .as_deref()
-            .unwrap()
-            .contains("progres_requestedservice"),
-        "{line:?}"
-    );
-    assert_eq!(
-        record(&env, F21, &service_ids(&good)[0]).await.state,
-        RecordState::Confirmed
-    );
+    // Whether PING applies a batch all-or-nothing is unknown (R1): under all-or-nothing the
+    // invalid record is found by splitting the batch; under partial application the failed
+    // item is rejected directly. Either way the valid record is confirmed.
+    for mode in ["all_or_nothing", "partial"] {
+        let env = TestEnv::start_with(|c| {
+            // A requested-service value that is not a GUID is refused per record by PING.
+            c.maps
+                .service_to_progres
+                .insert("food".into(), "not-a-guid".into());
+        })
+        .await;
+        env.ping.set_options(&json!({"batch_mode": mode})).unwrap();
+        let good = refer(&env, json!({})).await;
+        let bad = refer(&env, json!({"services": [{"service_type": "food"}]})).await;
+        let report = env.run(F21).await;
+        assert_eq!(report.confirmed, 1, "{mode}: {report}");
+        assert_eq!(report.rejected["validation_error"], 1, "{mode}: {report}");
+        let expected_calls = if mode == "partial" { 1 } else { 3 };
+        assert_eq!(
+            ping_calls(&env, "asyncdata").await,
+            expected_calls,
+            "{mode}"
+        );
+        let line = report
+            .attention
+            .iter()
+            .find(|l| l.key == service_ids(&bad)[0])
+            .unwrap();
+        assert!(
+            line.message
+                .as_deref()
+                .unwrap()
+                .contains("progres_requestedservice"),
+            "{mode}: {line:?}"
+        );
+        assert_eq!(
+            record(&env, F21, &service_ids(&good)[0]).await.state,
+            RecordState::Confirmed
+        );
+        assert_eq!(interop_referrals(&env).await.len(), 1, "{mode}");
+    }
 }
 
 #[tokio::test]
