@@ -692,7 +692,7 @@ async fn check_status_timeout_leaves_records_delivered_and_the_next_run_confirms
     let rec = record(&env, F21, uid).await;
     assert_eq!(rec.state, RecordState::Delivered);
     assert_eq!(rec.reason_code.as_deref(), Some("check_status_timeout"));
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let sent = ping_calls(&env, "asyncdata").await;
     let next = env.run(F21).await;
     assert_eq!(next.confirmed, 1, "{next}");
