@@ -80,7 +80,9 @@ impl TestEnv {
 
     /// Runs a flow once and returns its report (panics when the run itself fails).
     pub async fn run(&self, flow: Flow) -> Report {
-        self.try_run(flow).await.unwrap_or_else(|e| panic!("{flow} failed: {e}"))
+        self.try_run(flow)
+            .await
+            .unwrap_or_else(|e| panic!("{flow} failed: {e}"))
     }
 
     pub async fn try_run(&self, flow: Flow) -> Result<Report, FlowError> {
@@ -140,6 +142,10 @@ async fn get(http: &reqwest::Client, base: &str, path: &str) -> Value {
         .send()
         .await
         .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    assert!(resp.status().is_success(), "GET {path} -> {}", resp.status());
+    assert!(
+        resp.status().is_success(),
+        "GET {path} -> {}",
+        resp.status()
+    );
     resp.json().await.expect("JSON body")
 }
