@@ -37,7 +37,7 @@ use pp_ping::rows::keys_2747;
 use pp_ping::{FromRow, IngestRecord, InterventionDetailRow, PendingReferral, PingError, Row};
 use pp_primero::{Case, CaseQuery, PrimeroError};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{FlowError, RunCtx};
 
@@ -50,7 +50,7 @@ pub const FACT_INDIVIDUAL_CASE: &str = "individual_case";
 /// LP intervention ids per SHP-2358 request (PING takes a bracketed list).
 const DETAILS_PER_CALL: usize = 50;
 /// SHP-2358 requests in flight at once (the PING client's limiter bounds them too).
-const DETAILS_IN_FLIGHT: usize = 4;
+const DETAILS_IN_FLIGHT: usize = 8;
 
 /// A referral from the pending list.
 struct Pending {
@@ -243,14 +243,19 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
         .collect();
     let abort = AtomicBool::new(false);
     let (tx, mut rx) = mpsc::unbounded_channel::<WriteBack>();
-    let concurrency = ctx.config.primero.http.max_concurrency.max(1);
+    let (ledger_tx, ledger_rx) = mpsc::unbounded_channel();
+    // Twice the client's limit of requests in flight: while some individuals wait for the
+    // ledger, others keep the limiter busy.
+    let concurrency = ctx.config.primero.http.max_concurrency.max(1) * 2;
     let producer = async {
         let tx = tx;
+        let committer = Committer { tx: ledger_tx };
         let mut tasks = stream::iter(by_individual)
             .map(|(lookup, items)| {
                 let tx = tx.clone();
                 let abort = &abort;
-                async move { deliver_individual(run, lookup, items, &tx, abort).await }
+                let committer = committer.clone();
+                async move { deliver_individual(run, lookup, items, &tx, &committer, abort).await }
             })
             .buffer_unordered(concurrency);
         while let Some(result) = tasks.next().await {
@@ -279,9 +284,64 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
         }
         outcome
     };
-    let (delivered, written) = tokio::join!(producer, consumer);
+    let (delivered, written, recorded) =
+        tokio::join!(producer, consumer, run_committer(run, ledger_rx));
+    recorded?;
     delivered?;
     written
+}
+
+/// Hands record changes of the delivery phase to [`run_committer`] and waits until they are
+/// durable: a delivery goes on only once its outcome is in the ledger, while concurrent
+/// deliveries share ledger transactions (group commit).
+#[derive(Clone)]
+struct Committer {
+    tx: mpsc::UnboundedSender<(Vec<RecordChange>, oneshot::Sender<bool>)>,
+}
+
+impl Committer {
+    async fn commit(&self, changes: Vec<RecordChange>) -> Result<(), FlowError> {
+        let (ack, done) = oneshot::channel();
+        if self.tx.send((changes, ack)).is_ok() && done.await == Ok(true) {
+            Ok(())
+        } else {
+            // The committer's own error is what the run reports.
+            Err(FlowError::Config(
+                "the run's ledger writer stopped".to_owned(),
+            ))
+        }
+    }
+}
+
+/// Most record changes per group-commit transaction.
+const GROUP_COMMIT_MAX: usize = 200;
+
+/// Commits what the deliveries hand over, in as few ledger transactions as the pace of the
+/// deliveries allows; ends when every [`Committer`] is gone, or at the first ledger error.
+async fn run_committer(
+    run: &RunCtx<'_>,
+    mut rx: mpsc::UnboundedReceiver<(Vec<RecordChange>, oneshot::Sender<bool>)>,
+) -> Result<(), FlowError> {
+    while let Some(first) = rx.recv().await {
+        let mut group = vec![first];
+        while group.len() < GROUP_COMMIT_MAX {
+            match rx.try_recv() {
+                Ok(more) => group.push(more),
+                Err(_) => break,
+            }
+        }
+        let changes: Vec<RecordChange> = group
+            .iter_mut()
+            .flat_map(|(c, _)| std::mem::take(c))
+            .collect();
+        let result = run.commit(changes, None).await;
+        let ok = result.is_ok();
+        for (_, ack) in group {
+            let _ = ack.send(ok);
+        }
+        result?;
+    }
+    Ok(())
 }
 
 /// A SHP-2747 row without an LP intervention id: rejected under the best identifier the row
@@ -444,7 +504,7 @@ enum Lookup {
 /// Individuals per batched case search.
 const SEARCH_PER_CALL: usize = 50;
 /// Batched case searches in flight at once.
-const SEARCH_IN_FLIGHT: usize = 4;
+const SEARCH_IN_FLIGHT: usize = 8;
 
 /// Finds the cases of every individual before delivery: the ledger fact when there is one,
 /// else one search per [`SEARCH_PER_CALL`] individuals (`unhcr_individual_no[n]=…`, a list
@@ -517,6 +577,7 @@ async fn deliver_individual(
     lookup: Lookup,
     items: Vec<Ready>,
     tx: &mpsc::UnboundedSender<WriteBack>,
+    committer: &Committer,
     abort: &AtomicBool,
 ) -> Result<(), FlowError> {
     let mut lookup = Some(lookup);
@@ -527,7 +588,7 @@ async fn deliver_individual(
         }
         let current = known.take().map(|c| Lookup::Found(vec![c]));
         let this = current.or_else(|| lookup.take()).unwrap_or(Lookup::Search);
-        if let Some(wb) = deliver_one(run, &item, this, &mut known).await? {
+        if let Some(wb) = deliver_one(run, &item, this, committer, &mut known).await? {
             // The consumer only stops early when the run ends with an error.
             let _ = tx.send(wb);
         }
@@ -584,6 +645,7 @@ async fn deliver_one(
     run: &RunCtx<'_>,
     item: &Ready,
     lookup: Lookup,
+    committer: &Committer,
     known: &mut Option<Case>,
 ) -> Result<Option<WriteBack>, FlowError> {
     let ctx = run.ctx;
@@ -595,7 +657,8 @@ async fn deliver_one(
         Ok(c) => c,
         Err(e) => {
             let change = primero_failure(run, key, "case search", e, attempts)?;
-            run.commit(vec![change.with_payload_hash(&item.hash)], None)
+            committer
+                .commit(vec![change.with_payload_hash(&item.hash)])
                 .await?;
             return Ok(None);
         }
@@ -629,35 +692,45 @@ async fn deliver_one(
                         ),
                     )
                     .with_payload_hash(&item.hash);
-                run.commit(vec![change], None).await?;
+                committer.commit(vec![change]).await?;
                 return Ok(None);
             }
         }
     };
 
-    let (case, written) = match target {
-        None => {
-            let payload = m.create_payload();
-            if run.dry_run {
-                run.preview(key, "create case", MappedReferral::field_names(&payload));
-                run.preview(key, "ingest SHP-2748", write_back_fields());
+    let mut created: Option<Case> = None;
+    if target.is_none() {
+        let mut payload = m.create_payload();
+        // The case id is derived from the individual: repeating the create (a crash before
+        // the ledger knew, while search cannot see the case yet) returns that case instead
+        // of creating a twin.
+        payload.insert("id".into(), json!(derived_case_uuid(run, &m.individual_id)));
+        if run.dry_run {
+            run.preview(key, "create case", MappedReferral::field_names(&payload));
+            run.preview(key, "ingest SHP-2748", write_back_fields());
+            return Ok(None);
+        }
+        match ctx.primero.create_case(payload).await {
+            Ok(case) => created = Some(case),
+            Err(e) => {
+                let change = primero_failure(run, key, "case create", e, attempts)?;
+                committer
+                    .commit(vec![change.with_payload_hash(&item.hash)])
+                    .await?;
                 return Ok(None);
             }
-            match ctx.primero.create_case(payload).await {
-                Ok(case) => (case, true),
-                Err(e) => {
-                    let change = primero_failure(run, key, "case create", e, attempts)?;
-                    run.commit(vec![change.with_payload_hash(&item.hash)], None)
-                        .await?;
-                    return Ok(None);
-                }
-            }
         }
-        Some(case) => {
-            let present = case.services().iter().any(|row| {
-                row.progres_interventionnumber()
-                    .is_some_and(|v| flow11::row_matches_intervention(v, &m.intervention_number))
-            });
+    }
+    let fresh = created.is_some();
+    let Some(case) = created.or(target) else {
+        // Not reachable: a case is created when none was found.
+        return Ok(None);
+    };
+    let (case, written) = match case {
+        // Created now (or by an earlier run, with this id) with the row: done.
+        case if fresh && has_row(&case, &m.intervention_number) => (case, true),
+        case => {
+            let present = has_row(&case, &m.intervention_number);
             if present {
                 run.report(|r| r.skipped += 1);
                 if run.dry_run {
@@ -698,7 +771,8 @@ async fn deliver_one(
                     }
                     Err(e) => {
                         let change = primero_failure(run, key, "case update", e, attempts)?;
-                        run.commit(vec![change.with_payload_hash(&item.hash)], None)
+                        committer
+                            .commit(vec![change.with_payload_hash(&item.hash)])
                             .await?;
                         return Ok(None);
                     }
@@ -739,10 +813,40 @@ async fn deliver_one(
             change = change.with_attempt();
         }
         change.fallback_used = m.fallback_used();
-        run.commit(vec![change], None).await?;
+        committer.commit(vec![change]).await?;
     }
     *known = Some(case);
     Ok(Some(wb))
+}
+
+/// Whether `case` has a service row for intervention `number` (first part of its
+/// `progres_interventionnumber`, compared exactly).
+fn has_row(case: &Case, number: &str) -> bool {
+    case.services().iter().any(|row| {
+        row.progres_interventionnumber()
+            .is_some_and(|v| flow11::row_matches_intervention(v, number))
+    })
+}
+
+/// The record `id` of the case created for an individual: a UUID (version 4 layout) made from
+/// the keyed hash of the individual id, so it is the same on every run of this deployment and
+/// reveals nothing.
+fn derived_case_uuid(run: &RunCtx<'_>, individual_id: &str) -> String {
+    let hash = run
+        .ctx
+        .payload_hash(&json!({ "primero_case_of_individual": individual_id }));
+    let mut hex: Vec<u8> = hash.bytes().take(32).collect();
+    hex[12] = b'4';
+    hex[16] = b"89ab"[usize::from(hex[16]) % 4];
+    let h = String::from_utf8_lossy(&hex).into_owned();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn write_back_fields() -> Vec<String> {
