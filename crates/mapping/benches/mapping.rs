@@ -166,8 +166,7 @@ fn bench_flow2x(c: &mut Criterion) {
     let codes = maps.codes.interop_status;
     c.bench_function("flow22 map one decision and its synced record", |b| {
         b.iter(|| {
-            let d =
-                flow22::map_decision(&codes, &detail, flow22::StatusSource::InteropStatus).unwrap();
+            let d = flow22::map_decision(&codes, &detail).unwrap();
             black_box((
                 flow22::synced_record(&codes, &d.referral_id),
                 d.payload_json(),

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use pp_ping::{DecisionDetail, IngestRecord};
+use pp_ping::{DecisionDetail, IngestRecord, RowError};
 use pp_primero::{Referral, ReferralStatus};
 use serde_json::{json, Value};
 
@@ -144,17 +144,9 @@ pub fn rejected_reason_text(reason: Option<&str>, comment: Option<&str>) -> Stri
     )
 }
 
-/// Where the decision of an SHP-2796 row was read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StatusSource {
-    /// `progres_interoperabilityreferralstatus` (interoperability status codes).
-    InteropStatus,
-    /// `progres_reviewdecision`, the fallback, which uses its own codes (ping-api.md §4:
-    /// 125080000 accepted, 125080001 rejected).
-    ReviewDecision,
-}
-
 /// The decision a `progres_reviewdecision` code stands for (R4: other codes are unknown).
+/// The review decision has codes of its own (ping-api.md §4: 125080000 accepted, 125080001
+/// rejected), unlike `progres_interoperabilityreferralstatus`.
 pub fn review_decision(code: i64) -> Option<ReferralStatus> {
     match code {
         125_080_000 => Some(ReferralStatus::Accepted),
@@ -163,36 +155,46 @@ pub fn review_decision(code: i64) -> Option<ReferralStatus> {
     }
 }
 
-/// Maps an SHP-2796 detail to the Primero status change. `d.status` holds the code read
-/// from `source` (the reader folds the review decision into it when the status is absent).
-pub fn map_decision(
-    codes: &InteropStatusCodes,
-    d: &DecisionDetail,
-    source: StatusSource,
-) -> Result<Decision, Rejection> {
-    let status = match source {
-        StatusSource::InteropStatus => match classify(codes, d.status) {
-            ListEntry::Decide(s) => s,
-            ListEntry::Unknown => return Err(unknown_status(d.status)),
+/// Several SHP-2796 rows for one referral that do not agree (R3: never take the first).
+pub const INCONSISTENT_DETAIL_ROWS: &str = "inconsistent_detail_rows";
+
+/// Maps an SHP-2796 detail to the Primero status change: the decision is read from
+/// `progres_interoperabilityreferralstatus` with the status codes, and only when that field is
+/// absent from `progres_reviewdecision` with the review codes ([`review_decision`]). An unknown
+/// code of either field is rejected with [`UNKNOWN_STATUS`] (R4); a missing case id or service
+/// id with [`MISSING_REQUIRED_FIELDS`], naming the keys.
+pub fn map_decision(codes: &InteropStatusCodes, d: &DecisionDetail) -> Result<Decision, Rejection> {
+    let (status, code) = match (d.status, d.review_decision) {
+        (Some(code), _) => match classify(codes, code) {
+            ListEntry::Decide(s) => (s, code),
+            ListEntry::Unknown => return Err(unknown_status(code)),
             ListEntry::Waiting | ListEntry::Done => {
                 return Err(Rejection::new(
                     UNKNOWN_STATUS,
-                    format!(
-                        "progres_interoperabilityreferralstatus {} is not a decision",
-                        d.status
-                    ),
+                    format!("progres_interoperabilityreferralstatus {code} is not a decision"),
                 ))
             }
         },
-        StatusSource::ReviewDecision => review_decision(d.status).ok_or_else(|| {
-            Rejection::new(
-                UNKNOWN_STATUS,
-                format!(
-                    "progres_reviewdecision {} is not a known decision code",
-                    d.status
-                ),
-            )
-        })?,
+        (None, Some(review)) => {
+            let status = review_decision(review).ok_or_else(|| {
+                Rejection::new(
+                    UNKNOWN_STATUS,
+                    format!("progres_reviewdecision {review} is not a known decision code"),
+                )
+            })?;
+            let code = codes.code(match status {
+                ReferralStatus::Rejected => InteropStatus::Rejected,
+                _ => InteropStatus::Accepted,
+            });
+            (status, code)
+        }
+        (None, None) => {
+            return Err(Rejection::new(
+                MISSING_REQUIRED_FIELDS,
+                "missing required fields: progres_interoperabilityreferralstatus \
+                 (or progres_reviewdecision)",
+            ))
+        }
     };
     let mut missing = Vec::new();
     if d.offline_id.trim().is_empty() {
@@ -215,18 +217,86 @@ pub fn map_decision(
     });
     Ok(Decision {
         referral_id: d.referral_id.clone(),
-        code: match source {
-            StatusSource::InteropStatus => d.status,
-            StatusSource::ReviewDecision => codes.code(match status {
-                ReferralStatus::Rejected => InteropStatus::Rejected,
-                _ => InteropStatus::Accepted,
-            }),
-        },
+        code,
         status,
         case_id: d.offline_id.trim().to_owned(),
         unique_id: d.org_referral_id.trim().to_owned(),
         rejected_reason,
     })
+}
+
+/// The one detail of a referral from its SHP-2796 rows (all rows of the same
+/// `progres_interoperabilityreferralid`, parsed). Rows that agree (or a single row) give that
+/// row's reading; rows that disagree give [`INCONSISTENT_DETAIL_ROWS`] naming the keys that
+/// differ (R3: never the first one). `None` when there is no row.
+pub fn single_detail(
+    rows: &[Result<DecisionDetail, RowError>],
+) -> Option<Result<Result<DecisionDetail, RowError>, Rejection>> {
+    let (first, rest) = rows.split_first()?;
+    let mut differ: Vec<&'static str> = Vec::new();
+    for other in rest {
+        for key in detail_differences(first, other) {
+            if !differ.contains(&key) {
+                differ.push(key);
+            }
+        }
+    }
+    if differ.is_empty() {
+        return Some(Ok(first.clone()));
+    }
+    Some(Err(Rejection::new(
+        INCONSISTENT_DETAIL_ROWS,
+        format!(
+            "{} SHP-2796 rows disagree on: {}",
+            rows.len(),
+            differ.join(", ")
+        ),
+    )))
+}
+
+/// Keys whose readings differ between two parsed SHP-2796 rows.
+fn detail_differences(
+    a: &Result<DecisionDetail, RowError>,
+    b: &Result<DecisionDetail, RowError>,
+) -> Vec<&'static str> {
+    use pp_ping::rows::keys_decision as k;
+    match (a, b) {
+        (Ok(a), Ok(b)) => {
+            let mut d = Vec::new();
+            let mut cmp = |same: bool, key: &'static str| {
+                if !same {
+                    d.push(key);
+                }
+            };
+            cmp(a.status == b.status, k::STATUS);
+            cmp(a.review_decision == b.review_decision, k::REVIEW_DECISION);
+            cmp(a.offline_id.trim() == b.offline_id.trim(), k::OFFLINE_ID);
+            cmp(
+                a.org_referral_id.trim() == b.org_referral_id.trim(),
+                k::ORG_REFERRAL_ID,
+            );
+            cmp(
+                a.rejection_reason_name == b.rejection_reason_name,
+                k::REJECTION_REASON_NAME,
+            );
+            cmp(
+                a.rejection_comment == b.rejection_comment,
+                k::REJECTION_COMMENT,
+            );
+            d
+        }
+        (Err(a), Err(b)) if a == b => Vec::new(),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => e.keys(),
+        (Err(a), Err(b)) => {
+            let mut keys = a.keys();
+            for key in b.keys() {
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+            keys
+        }
+    }
 }
 
 /// The Primero referral of service row `unique_id`: the one whose `service_record_id` is the

@@ -7,7 +7,7 @@ use pp_mapping::flow21::{
     self, CaseworkerPolicy, Contact, Settings, INCOMPLETE_CASEWORKER, SUBSTITUTION_TEXT,
     UNMAPPED_SERVICE_TYPE,
 };
-use pp_mapping::flow22::{self, ListEntry, StatusSource};
+use pp_mapping::flow22::{self, ListEntry};
 use pp_mapping::{InteropStatusCodes, Maps};
 use pp_ping::{DecisionDetail, FromRow, Row};
 use pp_primero::{Case, Referral, ReferralStatus, User};
@@ -550,14 +550,8 @@ fn rejected_reason_text_combines_reason_and_comment() {
     }
 }
 
-fn detail(v: Value) -> (DecisionDetail, StatusSource) {
-    let row = Row::from_value(v).unwrap();
-    let source = if row.has("progres_interoperabilityreferralstatus") {
-        StatusSource::InteropStatus
-    } else {
-        StatusSource::ReviewDecision
-    };
-    (DecisionDetail::from_row(&row).unwrap(), source)
+fn detail(v: Value) -> DecisionDetail {
+    DecisionDetail::from_row(&Row::from_value(v).unwrap()).unwrap()
 }
 
 #[test]
@@ -599,8 +593,8 @@ fn details_map_to_primero_status_changes() {
         ),
     ];
     for (row, status, reason) in table {
-        let (d, source) = detail(row);
-        let m = flow22::map_decision(&codes, &d, source).unwrap();
+        let d = detail(row);
+        let m = flow22::map_decision(&codes, &d).unwrap();
         assert_eq!(m.status, status);
         assert_eq!(m.case_id, CASE_CASE_ID);
         assert_eq!(m.unique_id, ROW_ID);
@@ -622,12 +616,86 @@ fn details_map_to_primero_status_changes() {
             flow22::UNKNOWN_STATUS,
         ),
     ] {
-        let (d, source) = detail(row);
-        assert_eq!(
-            flow22::map_decision(&codes, &d, source).unwrap_err().reason,
-            reason
-        );
+        let d = detail(row);
+        assert_eq!(flow22::map_decision(&codes, &d).unwrap_err().reason, reason);
     }
+}
+
+#[test]
+fn the_review_decision_is_read_only_with_its_own_codes() {
+    let codes = InteropStatusCodes::default();
+    let base = |extra: Value| {
+        let mut v = json!({"progres_interoperabilityreferralid": "g-1",
+                           "progres_offlineid": CASE_CASE_ID, "progres_orgreferralid": ROW_ID});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        detail(v)
+    };
+    // The status wins over the review decision when both are present.
+    let d = base(json!({"progres_interoperabilityreferralstatus": 125080001,
+                        "progres_reviewdecision": 125080001}));
+    let m = flow22::map_decision(&codes, &d).unwrap();
+    assert_eq!((m.status, m.code), (ReferralStatus::Accepted, 125080001));
+    // 125080002 means "rejected" as a status code but is no review decision code.
+    let d = base(json!({"progres_reviewdecision": 125080002}));
+    let e = flow22::map_decision(&codes, &d).unwrap_err();
+    assert_eq!(e.reason, flow22::UNKNOWN_STATUS);
+    assert!(
+        e.message.contains("progres_reviewdecision") && e.message.contains("125080002"),
+        "{}",
+        e.message
+    );
+    // A review decision is keyed with the status code it stands for.
+    let d = base(json!({"progres_reviewdecision": 125080000}));
+    let m = flow22::map_decision(&codes, &d).unwrap();
+    assert_eq!((m.status, m.code), (ReferralStatus::Accepted, 125080001));
+    let d = base(json!({"progres_reviewdecision": "125080001"}));
+    let m = flow22::map_decision(&codes, &d).unwrap();
+    assert_eq!((m.status, m.code), (ReferralStatus::Rejected, 125080002));
+}
+
+#[test]
+fn detail_rows_of_one_referral_must_agree() {
+    let row = |status: i64, case: &str| {
+        DecisionDetail::from_row(
+            &Row::from_value(json!({"progres_interoperabilityreferralid": "g-1",
+                "progres_interoperabilityreferralstatus": status,
+                "progres_offlineid": case, "progres_orgreferralid": ROW_ID}))
+            .unwrap(),
+        )
+    };
+    assert!(flow22::single_detail(&[]).is_none());
+    let one = flow22::single_detail(&[row(125080001, "c-1")])
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(one.offline_id, "c-1");
+    // Identical rows (a join duplicate) are one detail.
+    let same = flow22::single_detail(&[row(125080001, "c-1"), row(125080001, "c-1")]);
+    assert_eq!(same.unwrap().unwrap().unwrap().offline_id, "c-1");
+    // Rows that disagree are never resolved by taking the first.
+    let e = flow22::single_detail(&[row(125080001, "c-1"), row(125080002, "c-2")])
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.reason, flow22::INCONSISTENT_DETAIL_ROWS);
+    assert!(
+        e.message.contains("progres_interoperabilityreferralstatus")
+            && e.message.contains("progres_offlineid")
+            && !e.message.contains("c-1"),
+        "{}",
+        e.message
+    );
+    // A malformed row beside a good one disagrees too.
+    let bad = DecisionDetail::from_row(
+        &Row::from_value(json!({"progres_interoperabilityreferralid": "g-1",
+            "progres_interoperabilityreferralstatus": 125080001}))
+        .unwrap(),
+    );
+    let e = flow22::single_detail(&[row(125080001, "c-1"), bad])
+        .unwrap()
+        .unwrap_err();
+    assert!(e.message.contains("progres_offlineid"), "{}", e.message);
 }
 
 #[test]

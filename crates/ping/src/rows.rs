@@ -611,11 +611,18 @@ impl FromRow for DecisionListRow {
 }
 
 /// One decision's detail (SHP-2796).
+///
+/// The decision is in `progres_interoperabilityreferralstatus` (interoperability status
+/// codes); `progres_reviewdecision` is a separate field with codes of its own (ping-api.md
+/// §4: 125080000 accepted, 125080001 rejected), kept apart so that no code is read with the
+/// other field's table. At least one of the two is required.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DecisionDetail {
     pub referral_id: String,
-    /// `progres_interoperabilityreferralstatus`, else `progres_reviewdecision` read as a number.
-    pub status: i64,
+    /// `progres_interoperabilityreferralstatus` (interoperability status codes).
+    pub status: Option<i64>,
+    /// `progres_reviewdecision` (review decision codes, not status codes).
+    pub review_decision: Option<i64>,
     /// `progres_offlineid` (= Primero `case_id`).
     pub offline_id: String,
     /// `progres_orgreferralid` (= Primero service `unique_id`).
@@ -630,6 +637,7 @@ impl fmt::Debug for DecisionDetail {
         f.debug_struct("DecisionDetail")
             .field("referral_id", &self.referral_id)
             .field("status", &self.status)
+            .field("review_decision", &self.review_decision)
             .field("offline_id", &self.offline_id)
             .field("org_referral_id", &self.org_referral_id)
             .field("rejection_reason_name", &self.rejection_reason_name)
@@ -642,20 +650,24 @@ impl fmt::Debug for DecisionDetail {
 }
 
 impl FromRow for DecisionDetail {
+    /// Every missing or malformed key at once; a row with neither the status nor the review
+    /// decision names the status as missing.
     fn from_row(row: &Row) -> Result<Self, RowError> {
         use keys_decision::*;
         let mut r = Reader::new(row);
-        let status = match r.int(STATUS) {
-            Some(s) => Some(s),
-            None if r.bad.contains(&STATUS) => None,
-            None => r.int(REVIEW_DECISION),
-        };
-        if status.is_none() && !r.bad.contains(&STATUS) && !r.bad.contains(&REVIEW_DECISION) {
+        let status = r.int(STATUS);
+        let review_decision = r.int(REVIEW_DECISION);
+        if status.is_none()
+            && review_decision.is_none()
+            && !r.bad.contains(&STATUS)
+            && !r.bad.contains(&REVIEW_DECISION)
+        {
             r.missing.push(STATUS);
         }
         let v = DecisionDetail {
             referral_id: r.req_text(REFERRAL_ID),
-            status: status.unwrap_or_default(),
+            status,
+            review_decision,
             offline_id: r.req_text(OFFLINE_ID),
             org_referral_id: r.req_text(ORG_REFERRAL_ID),
             rejection_reason_name: r.text(REJECTION_REASON_NAME),
@@ -807,12 +819,54 @@ mod tests {
             "progres_interoperabilityreferralrejectionomment": "The child Lindah moved"
         })))
         .unwrap();
-        assert_eq!(d.status, 125080001);
+        // The review decision keeps its own field: its codes are not status codes.
+        assert_eq!(d.status, None);
+        assert_eq!(d.review_decision, Some(125080001));
         assert_eq!(
             d.rejection_reason_name.as_deref(),
             Some("Individual Not Found")
         );
         let dbg = format!("{d:?}");
         assert!(!dbg.contains("Lindah") && dbg.contains("case-1"));
+
+        let both = DecisionDetail::from_row(&row(json!({
+            "progres_interoperabilityreferralid": "g-2",
+            "progres_interoperabilityreferralstatus": 125080002,
+            "progres_reviewdecision": 125080001,
+            "progres_offlineid": "case-2",
+            "progres_orgreferralid": "svc-2"
+        })))
+        .unwrap();
+        assert_eq!(
+            (both.status, both.review_decision),
+            (Some(125080002), Some(125080001))
+        );
+    }
+
+    #[test]
+    fn decision_detail_problems_name_every_key() {
+        // Neither status field, no case id, no service id: all named at once.
+        let e = DecisionDetail::from_row(&row(json!({
+            "progres_interoperabilityreferralid": "g-3"
+        })))
+        .unwrap_err();
+        assert_eq!(
+            e.keys(),
+            vec![
+                keys_decision::STATUS,
+                keys_decision::OFFLINE_ID,
+                keys_decision::ORG_REFERRAL_ID
+            ]
+        );
+        // A malformed status is not replaced by the review decision.
+        let e = DecisionDetail::from_row(&row(json!({
+            "progres_interoperabilityreferralid": "g-4",
+            "progres_interoperabilityreferralstatus": "accepted",
+            "progres_reviewdecision": 125080000,
+            "progres_offlineid": "case-4",
+            "progres_orgreferralid": "svc-4"
+        })))
+        .unwrap_err();
+        assert_eq!(e.keys(), vec![keys_decision::STATUS]);
     }
 }

@@ -391,7 +391,7 @@ async fn decision_list_and_details_parse() {
         let d = DecisionDetail::from_row(r).unwrap();
         assert!(decided.contains(&d.referral_id));
         assert!(!d.offline_id.is_empty() && !d.org_referral_id.is_empty());
-        if d.status == 125_080_002 {
+        if d.status == Some(125_080_002) {
             assert!(d.rejection_reason_name.is_some());
             let comment = d.rejection_comment.clone().unwrap();
             assert!(!format!("{d:?}").contains(&comment));
