@@ -83,6 +83,25 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
             })?,
         None => ctx.config.flow(flow).start_from.resolve(run.started_at),
     };
+    // Records an operator re-queued: their cases may be older than the cursor, so they are
+    // read by id. Their times do not move the cursor.
+    let requeued = ctx.ledger.pending_operator_retries(flow).await?;
+    let mut case_ids: Vec<&str> = requeued
+        .iter()
+        .filter_map(|r| r.key.split(':').next())
+        .collect();
+    case_ids.sort_unstable();
+    case_ids.dedup();
+    let mut cases = Vec::new();
+    for id in case_ids {
+        if let Some(case) = ctx.primero.get_case(id).await? {
+            cases.push(case);
+        }
+    }
+    if !cases.is_empty() {
+        handle_page(run, cases, &Mutex::new(Progress::default())).await?;
+    }
+
     let progress = Mutex::new(Progress::default());
     let query = CaseQuery::updated_since(from);
     let progress_ref = &progress;

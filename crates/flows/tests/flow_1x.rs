@@ -843,6 +843,46 @@ async fn legacy_intervention_numbers_resolve_through_the_ledger_or_are_rejected(
         .as_deref()
         .unwrap()
         .contains("803-19-PRTITV-0000404"));
+
+    // Unchanged: left alone. Once the number is known and an operator re-queues the record,
+    // it is sent although its case is older than the cursor.
+    env.clear_requests().await;
+    let again = env.run(Flow::DecisionsToProgres).await;
+    assert_eq!((again.confirmed, again.rejected_total()), (0, 0));
+    assert_eq!(requests(&env, true, "data").await, 0);
+    let old_lp = guid();
+    seed_ping(
+        &env,
+        vec![with(
+            intervention(&old_lp, "803-19-PRTITV-0000404", "803-199"),
+            json!({"delivery": null}),
+        )],
+    )
+    .await;
+    env.ledger
+        .put_fact(
+            "intervention",
+            "803-19-PRTITV-0000404",
+            &json!({"lp_intervention_id": old_lp, "business_unit": BU}),
+        )
+        .await
+        .unwrap();
+    env.ledger
+        .retry(
+            RetryTarget::Key {
+                flow: Some(F12.into()),
+                key: rejected[0].key.clone(),
+            },
+            "alice",
+        )
+        .await
+        .unwrap();
+    let retried = env.run(Flow::DecisionsToProgres).await;
+    assert_eq!(retried.confirmed, 1, "{retried}");
+    assert_eq!(
+        ping_intervention(&env, &old_lp).await["progres_primerotransferstatus"],
+        json!(125080003)
+    );
 }
 
 #[tokio::test]
