@@ -1,10 +1,13 @@
 //! Flow 2.2 `decisions-to-primero` (flows.md): proGres's accept/reject of interoperability
 //! referrals goes back to the Primero referrals, and proGres is told the decision is synced.
 //!
-//! A run reads the decision list (SHP-2795, no parameters) and classifies every status code
-//! exhaustively (R4): accepted/rejected are taken to Primero, "new" waits, "synced" is done,
-//! any other code is rejected with `unknown_status`. The details of the decisions to apply
-//! come from SHP-2796 with bracketed lists of ids. Each decision finds its Primero case by
+//! A run reads the decision list (SHP-2795, no parameters) page by page (R10: only the ids
+//! that need work are kept, and each page is handled before the next is read) and classifies
+//! every status code exhaustively (R4): accepted/rejected are taken to Primero, "new" waits,
+//! "synced" is done, any other code is rejected with `unknown_status`. The details of the
+//! decisions to apply come from SHP-2796 with bracketed lists of ids; a list PING refuses is
+//! halved until the refused id is found (R1), and rows of one id that disagree park it as a
+//! conflict (R3). Each decision finds its Primero case by
 //! `case_id` (exactly one, else `case_not_found` (retried) or `duplicate_cases`), the referral
 //! of the service row (else `referral_not_found`, retried), and PATCHes its status, verified
 //! (R8: a refused transition is `transition_refused` and proGres is not told). Decisions that
@@ -17,12 +20,17 @@ use futures::stream::StreamExt;
 use pp_http::ErrorClass;
 use pp_ledger::{Record, RecordChange, RecordState};
 use pp_mapping::flow11::{Rejection, MISSING_REQUIRED_FIELDS, TRANSIENT, VALIDATION_ERROR};
-use pp_mapping::flow22::{self, Decision, ListEntry, StatusSource};
+use pp_mapping::flow22::{self, Decision, ListEntry};
 use pp_ping::rows::keys_decision;
-use pp_ping::{DecisionDetail, DecisionListRow, FromRow, IngestRecord, PingError};
+use pp_ping::{
+    DecisionDetail, DecisionListRow, FromRow, IngestRecord, NextPage, PingError, Row, RowError,
+};
 use pp_primero::{CaseQuery, PrimeroError, ReferralStatus};
+use serde_json::json;
 
-use crate::referrals_to_progres::{is_ident, EXCLUDED_RETRY_NOT_DUE};
+use crate::referrals_to_progres::{
+    is_ident, norm_id, sort_failures, unique_batches, EXCLUDED_RETRY_NOT_DUE,
+};
 use crate::{FlowError, RunCtx};
 
 /// Destination ids stored with the records.
@@ -34,6 +42,8 @@ pub const EXCLUDED_STATUS_CHANGED: &str = "status_changed_since_list";
 
 /// Ids per SHP-2796 request (a bracketed list).
 const DETAIL_CHUNK: usize = 50;
+/// Most SHP-2795 pages one run reads (a guard against a paging loop).
+const MAX_PAGES: u64 = 100_000;
 
 /// A decision to look at this run.
 struct Candidate {
@@ -55,25 +65,59 @@ struct Applied {
 
 pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
     let ctx = run.ctx;
+    let shp = &ctx.config.ping.shipping_processes.decision_list;
+    // Keys that needed work, seen this run (a row listed twice is handled once).
+    let mut listed: HashSet<String> = HashSet::new();
+    let mut position: Option<NextPage> = None;
+    let mut pages: u64 = 0;
+    loop {
+        // Step 1: one page of the decision list (an unreachable list ends the run).
+        let page = ctx.ping.retrieve_page(shp, &[], position.as_ref()).await?;
+        pages += 1;
+        run.report(|r| {
+            if let Some(tx) = &page.transaction_id {
+                r.add_transaction(tx);
+            }
+            r.fetched += page.rows.len() as u64;
+        });
+        process_page(run, &page.rows, &mut listed).await?;
+        if run.stopping() {
+            return Ok(());
+        }
+        match page.next {
+            None => return Ok(()),
+            Some(next) => {
+                if position.as_ref() == Some(&next) || pages >= MAX_PAGES {
+                    return Err(PingError::Unexpected {
+                        detail: format!(
+                            "{shp}: paging does not advance (page {})",
+                            next.page_number
+                        ),
+                    }
+                    .into());
+                }
+                position = Some(next);
+            }
+        }
+    }
+}
+
+/// Steps 1-6 for the rows of one SHP-2795 page.
+async fn process_page(
+    run: &RunCtx<'_>,
+    rows: &[Row],
+    listed: &mut HashSet<String>,
+) -> Result<(), FlowError> {
+    let ctx = run.ctx;
     let cfg = &ctx.config;
     let flow = run.flow.name();
     let codes = cfg.maps.codes.interop_status;
     let shps = &cfg.ping.shipping_processes;
 
-    // Step 1: the decision list (an unreachable list ends the run).
-    let list = ctx.ping.retrieve(&shps.decision_list, &[]).await?;
-    run.report(|r| {
-        for tx in &list.transaction_ids {
-            r.add_transaction(tx);
-        }
-        r.fetched += list.rows.len() as u64;
-    });
-
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut applied: Vec<Applied> = Vec::new();
     let mut changes: Vec<RecordChange> = Vec::new();
-    let mut listed: HashSet<String> = HashSet::new();
-    for row in &list.rows {
+    for row in rows {
         let entry = match DecisionListRow::from_row(row) {
             Ok(e) => e,
             Err(e) => {
@@ -82,19 +126,18 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
                 continue;
             }
         };
-        let key = flow22::record_key(&entry.referral_id, entry.status);
         if !is_ident(&entry.referral_id) {
             run.report(|r| r.exclude(EXCLUDED_MALFORMED_ROW));
             continue;
         }
-        if !listed.insert(key.clone()) {
-            // Listed twice (paging over a changing list): handled once.
-            continue;
-        }
+        let key = flow22::record_key(&entry.referral_id, entry.status);
         match flow22::classify(&codes, entry.status) {
             ListEntry::Waiting => run.report(|r| r.waiting += 1),
             ListEntry::Done => run.report(|r| r.skipped += 1),
             ListEntry::Unknown => {
+                if !listed.insert(key.clone()) {
+                    continue;
+                }
                 let known = ctx.ledger.get(flow, &key).await?;
                 // Recorded already (unless an operator re-queued it): nothing new to say.
                 if known.is_some_and(|r| r.state != RecordState::Pending) {
@@ -109,6 +152,9 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
                 }
             }
             ListEntry::Decide(status) => {
+                if !listed.insert(key.clone()) {
+                    continue;
+                }
                 let record = ctx.ledger.get(flow, &key).await?;
                 match classify_prior(run, record, status) {
                     PriorStep::Skip => {}
@@ -241,7 +287,9 @@ fn classify_prior(run: &RunCtx<'_>, record: Option<Record>, status: ReferralStat
 }
 
 /// SHP-2796 for the candidates (bracketed lists, concurrently), mapped to decisions. Problems
-/// are recorded here; the decisions to apply are returned.
+/// are recorded here; the decisions to apply are returned. A list PING refuses (a permanent
+/// error) is halved until the refused id is alone, which alone is rejected (R1); transient
+/// errors leave the chunk's records failed for a later run.
 async fn details(
     run: &RunCtx<'_>,
     candidates: Vec<Candidate>,
@@ -251,112 +299,221 @@ async fn details(
     }
     let ctx = run.ctx;
     let shp = &ctx.config.ping.shipping_processes.decision_details;
-    let codes = ctx.config.maps.codes.interop_status;
-    let mut chunks: Vec<Vec<Candidate>> = Vec::new();
+    let mut queue: Vec<Vec<Candidate>> = Vec::new();
     let mut it = candidates.into_iter().peekable();
     while it.peek().is_some() {
-        chunks.push(it.by_ref().take(DETAIL_CHUNK).collect());
+        queue.push(it.by_ref().take(DETAIL_CHUNK).collect());
     }
-    let fetched: Vec<(Vec<Candidate>, Result<pp_ping::Retrieved, PingError>)> =
-        futures::stream::iter(chunks)
-            .map(|chunk| async move {
-                let ids: Vec<String> = chunk.iter().map(|c| c.referral_id.clone()).collect();
-                let r = ctx.ping.retrieve(shp, &ids).await;
-                (chunk, r)
-            })
-            .buffer_unordered(ctx.config.ping.http.max_concurrency.max(1))
-            .collect()
-            .await;
+    let mut out = Vec::new();
+    while !queue.is_empty() {
+        let fetched: Vec<(Vec<Candidate>, Result<pp_ping::Retrieved, PingError>)> =
+            futures::stream::iter(std::mem::take(&mut queue))
+                .map(|chunk| async move {
+                    let ids: Vec<String> = chunk.iter().map(|c| c.referral_id.clone()).collect();
+                    let r = ctx.ping.retrieve(shp, &ids).await;
+                    (chunk, r)
+                })
+                .buffer_unordered(ctx.config.ping.http.max_concurrency.max(1))
+                .collect()
+                .await;
+        let mut changes = Vec::new();
+        for (mut chunk, result) in fetched {
+            let retrieved = match result {
+                Ok(r) => r,
+                Err(e) if e.class() == ErrorClass::Auth => return Err(e.into()),
+                Err(e) if e.class() == ErrorClass::Transient => {
+                    for c in chunk {
+                        changes.push(run.failed(
+                            &c.key,
+                            TRANSIENT,
+                            format!("{shp} for {}: {e}", c.referral_id),
+                            c.attempts,
+                        ));
+                    }
+                    continue;
+                }
+                Err(e) if chunk.len() > 1 => {
+                    tracing::warn!(
+                        ids = chunk.len(),
+                        error = %e,
+                        "{shp} refused a list of ids; asking again in halves"
+                    );
+                    let second = chunk.split_off(chunk.len() / 2);
+                    queue.push(chunk);
+                    queue.push(second);
+                    continue;
+                }
+                Err(e) => {
+                    for c in chunk {
+                        // Refused again the same way: not recorded again.
+                        let hash =
+                            ctx.payload_hash(&json!({"refused": c.referral_id, "kind": e.kind()}));
+                        if c.previous_hash
+                            .as_ref()
+                            .is_some_and(|h| h.as_deref() == Some(hash.as_str()))
+                        {
+                            run.report(|r| r.skipped += 1);
+                            continue;
+                        }
+                        changes.push(
+                            run.rejected(
+                                &c.key,
+                                VALIDATION_ERROR,
+                                format!("{shp} refused referral {}: {e}", c.referral_id),
+                            )
+                            .with_error_class(pp_ledger::ErrorClass::Permanent)
+                            .with_payload_hash(hash),
+                        );
+                    }
+                    continue;
+                }
+            };
+            run.report(|r| {
+                for tx in &retrieved.transaction_ids {
+                    r.add_transaction(tx);
+                }
+            });
+            let (decided, problems) = read_details(run, chunk, &retrieved.rows);
+            out.extend(decided);
+            changes.extend(problems);
+        }
+        run.commit(changes, None).await?;
+    }
+    Ok(out)
+}
 
+/// The decisions of one chunk from its SHP-2796 rows, and the changes of the records that
+/// cannot be decided (no row, rows that disagree, a row missing keys, a code that is no
+/// decision).
+fn read_details(
+    run: &RunCtx<'_>,
+    chunk: Vec<Candidate>,
+    rows: &[Row],
+) -> (Vec<(Candidate, Decision)>, Vec<RecordChange>) {
+    let ctx = run.ctx;
+    let shp = &ctx.config.ping.shipping_processes.decision_details;
+    let codes = ctx.config.maps.codes.interop_status;
+    let mut by_id: HashMap<String, Vec<Result<DecisionDetail, RowError>>> = HashMap::new();
+    // A row without a referral id can only be attributed when one id was asked for.
+    let only = (chunk.len() == 1).then(|| norm_id(&chunk[0].referral_id));
+    for row in rows {
+        let id = match row.get_text(keys_decision::REFERRAL_ID) {
+            Some(id) if !id.trim().is_empty() => norm_id(&id),
+            _ => match &only {
+                Some(id) => id.clone(),
+                None => continue,
+            },
+        };
+        by_id
+            .entry(id)
+            .or_default()
+            .push(DecisionDetail::from_row(row));
+    }
     let mut out = Vec::new();
     let mut changes = Vec::new();
-    for (chunk, result) in fetched {
-        let retrieved = match result {
-            Ok(r) => r,
-            Err(e) if e.class() == ErrorClass::Auth => return Err(e.into()),
-            Err(e) => {
-                for c in chunk {
-                    changes.push(run.failed(
-                        &c.key,
-                        TRANSIENT,
-                        format!("{shp} for {}: {e}", c.referral_id),
-                        c.attempts,
-                    ));
+    for c in chunk {
+        let rows = by_id.remove(&norm_id(&c.referral_id)).unwrap_or_default();
+        // What the rows said, for rejections and conflicts: unchanged rows are not recorded
+        // again on every run.
+        let source_hash = ctx.payload_hash(&details_json(&rows));
+        let unchanged = c
+            .previous_hash
+            .as_ref()
+            .is_some_and(|h| h.as_deref() == Some(source_hash.as_str()));
+        let detail = match flow22::single_detail(&rows) {
+            None => {
+                changes.push(run.failed(
+                    &c.key,
+                    TRANSIENT,
+                    format!("{shp} returned no row for {}", c.referral_id),
+                    c.attempts,
+                ));
+                continue;
+            }
+            Some(Err(Rejection { reason, message })) => {
+                if unchanged {
+                    run.report(|r| r.skipped += 1);
+                } else {
+                    changes.push(
+                        run.conflict(
+                            &c.key,
+                            reason,
+                            format!("interoperability referral {}: {message}", c.referral_id),
+                        )
+                        .with_payload_hash(source_hash),
+                    );
                 }
                 continue;
             }
-        };
-        run.report(|r| {
-            for tx in &retrieved.transaction_ids {
-                r.add_transaction(tx);
+            Some(Ok(Err(e))) => {
+                if unchanged {
+                    run.report(|r| r.skipped += 1);
+                } else {
+                    changes.push(
+                        run.rejected(
+                            &c.key,
+                            MISSING_REQUIRED_FIELDS,
+                            format!("{shp} row of {}: {e}", c.referral_id),
+                        )
+                        .with_payload_hash(source_hash),
+                    );
+                }
+                continue;
             }
-        });
-        let mut by_id: HashMap<String, (Result<DecisionDetail, pp_ping::RowError>, StatusSource)> =
-            HashMap::new();
-        for row in &retrieved.rows {
-            let id = row
-                .get_text(keys_decision::REFERRAL_ID)
-                .unwrap_or_default()
-                .to_lowercase();
-            // The reader folds progres_reviewdecision into the status when the status is
-            // absent; the review decision has codes of its own.
-            let source = if row.has(keys_decision::STATUS) {
-                StatusSource::InteropStatus
-            } else {
-                StatusSource::ReviewDecision
-            };
-            by_id
-                .entry(id)
-                .or_insert_with(|| (DecisionDetail::from_row(row), source));
-        }
-        for c in chunk {
-            let (detail, source) = match by_id.remove(&c.referral_id.to_lowercase()) {
-                None => {
-                    changes.push(run.failed(
-                        &c.key,
-                        TRANSIENT,
-                        format!("{shp} returned no row for {}", c.referral_id),
-                        c.attempts,
-                    ));
+            Some(Ok(Ok(d))) => d,
+        };
+        match flow22::map_decision(&codes, &detail) {
+            Err(Rejection { reason, message }) => {
+                if unchanged {
+                    run.report(|r| r.skipped += 1);
+                } else {
+                    changes.push(
+                        run.rejected(
+                            &c.key,
+                            reason,
+                            format!("interoperability referral {}: {message}", c.referral_id),
+                        )
+                        .with_payload_hash(source_hash),
+                    );
+                }
+            }
+            Ok(d) if d.status != c.status => {
+                // Decided again between the two reads: the next run sees the new status.
+                run.report(|r| r.exclude(EXCLUDED_STATUS_CHANGED));
+            }
+            Ok(mut d) => {
+                d.code = c.code;
+                let hash = ctx.payload_hash(&d.payload_json());
+                if c.previous_hash
+                    .as_ref()
+                    .is_some_and(|h| h.as_deref() == Some(&hash))
+                {
+                    run.report(|r| r.skipped += 1);
                     continue;
                 }
-                Some((Err(e), _)) => {
-                    changes.push(run.rejected(
-                        &c.key,
-                        MISSING_REQUIRED_FIELDS,
-                        format!("{shp} row of {}: {e}", c.referral_id),
-                    ));
-                    continue;
-                }
-                Some((Ok(d), source)) => (d, source),
-            };
-            match flow22::map_decision(&codes, &detail, source) {
-                Err(Rejection { reason, message }) => changes.push(run.rejected(
-                    &c.key,
-                    reason,
-                    format!("interoperability referral {}: {message}", c.referral_id),
-                )),
-                Ok(d) if d.status != c.status => {
-                    // Decided again between the two reads: the next run sees the new status.
-                    run.report(|r| r.exclude(EXCLUDED_STATUS_CHANGED));
-                }
-                Ok(mut d) => {
-                    d.code = c.code;
-                    let hash = ctx.payload_hash(&d.payload_json());
-                    if c.previous_hash
-                        .as_ref()
-                        .is_some_and(|h| h.as_deref() == Some(&hash))
-                    {
-                        run.report(|r| r.skipped += 1);
-                        continue;
-                    }
-                    out.push((c, d));
-                }
+                out.push((c, d));
             }
         }
     }
-    run.commit(changes, None).await?;
-    Ok(out)
+    (out, changes)
+}
+
+/// The readings of a referral's SHP-2796 rows as JSON, for the keyed hash of a rejection or
+/// conflict (never stored itself).
+fn details_json(rows: &[Result<DecisionDetail, RowError>]) -> serde_json::Value {
+    rows.iter()
+        .map(|r| match r {
+            Ok(d) => json!({
+                "status": d.status,
+                "review_decision": d.review_decision,
+                "offline_id": d.offline_id,
+                "org_referral_id": d.org_referral_id,
+                "reason": d.rejection_reason_name,
+                "comment": d.rejection_comment,
+            }),
+            Err(e) => json!({ "error": e.keys() }),
+        })
+        .collect()
 }
 
 /// Steps 4-5 for one decision: the change to record and, when it reached Primero, the
@@ -452,7 +609,13 @@ async fn apply_decision(
         }
     };
 
-    // Step 5: PATCH, verified (R8).
+    // Already in the requested state (the listing above just read it): delivered, with no
+    // second listing and no PATCH (a PATCH would bump the case's last_updated_at).
+    if referral.status == d.status.as_str() {
+        return Ok(delivered(run, c, d, hash, &case.id, &referral.id));
+    }
+
+    // Step 5: PATCH, verified (R8). The client reads the referral again before patching.
     let outcome = match ctx
         .primero
         .set_referral_status(
@@ -495,21 +658,33 @@ async fn apply_decision(
             None,
         ));
     }
+    Ok(delivered(run, c, d, hash, &case.id, &referral.id))
+}
+
+/// A decision applied in Primero: recorded delivered, its write-back to do.
+fn delivered(
+    run: &RunCtx<'_>,
+    c: Candidate,
+    d: Decision,
+    hash: String,
+    case_id: &str,
+    referral_id: &str,
+) -> (RecordChange, Option<Applied>) {
     let change = run
-        .change(&key, RecordState::Delivered)
+        .change(&c.key, RecordState::Delivered)
         .with_payload_hash(hash)
         .with_decision(d.status.as_str())
-        .with_dest_id(DEST_CASE, case.id.clone())
-        .with_dest_id(DEST_REFERRAL, referral.id.clone())
+        .with_dest_id(DEST_CASE, case_id.to_owned())
+        .with_dest_id(DEST_REFERRAL, referral_id.to_owned())
         .with_attempt();
-    Ok((
+    (
         change,
         Some(Applied {
             key: c.key,
             referral_id: c.referral_id,
             attempts: c.attempts + 1,
         }),
-    ))
+    )
 }
 
 /// A status as Primero returned it, cut to an identifier-like length.
@@ -520,8 +695,10 @@ fn bounded_status(s: &str) -> String {
         .collect()
 }
 
-/// Step 6: SHP-2284 in batches; named refusals are rejected and the rest sent again, an
-/// unnamed refusal is split until the culprits are found (R1).
+/// Step 6: SHP-2284 in batches whose `ExternalId`s (referral ids) are unique, so that every
+/// `FailedRecords` entry names one record. Named refusals are rejected; a failure that names
+/// no record (compared trimmed and case-insensitively) makes the batch ambiguous, and it is
+/// split until the culprits are found (R1), never taken as written back.
 async fn write_back(run: &RunCtx<'_>, applied: Vec<Applied>) -> Result<(), FlowError> {
     if applied.is_empty() {
         return Ok(());
@@ -530,69 +707,25 @@ async fn write_back(run: &RunCtx<'_>, applied: Vec<Applied>) -> Result<(), FlowE
     let codes = ctx.config.maps.codes.interop_status;
     let shp = &ctx.config.ping.shipping_processes.referral_synced;
     let size = ctx.config.ping.batch_size.max(1);
-    let mut queue: Vec<Vec<Applied>> = Vec::new();
-    let mut it = applied.into_iter().peekable();
-    while it.peek().is_some() {
-        queue.push(it.by_ref().take(size).collect());
-    }
+    let mut queue = unique_batches(applied, size, |a: &Applied| a.referral_id.as_str());
     while let Some(batch) = queue.pop() {
         let records: Vec<IngestRecord> = batch
             .iter()
             .map(|a| flow22::synced_record(&codes, &a.referral_id))
             .collect();
-        match ctx.ping.ingest(shp, &records).await {
-            Ok(outcome) => {
-                let failed: HashMap<&str, &str> = outcome
-                    .failed
-                    .iter()
-                    .map(|f| (f.external_id.as_str(), f.message.as_str()))
-                    .collect();
-                if let Some(tx) = &outcome.transaction_id {
-                    run.report(|r| r.add_transaction(tx));
-                }
-                let changes = batch
-                    .iter()
-                    .map(|a| match failed.get(a.referral_id.as_str()) {
-                        Some(msg) => refused(run, a, shp, msg),
-                        None => {
-                            let c = run.change(&a.key, RecordState::Confirmed);
-                            match &outcome.transaction_id {
-                                Some(tx) => c.with_ping_transaction_id(tx.clone()),
-                                None => c,
-                            }
-                        }
-                    })
-                    .collect();
-                run.commit(changes, None).await?;
-            }
+        let (sorted, tx) = match ctx.ping.ingest(shp, &records).await {
+            Ok(outcome) => (
+                sort_failures(batch, |a| a.referral_id.as_str(), &outcome.failed, true),
+                outcome.transaction_id,
+            ),
             Err(e @ PingError::Auth { .. }) => return Err(e.into()),
             Err(PingError::BatchRejected {
                 failed,
                 transaction_id,
-            }) => {
-                if let Some(tx) = &transaction_id {
-                    run.report(|r| r.add_transaction(tx));
-                }
-                let named: HashMap<&str, &str> = failed
-                    .iter()
-                    .map(|f| (f.external_id.as_str(), f.message.as_str()))
-                    .collect();
-                let (bad, rest): (Vec<Applied>, Vec<Applied>) = batch
-                    .into_iter()
-                    .partition(|a| named.contains_key(a.referral_id.as_str()));
-                if bad.is_empty() {
-                    split(&mut queue, rest, run, shp, "PING refused the batch").await?;
-                    continue;
-                }
-                let changes = bad
-                    .iter()
-                    .map(|a| refused(run, a, shp, named[a.referral_id.as_str()]))
-                    .collect();
-                run.commit(changes, None).await?;
-                if !rest.is_empty() {
-                    queue.push(rest);
-                }
-            }
+            }) => (
+                sort_failures(batch, |a| a.referral_id.as_str(), &failed, false),
+                transaction_id,
+            ),
             Err(e) if e.class() == ErrorClass::Transient => {
                 let changes = batch
                     .iter()
@@ -606,32 +739,41 @@ async fn write_back(run: &RunCtx<'_>, applied: Vec<Applied>) -> Result<(), FlowE
                     })
                     .collect();
                 run.commit(changes, None).await?;
+                continue;
             }
-            Err(e) => split(&mut queue, batch, run, shp, &e.to_string()).await?,
+            Err(e) => {
+                // Refused as a whole, naming nobody: halves, a single record is rejected.
+                let sorted = sort_failures(batch, |a| a.referral_id.as_str(), &[], false);
+                let refused_message = e.to_string();
+                let changes = sorted
+                    .refused
+                    .iter()
+                    .map(|(a, _)| refused(run, a, shp, &refused_message))
+                    .collect();
+                run.commit(changes, None).await?;
+                queue.extend(sorted.resend);
+                continue;
+            }
+        };
+        if let Some(tx) = &tx {
+            run.report(|r| r.add_transaction(tx));
         }
+        let mut changes: Vec<RecordChange> = sorted
+            .refused
+            .iter()
+            .map(|(a, msg)| refused(run, a, shp, msg))
+            .collect();
+        for a in &sorted.done {
+            let c = run.change(&a.key, RecordState::Confirmed);
+            changes.push(match &tx {
+                Some(tx) => c.with_ping_transaction_id(tx.clone()),
+                None => c,
+            });
+        }
+        run.commit(changes, None).await?;
+        queue.extend(sorted.resend);
     }
     Ok(())
-}
-
-/// Halves a refused batch; a single record is rejected.
-async fn split(
-    queue: &mut Vec<Vec<Applied>>,
-    mut batch: Vec<Applied>,
-    run: &RunCtx<'_>,
-    shp: &str,
-    message: &str,
-) -> Result<(), FlowError> {
-    if batch.len() > 1 {
-        let second = batch.split_off(batch.len() / 2);
-        queue.push(batch);
-        queue.push(second);
-        return Ok(());
-    }
-    let changes = batch
-        .iter()
-        .map(|a| refused(run, a, shp, message))
-        .collect();
-    run.commit(changes, None).await
 }
 
 fn refused(run: &RunCtx<'_>, a: &Applied, shp: &str, message: &str) -> RecordChange {

@@ -24,7 +24,7 @@ use pp_http::ErrorClass;
 use pp_ledger::{Record, RecordChange, RecordFilter, RecordState};
 use pp_mapping::flow11::{Rejection, TRANSIENT, VALIDATION_ERROR};
 use pp_mapping::flow21::{self, CaseworkerPolicy, Contact, MappedReferral, Settings};
-use pp_ping::{CheckStatus, PingError, RecordResult};
+use pp_ping::{CheckStatus, PingError, RecordFailure, RecordResult};
 use pp_primero::{Case, CaseQuery, PrimeroError, Referral, SortDirection, Users};
 use serde_json::json;
 
@@ -969,4 +969,196 @@ async fn retry_due(
     process_cases(run, settings, state, cases).await?;
     state.max_seen = max_seen;
     Ok(())
+}
+
+/// An `ExternalId` as PING may echo it back: compared trimmed and case-insensitively.
+pub(crate) fn norm_id(s: &str) -> String {
+    s.trim().to_lowercase()
+}
+
+/// Cuts `items` into batches of at most `size` in which no two items share a key (normalised
+/// with [`norm_id`]), so that PING's answers, which name records by `ExternalId` only, always
+/// name one record of the batch. Several services of one case (same `ExternalId`) go to
+/// different batches. Order is kept within each key.
+pub(crate) fn unique_batches<T>(
+    items: Vec<T>,
+    size: usize,
+    key: impl Fn(&T) -> &str,
+) -> Vec<Vec<T>> {
+    let size = size.max(1);
+    let mut batches: Vec<(HashSet<String>, Vec<T>)> = Vec::new();
+    // Batches before this index are full.
+    let mut open_from = 0;
+    for item in items {
+        let k = norm_id(key(&item));
+        let slot = batches[open_from..]
+            .iter()
+            .position(|(keys, b)| b.len() < size && !keys.contains(&k))
+            .map(|i| i + open_from);
+        match slot {
+            Some(i) => {
+                batches[i].0.insert(k);
+                batches[i].1.push(item);
+            }
+            None => batches.push((HashSet::from([k]), vec![item])),
+        }
+        while open_from < batches.len() && batches[open_from].1.len() >= size {
+            open_from += 1;
+        }
+    }
+    batches.into_iter().map(|(_, b)| b).collect()
+}
+
+/// What PING's `FailedRecords` of one batch mean for its records.
+pub(crate) struct Sorted<T> {
+    /// Records a failure names (by a unique `ExternalId`), with PING's message.
+    pub refused: Vec<(T, String)>,
+    /// Records applied (only when the batch was accepted in part).
+    pub done: Vec<T>,
+    /// Records to send again, in these batches.
+    pub resend: Vec<Vec<T>>,
+}
+
+/// Sorts a batch by PING's `FailedRecords`. A failure names a record when its `ExternalId`,
+/// trimmed and compared case-insensitively, is the `ExternalId` of exactly one record of the
+/// batch. Named records are refused. The others are `done` when PING accepted the batch in
+/// part (`rest_applied`), else sent again. A failure that names no record (missing, unknown or
+/// ambiguous `ExternalId`) makes the batch ambiguous: its unnamed records are never taken as
+/// applied but sent again in halves, and a batch of one record is that record's refusal
+/// (R1: whatever PING's batch semantics, only the culprits are rejected).
+pub(crate) fn sort_failures<T>(
+    batch: Vec<T>,
+    external_id: impl Fn(&T) -> &str,
+    failed: &[RecordFailure],
+    rest_applied: bool,
+) -> Sorted<T> {
+    let mut index: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, item) in batch.iter().enumerate() {
+        index.entry(norm_id(external_id(item))).or_default().push(i);
+    }
+    let mut named: Vec<Option<String>> = vec![None; batch.len()];
+    let mut unmatched: Vec<&str> = Vec::new();
+    for f in failed {
+        let k = norm_id(&f.external_id);
+        match index.get(&k) {
+            Some(ids) if ids.len() == 1 && !k.is_empty() => {
+                let slot = &mut named[ids[0]];
+                match slot {
+                    Some(m) if m.as_str() != f.message => {
+                        m.push_str("; ");
+                        m.push_str(&f.message);
+                    }
+                    Some(_) => {}
+                    None => *slot = Some(f.message.clone()),
+                }
+            }
+            _ => unmatched.push(f.message.as_str()),
+        }
+    }
+    let ambiguous = !unmatched.is_empty() || (!rest_applied && named.iter().all(Option::is_none));
+    let mut out = Sorted {
+        refused: Vec::new(),
+        done: Vec::new(),
+        resend: Vec::new(),
+    };
+    let single = batch.len() == 1;
+    let mut others = Vec::new();
+    for (item, name) in batch.into_iter().zip(named) {
+        match name {
+            Some(m) => out.refused.push((item, m)),
+            None if ambiguous && single => {
+                let m = if unmatched.is_empty() {
+                    "PING refused the batch without naming a record".to_owned()
+                } else {
+                    unmatched.join("; ")
+                };
+                out.refused.push((item, m));
+            }
+            None => others.push(item),
+        }
+    }
+    if others.is_empty() {
+        return out;
+    }
+    if !ambiguous {
+        if rest_applied {
+            out.done = others;
+        } else {
+            out.resend.push(others);
+        }
+    } else if others.len() > 1 {
+        let second = others.split_off(others.len() / 2);
+        out.resend.push(others);
+        out.resend.push(second);
+    } else {
+        out.resend.push(others);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(id: &str, message: &str) -> RecordFailure {
+        RecordFailure {
+            external_id: id.to_owned(),
+            message: message.to_owned(),
+        }
+    }
+
+    #[test]
+    fn batches_never_hold_two_records_with_one_external_id() {
+        let items = vec!["c1", "c1", "C1 ", "c2", "c3", "c2"];
+        let batches = unique_batches(items, 3, |s| s);
+        assert_eq!(
+            batches,
+            vec![vec!["c1", "c2", "c3"], vec!["c1", "c2"], vec!["C1 "]]
+        );
+        let batches = unique_batches(vec!["a", "b", "c", "d", "e"], 2, |s| s);
+        assert_eq!(batches, vec![vec!["a", "b"], vec!["c", "d"], vec!["e"]]);
+    }
+
+    #[test]
+    fn failures_are_matched_trimmed_and_case_insensitively() {
+        let batch = vec!["G-1", "g-2", "g-3"];
+        let s = sort_failures(batch, |s| s, &[failure(" g-1 ", "bad field")], true);
+        assert_eq!(s.refused, vec![("G-1", "bad field".to_owned())]);
+        assert_eq!(s.done, vec!["g-2", "g-3"]);
+        assert!(s.resend.is_empty());
+    }
+
+    #[test]
+    fn a_failure_naming_no_record_makes_the_batch_ambiguous() {
+        // Partial acceptance with an unknown ExternalId: nobody is taken as applied.
+        let s = sort_failures(vec!["a", "b", "c"], |s| s, &[failure("", "x")], true);
+        assert!(s.refused.is_empty() && s.done.is_empty());
+        assert_eq!(s.resend, vec![vec!["a"], vec!["b", "c"]]);
+        // Named records are refused, the rest is split.
+        let s = sort_failures(
+            vec!["a", "b", "c"],
+            |s| s,
+            &[failure("a", "m1"), failure("zz", "m2")],
+            true,
+        );
+        assert_eq!(s.refused, vec![("a", "m1".to_owned())]);
+        assert_eq!(s.resend, vec![vec!["b"], vec!["c"]]);
+        // One record left: it is the culprit.
+        let s = sort_failures(vec!["a"], |s| s, &[failure("A-typo", "m")], true);
+        assert_eq!(s.refused, vec![("a", "m".to_owned())]);
+        assert!(s.done.is_empty() && s.resend.is_empty());
+    }
+
+    #[test]
+    fn a_refused_batch_sends_the_unnamed_records_again() {
+        let s = sort_failures(vec!["a", "b", "c"], |s| s, &[failure("B", "m")], false);
+        assert_eq!(s.refused, vec![("b", "m".to_owned())]);
+        assert_eq!(s.resend, vec![vec!["a", "c"]]);
+        assert!(s.done.is_empty());
+        // Refused naming nobody: halves until single records are refused.
+        let s = sort_failures(vec!["a", "b"], |s| s, &[], false);
+        assert_eq!(s.resend, vec![vec!["a"], vec!["b"]]);
+        let s = sort_failures(vec!["a"], |s| s, &[], false);
+        assert_eq!(s.refused.len(), 1);
+    }
 }

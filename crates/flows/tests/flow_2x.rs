@@ -911,6 +911,153 @@ async fn decision_faults_fail_records_for_the_next_run_and_an_unreachable_list_e
     }
 }
 
+/// A Primero case with one referred service row, and its proGres interoperability referral
+/// seeded with `status`: returns (interop referral id, Primero referral id).
+async fn decided_referral(env: &TestEnv, n: u32, status: i64) -> (String, String) {
+    let case_id = format!("c0ffee00-0000-4000-8000-{n:012}");
+    let unique_id = format!("5e5e5e5e-0000-4000-8000-{n:012}");
+    let interop = format!("1a2b3c4d-0000-4000-8000-{n:012}");
+    let created = refer(
+        env,
+        json!({"case": {"case_id": case_id},
+               "services": [{"service_type": "medical", "unique_id": unique_id}]}),
+    )
+    .await;
+    env.ping
+        .seed(json!({"interop_referrals": [{
+            "progres_interoperabilityreferralid": interop,
+            "progres_interoperabilityreferralstatus": status,
+            "progres_offlineid": case_id,
+            "progres_orgreferralid": unique_id}]}))
+        .await
+        .unwrap();
+    let referral = created["services"][0]["referral_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (interop, referral)
+}
+
+#[tokio::test]
+async fn a_referral_id_ping_refuses_is_rejected_alone_and_the_others_of_its_list_go_on() {
+    let env = TestEnv::start().await;
+    let (good, good_referral) = decided_referral(&env, 1, 125080001).await;
+    let (other, _) = decided_referral(&env, 2, 125080002).await;
+    // An id PING's {record_ids} parameter refuses (not a GUID), and a row without the case
+    // and service ids: each is one record's problem (R1).
+    env.ping
+        .seed(json!({"interop_referrals": [
+            {"progres_interoperabilityreferralid": "not-a-guid-0001",
+             "progres_interoperabilityreferralstatus": 125080001,
+             "progres_offlineid": "c0ffee00-0000-4000-8000-000000000009",
+             "progres_orgreferralid": "5e5e5e5e-0000-4000-8000-000000000009"},
+            {"progres_interoperabilityreferralid": "1a2b3c4d-0000-4000-8000-00000000000a",
+             "progres_interoperabilityreferralstatus": 125080001}]}))
+        .await
+        .unwrap();
+    let report = env.run(F22).await;
+    assert_eq!(report.confirmed, 2, "{report}");
+    assert_eq!(report.rejected["validation_error"], 1, "{report}");
+    assert_eq!(report.rejected["missing_required_fields"], 1, "{report}");
+    assert_eq!(report.failed, 0, "{report}");
+    let bad = record(&env, F22, "not-a-guid-0001:125080001").await;
+    assert_eq!(bad.state, RecordState::Rejected);
+    assert_eq!(bad.reason_code.as_deref(), Some("validation_error"));
+    let missing = record(&env, F22, "1a2b3c4d-0000-4000-8000-00000000000a:125080001").await;
+    let message = missing.message.unwrap();
+    assert!(
+        message.contains("progres_offlineid") && message.contains("progres_orgreferralid"),
+        "{message}"
+    );
+    assert_eq!(
+        primero_referral(&env, &good_referral).await["status"],
+        json!("accepted")
+    );
+    assert_eq!(
+        record(&env, F22, &format!("{other}:125080002")).await.state,
+        RecordState::Confirmed
+    );
+    assert_eq!(
+        record(&env, F22, &format!("{good}:125080001")).await.state,
+        RecordState::Confirmed
+    );
+    // Rejected and unchanged: the next run records nothing new about them.
+    let again = run_later(&env, F22, 10).await;
+    assert_eq!(again.rejected_total() + again.failed, 0, "{again}");
+}
+
+#[tokio::test]
+async fn the_decision_list_is_handled_page_by_page() {
+    let env = TestEnv::start().await;
+    env.ping.set_options(&json!({"page_size": 2})).unwrap();
+    let mut keys = Vec::new();
+    for n in 1..=5 {
+        let (interop, _) = decided_referral(&env, n, 125080001).await;
+        keys.push(format!("{interop}:125080001"));
+    }
+    env.clear_requests().await;
+    let report = env.run(F22).await;
+    assert_eq!(report.confirmed, 5, "{report}");
+    for key in &keys {
+        assert_eq!(record(&env, F22, key).await.state, RecordState::Confirmed);
+    }
+    // The details of the first page are read before the second page of the list: a page is
+    // handled, then dropped, before the next one is read (R10).
+    let log = env.ping_get("/_sim/requests").await;
+    let shps: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["endpoint"] == json!("retrieve"))
+        .map(|r| r["shp"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        shps.iter().filter(|s| **s == "SHP-2795").count(),
+        3,
+        "{shps:?}"
+    );
+    let first_detail = shps.iter().position(|s| *s == "SHP-2796").unwrap();
+    let second_list = shps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| **s == "SHP-2795")
+        .nth(1)
+        .unwrap()
+        .0;
+    assert!(first_detail < second_list, "{shps:?}");
+}
+
+#[tokio::test]
+async fn a_referral_already_in_the_decided_state_costs_no_second_listing_and_no_patch() {
+    let env = TestEnv::start().await;
+    let (interop, referral) = decided_referral(&env, 1, 125080001).await;
+    let state = env.primero_get("/_sim/state").await;
+    let case = state["referrals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == json!(referral))
+        .unwrap()["record_id"]
+        .clone();
+    // The UNHCR caseworker already accepted it in Primero.
+    env.primero_post(
+        "/_sim/actions/set-referral-status",
+        json!({"case": case, "referral_id": referral, "status": "accepted", "user": "unhcr_cw"}),
+    )
+    .await;
+    env.clear_requests().await;
+    let report = env.run(F22).await;
+    assert_eq!(report.confirmed, 1, "{report}");
+    assert_eq!(primero_calls(&env, "referral_patch").await, 0);
+    assert_eq!(primero_calls(&env, "referrals_list").await, 1);
+    assert_eq!(
+        record(&env, F22, &format!("{interop}:125080001"))
+            .await
+            .state,
+        RecordState::Confirmed
+    );
+}
+
 async fn clear_faults(env: &TestEnv) {
     for base in [env.ping.base_url(), env.primero.base_url()] {
         env.http
