@@ -8,6 +8,7 @@
 //! only moves in the same transaction as the records fetched under it (R6).
 
 mod bound;
+mod counters;
 mod db;
 mod error;
 mod leases;

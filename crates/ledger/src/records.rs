@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, NaiveDate, NaiveTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
 use crate::bound::{
     self, check_hash, check_ident, check_name, MAX_FACT_BYTES, MAX_IDENT, MAX_MESSAGE, MAX_NAME,
     MAX_PING_IDS, MAX_REASON,
 };
+use crate::counters::{day_of, Tally, NO_REASON};
 use crate::db::{args, now, Arg, Cols, Tx};
 use crate::error::LedgerError;
 use crate::model::{
@@ -188,7 +189,13 @@ struct NewAudit<'a> {
     message: Option<&'a str>,
 }
 
-async fn insert_audit(tx: &mut Tx, e: NewAudit<'_>, cause: &Cause) -> Result<(), LedgerError> {
+/// Writes an audit event and counts it in `tally` (the daily chart's counters).
+async fn insert_audit(
+    tx: &mut Tx,
+    tally: &mut Tally,
+    e: NewAudit<'_>,
+    cause: &Cause,
+) -> Result<(), LedgerError> {
     let NewAudit {
         at,
         flow,
@@ -214,6 +221,7 @@ async fn insert_audit(tx: &mut Tx, e: NewAudit<'_>, cause: &Cause) -> Result<(),
         ],
     )
     .await?;
+    tally.events(flow, &day_of(at), to.as_str(), 1);
     Ok(())
 }
 
@@ -235,8 +243,13 @@ async fn upsert_fact(
     Ok(())
 }
 
-/// Applies one change inside `tx`.
-async fn apply_one(tx: &mut Tx, c: &RecordChange, cause: &Cause) -> Result<(), LedgerError> {
+/// Applies one change inside `tx`, counting it in `tally`.
+async fn apply_one(
+    tx: &mut Tx,
+    tally: &mut Tally,
+    c: &RecordChange,
+    cause: &Cause,
+) -> Result<(), LedgerError> {
     check_change(c)?;
     let at = now();
     // Create the row if it is new. The UNIQUE (flow, key) constraint makes concurrent
@@ -326,6 +339,11 @@ async fn apply_one(tx: &mut Tx, c: &RecordChange, cause: &Cause) -> Result<(), L
     a.push(stored.id.into());
     sql.push_str(&format!(" WHERE id = ${}", a.len()));
     tx.execute(&sql, &a).await?;
+    tally.moved(
+        &c.flow,
+        from.map(|s| (s, stored.reason_code.as_deref())),
+        (c.state, reason.as_deref()),
+    );
 
     for (kind, value) in identifiers(&c.key, &dest_ids) {
         tx.execute(
@@ -348,7 +366,7 @@ async fn apply_one(tx: &mut Tx, c: &RecordChange, cause: &Cause) -> Result<(), L
             reason: reason.as_deref(),
             message: message.as_deref(),
         };
-        insert_audit(tx, event, cause).await?;
+        insert_audit(tx, tally, event, cause).await?;
     }
     Ok(())
 }
@@ -439,8 +457,9 @@ impl Ledger {
         // touching the same records lock them in the same order and cannot deadlock.
         let mut ordered: Vec<&RecordChange> = changes.iter().collect();
         ordered.sort_by(|a, b| (&a.flow, &a.key).cmp(&(&b.flow, &b.key)));
+        let mut tally = Tally::default();
         for change in ordered {
-            apply_one(&mut tx, change, cause).await?;
+            apply_one(&mut tx, &mut tally, change, cause).await?;
         }
         if let Some((flow, value)) = cursor {
             check_ident("flow", flow, MAX_IDENT)?;
@@ -453,6 +472,7 @@ impl Ledger {
             )
             .await?;
         }
+        tally.flush(&mut tx).await?;
         tx.commit().await
     }
 
@@ -572,8 +592,9 @@ impl Ledger {
     pub async fn retry(&self, target: RetryTarget, operator: &str) -> Result<u64, LedgerError> {
         check_name("operator", operator)?;
         let retryable = "r.state IN ('rejected', 'conflict', 'failed')";
-        let mut sql =
-            format!("SELECT r.id, r.flow, r.key, r.state FROM records r WHERE {retryable}");
+        let mut sql = format!(
+            "SELECT r.id, r.flow, r.key, r.state, r.reason_code FROM records r WHERE {retryable}"
+        );
         let mut a: Vec<Arg> = Vec::new();
         match &target {
             RetryTarget::Key { flow, key } => {
@@ -621,13 +642,15 @@ impl Ledger {
                     r.text("flow")?,
                     r.text("key")?,
                     parse_enum::<RecordState>("records.state", &r.text("state")?)?,
+                    r.opt_text("reason_code")?,
                 ))
             })
             .await?;
         let cause = Cause::Operator(operator.to_owned());
         let message = format!("re-queued by operator {operator}");
         let at = now();
-        for (id, flow, key, state) in &targets {
+        let mut tally = Tally::default();
+        for (id, flow, key, state, reason) in &targets {
             tx.execute(
                 "UPDATE records SET state = 'pending', attempts = 0, next_retry_at = $1, \
                  error_class = NULL, reason_code = $2, message = $3, operator_retry = TRUE, \
@@ -635,6 +658,11 @@ impl Ledger {
                 &args![at, OPERATOR_RETRY, message.as_str(), *id],
             )
             .await?;
+            tally.moved(
+                flow,
+                Some((*state, reason.as_deref())),
+                (RecordState::Pending, Some(OPERATOR_RETRY)),
+            );
             let event = NewAudit {
                 at,
                 flow,
@@ -644,8 +672,9 @@ impl Ledger {
                 reason: Some(OPERATOR_RETRY),
                 message: Some(&message),
             };
-            insert_audit(&mut tx, event, &cause).await?;
+            insert_audit(&mut tx, &mut tally, event, &cause).await?;
         }
+        tally.flush(&mut tx).await?;
         tx.commit().await?;
         tracing::info!(
             operator,
@@ -655,12 +684,14 @@ impl Ledger {
         Ok(targets.len() as u64)
     }
 
-    /// Number of records per `(flow, state)`.
+    /// Number of records per `(flow, state)` (pairs without records are absent), read from
+    /// the counters the ledger keeps on write.
     pub async fn counts_by_state(&self) -> Result<BTreeMap<(String, String), i64>, LedgerError> {
         let rows = self
             .pool
             .fetch_all(
-                "SELECT flow, state, COUNT(*) AS n FROM records GROUP BY flow, state",
+                "SELECT flow, state, CAST(SUM(n) AS BIGINT) AS n FROM record_counts \
+                 GROUP BY flow, state HAVING SUM(n) > 0",
                 &[],
                 |r| Ok(((r.text("flow")?, r.text("state")?), r.int("n")?)),
             )
@@ -669,21 +700,26 @@ impl Ledger {
     }
 
     /// Rejected and conflict records grouped by `(flow, reason_code)`, largest group first,
-    /// each with the keys of its most recently changed records.
+    /// each with the keys of its most recently changed records. Groups without a reason code
+    /// sort before the others of the same size and flow.
     pub async fn attention(&self) -> Result<Vec<AttentionGroup>, LedgerError> {
+        // The group sizes come from the counters kept on write; the keys from the partial
+        // index `records_attention`, whose WHERE clause the key queries repeat word for word.
         let mut groups = self
             .pool
             .fetch_all(
                 "SELECT flow, reason_code, \
-                 COUNT(CASE WHEN state = 'rejected' THEN 1 END) AS rejected, \
-                 COUNT(CASE WHEN state = 'conflict' THEN 1 END) AS conflict \
-                 FROM records WHERE state IN ('rejected', 'conflict') \
-                 GROUP BY flow, reason_code ORDER BY COUNT(*) DESC, flow, reason_code",
+                 CAST(SUM(CASE WHEN state = 'rejected' THEN n ELSE 0 END) AS BIGINT) AS rejected, \
+                 CAST(SUM(CASE WHEN state = 'conflict' THEN n ELSE 0 END) AS BIGINT) AS conflict \
+                 FROM record_counts WHERE state IN ('rejected', 'conflict') \
+                 GROUP BY flow, reason_code HAVING SUM(n) > 0 \
+                 ORDER BY SUM(n) DESC, flow, reason_code",
                 &[],
                 |r| {
+                    let reason = r.text("reason_code")?;
                     Ok(AttentionGroup {
                         flow: r.text("flow")?,
-                        reason_code: r.opt_text("reason_code")?,
+                        reason_code: (reason != NO_REASON).then_some(reason),
                         rejected: r.int("rejected")?,
                         conflict: r.int("conflict")?,
                         keys: Vec::new(),
@@ -710,7 +746,8 @@ impl Ledger {
     }
 
     /// Audit events of `flow` per UTC day and resulting state over the `days` days ending
-    /// with `today`, ordered by day then state. Days without events are absent.
+    /// with `today`, ordered by day then state. Days without events are absent. Read from the
+    /// per-day counters the ledger keeps on write (purged events are no longer counted).
     pub async fn daily_outcomes(
         &self,
         flow: &str,
@@ -719,30 +756,21 @@ impl Ledger {
     ) -> Result<Vec<(NaiveDate, String, i64)>, LedgerError> {
         let days = days.clamp(1, 3660);
         let first = today - TimeDelta::days(days - 1);
-        let start = first.and_time(NaiveTime::MIN).and_utc();
-        let end = (today + TimeDelta::days(1))
-            .and_time(NaiveTime::MIN)
-            .and_utc();
-        let day_expr = match self.backend() {
-            Backend::Sqlite => "substr(at, 1, 10)",
-            Backend::Postgres => "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
-        };
+        let fmt = |d: NaiveDate| d.format("%Y-%m-%d").to_string();
         let rows = self
             .pool
             .fetch_all(
-                &format!(
-                    "SELECT {day_expr} AS day, to_state, COUNT(*) AS n FROM audit_events \
-                     WHERE flow = $1 AND at >= $2 AND at < $3 GROUP BY 1, 2 ORDER BY 1, 2"
-                ),
-                &args![flow, start, end],
-                |r| Ok((r.text("day")?, r.text("to_state")?, r.int("n")?)),
+                "SELECT day, state, n FROM daily_outcomes \
+                 WHERE flow = $1 AND day >= $2 AND day <= $3 AND n > 0 ORDER BY day, state",
+                &args![flow, fmt(first), fmt(today)],
+                |r| Ok((r.text("day")?, r.text("state")?, r.int("n")?)),
             )
             .await?;
         rows.into_iter()
             .map(|(day, state, n)| {
                 let date = NaiveDate::parse_from_str(&day, "%Y-%m-%d").map_err(|_| {
                     LedgerError::Corrupt {
-                        column: "audit_events.at",
+                        column: "daily_outcomes.day",
                         reason: format!("not a date: {}", bound::bounded(&day, 40)),
                     }
                 })?;

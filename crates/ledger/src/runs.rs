@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use crate::bound::{self, check_ident, check_name, MAX_ERROR, MAX_IDENT};
+use crate::counters::Tally;
 use crate::db::{args, now, Arg, Cols};
 use crate::error::LedgerError;
-use crate::model::{PurgeReport, Run, RunFilter, RunId, RunOutcome};
+use crate::model::{Backend, PurgeReport, Run, RunFilter, RunId, RunOutcome};
 use crate::{parse_enum, parse_json, Ledger};
 
 pub(crate) const RUN_COLS: &str =
@@ -199,12 +200,53 @@ impl Ledger {
     }
 
     /// Deletes audit events and finished runs older than `older_than`. Records, cursors,
-    /// facts and leases are never purged, nor are runs still running.
+    /// facts and leases are never purged (so neither are the record counts), nor are runs
+    /// still running. The daily chart's counters lose the purged events.
     pub async fn purge(&self, older_than: DateTime<Utc>) -> Result<PurgeReport, LedgerError> {
         let mut tx = self.pool.begin().await?;
-        let audit_events = tx
-            .execute("DELETE FROM audit_events WHERE at < $1", &args![older_than])
-            .await?;
+        let per_day = |r: &dyn Cols| {
+            Ok((
+                r.text("flow")?,
+                r.text("day")?,
+                r.text("to_state")?,
+                r.int("n")?,
+            ))
+        };
+        let purged = match tx.backend() {
+            // The transaction holds SQLite's write lock: nothing is added between the two.
+            Backend::Sqlite => {
+                let groups = tx
+                    .fetch_all(
+                        "SELECT flow, substr(at, 1, 10) AS day, to_state, COUNT(*) AS n \
+                         FROM audit_events WHERE at < $1 GROUP BY 1, 2, 3",
+                        &args![older_than],
+                        per_day,
+                    )
+                    .await?;
+                tx.execute("DELETE FROM audit_events WHERE at < $1", &args![older_than])
+                    .await?;
+                groups
+            }
+            // One statement, so the counted events are exactly the deleted ones.
+            Backend::Postgres => {
+                tx.fetch_all(
+                    "WITH gone AS (DELETE FROM audit_events WHERE at < $1 \
+                     RETURNING flow, at, to_state) \
+                     SELECT flow, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, to_state, \
+                     COUNT(*) AS n FROM gone GROUP BY 1, 2, 3",
+                    &args![older_than],
+                    per_day,
+                )
+                .await?
+            }
+        };
+        let mut tally = Tally::default();
+        let mut audit_events = 0u64;
+        for (flow, day, state, n) in &purged {
+            tally.events(flow, day, state, -n);
+            audit_events += u64::try_from(*n).unwrap_or_default();
+        }
+        tally.flush(&mut tx).await?;
         let runs = tx
             .execute(
                 "DELETE FROM runs WHERE outcome <> 'running' AND finished_at IS NOT NULL \

@@ -132,7 +132,7 @@ async fn audit_trail_is_append_only() {
 }
 
 /// The dashboard's queries must stay fast at 100,000 records: check SQLite plans them on
-/// indexes rather than full table scans.
+/// indexes rather than full table scans (and without a sort where the index gives the order).
 #[tokio::test]
 async fn dashboard_queries_use_indexes() {
     let dir = tempfile::tempdir().unwrap();
@@ -142,7 +142,27 @@ async fn dashboard_queries_use_indexes() {
     let cases = [
         (
             "SELECT * FROM records WHERE state = 'rejected'",
-            "records_state",
+            "records_state_updated_at",
+        ),
+        (
+            "SELECT * FROM records r WHERE r.state IN ('rejected') \
+             ORDER BY r.updated_at DESC, r.id DESC LIMIT 50 OFFSET 100",
+            "records_state_updated_at",
+        ),
+        (
+            "SELECT key FROM records WHERE flow = 'f' AND state IN ('rejected', 'conflict') \
+             AND reason_code = 'r' ORDER BY updated_at DESC, id DESC LIMIT 50",
+            "COVERING INDEX records_attention",
+        ),
+        (
+            "SELECT key FROM records WHERE flow = 'f' AND state IN ('rejected', 'conflict') \
+             AND reason_code IS NULL ORDER BY updated_at DESC, id DESC LIMIT 50",
+            "COVERING INDEX records_attention",
+        ),
+        (
+            "SELECT day, state, n FROM daily_outcomes WHERE flow = 'f' AND day >= '2026-01-01' \
+             AND day <= '2026-01-30' AND n > 0 ORDER BY day, state",
+            "PRIMARY KEY",
         ),
         (
             "SELECT * FROM records WHERE flow = 'f' AND state = 'failed' AND next_retry_at <= 'x'",
@@ -184,6 +204,10 @@ async fn dashboard_queries_use_indexes() {
         assert!(
             plan.iter().any(|d| d.contains(index)),
             "`{sql}` should use {index}, plan: {plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|d| d.contains("TEMP B-TREE")),
+            "`{sql}` should not sort, plan: {plan:?}"
         );
     }
     pool.close().await;
