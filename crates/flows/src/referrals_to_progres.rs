@@ -2,13 +2,19 @@
 //! proGres interoperability referrals.
 //!
 //! A run (1) re-checks the records an earlier run left `delivered` (check-status timed out)
-//! with their `SPHTransactionId`, never re-sending them; (2) reads the cases changed since the
+//! with their `SPHTransactionId`, never re-sending them (a transaction PING does not know, a
+//! record without a transaction id, or one still unsettled after `MAX_RECHECKS` re-checks
+//! becomes a `conflict`, `check_status_unresolved`), and searches proGres for the records
+//! whose `/asyncdata` call failed transiently (`ingestion_unconfirmed`: PING may have them)
+//! before they are sent again; (2) reads the cases changed since the
 //! cursor, all pages, ordered by `last_updated_at`, and keeps the service rows implemented by
 //! UNHCR (configured values, case-insensitive); (3) reads the referrals of those cases, one
 //! call per case, concurrently, and keeps the referred rows the ledger has not handled; (4)
 //! reads the users once and maps each row in pure code (`pp_mapping::flow21`); (5) sends the
-//! records to `/asyncdata` (SHP-2731) in batches, records them `delivered`, and polls
-//! check-status until each is confirmed or rejected, or the timeout leaves it `delivered`;
+//! records to `/asyncdata` (SHP-2731) in batches whose `ExternalId`s (`case_id`) are unique,
+//! records them `delivered`, and polls check-status until each is confirmed or rejected, or
+//! the timeout leaves it `delivered` (results are matched by `progres_orgreferralid`, or by an
+//! `ExternalId` naming one record, never by position);
 //! (6) retries the records whose retry time has come; (7) moves the cursor to the greatest
 //! `last_updated_at` seen (never "now"), after checking that offset paging skipped no case.
 //! Records are keyed by the service row's `unique_id`, so re-reading a case (Primero's filter
@@ -33,6 +39,20 @@ use crate::{FlowError, RunCtx};
 /// Reason of records whose check-status did not finish within the configured timeout (they
 /// stay `delivered`; the next run checks again).
 pub const CHECK_STATUS_TIMEOUT: &str = "check_status_timeout";
+/// Reason of delivered records whose check-status was processed without a result naming them
+/// (they stay `delivered`; the next run checks again).
+pub const CHECK_STATUS_NO_RESULT: &str = "check_status_no_result";
+/// Conflict reason of delivered records whose outcome PING cannot tell: the transaction is
+/// unknown to PING, the record has no transaction id, or it stayed unsettled after
+/// [`MAX_RECHECKS`] re-checks. A person must look in proGres (a re-send could duplicate it).
+pub const CHECK_STATUS_UNRESOLVED: &str = "check_status_unresolved";
+/// Failed reason of records whose `/asyncdata` call failed transiently: PING may have
+/// received them, so proGres is searched for them before they are sent again.
+pub const INGESTION_UNCONFIRMED: &str = "ingestion_unconfirmed";
+/// Re-checks by later runs after which an unsettled delivered record becomes a conflict.
+pub const MAX_RECHECKS: i64 = 5;
+/// Ledger fact counting the re-checks of a delivered record: `{"tx", "checks"}`.
+const FACT_RECHECKS: &str = "f21_check_status_rechecks";
 /// Report reason of records whose retry time has not come yet.
 pub const EXCLUDED_RETRY_NOT_DUE: &str = "retry_not_due";
 /// Destination-id names stored with the records.
@@ -93,8 +113,10 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
     let flow = run.flow.name();
     let settings = settings(run)?;
 
-    // (1) Records left delivered by an earlier run: check again, never re-send.
+    // (1) Records left delivered by an earlier run: check again, never re-send. Records
+    // whose ingestion may have reached PING are searched for in proGres before a re-send.
     recheck_delivered(run).await?;
+    resolve_unconfirmed(run).await?;
 
     // (2)-(5) Cases changed since the cursor.
     let start = match ctx.ledger.cursor(flow).await? {
@@ -460,16 +482,14 @@ async fn process_cases(
     deliver(run, outgoing).await
 }
 
-/// Sends the records in batches of `ping.batch_size`, records them delivered, and confirms
-/// them with check-status. A batch whose records all fail is split until the culprits are
-/// found (R1: PING may apply a batch all-or-nothing).
+/// Sends the records in batches of `ping.batch_size` in which every `ExternalId` (`case_id`)
+/// is unique (services of one case go to different batches, so that PING's answers, which
+/// name records by `ExternalId`, never name two), records them delivered, and confirms them
+/// with check-status. A batch whose records all fail is split until the culprits are found
+/// (R1: PING may apply a batch all-or-nothing).
 async fn deliver(run: &RunCtx<'_>, outgoing: Vec<Outgoing>) -> Result<(), FlowError> {
     let size = run.ctx.config.ping.batch_size.max(1);
-    let mut batches: Vec<Vec<Outgoing>> = Vec::new();
-    let mut it = outgoing.into_iter().peekable();
-    while it.peek().is_some() {
-        batches.push(it.by_ref().take(size).collect());
-    }
+    let batches = unique_batches(outgoing, size, |o: &Outgoing| o.mapped.case_id.as_str());
     let mut work = FuturesUnordered::new();
     for b in batches {
         work.push(send_batch(run, b));
@@ -518,11 +538,21 @@ async fn send_batch(
     let keys: Vec<String> = batch.iter().map(|o| o.mapped.unique_id.clone()).collect();
     let external: Vec<String> = batch.iter().map(|o| o.mapped.case_id.clone()).collect();
     match poll(run, &tx, false).await? {
-        None => {
-            note_timeout(run, &keys, &tx).await?;
+        Polled::NotYet | Polled::Unknown => {
+            let timeout = ctx.config.ping.check_status_timeout.as_secs();
+            let unresolved: Vec<(String, i64)> = keys.iter().map(|k| (k.clone(), 0)).collect();
+            still_delivered(
+                run,
+                &unresolved,
+                &tx,
+                CHECK_STATUS_TIMEOUT,
+                &format!("not processed within {timeout} s"),
+                false,
+            )
+            .await?;
             Ok(Vec::new())
         }
-        Some(results) => {
+        Polled::Processed(results) => {
             let matched = match_results(&keys, &external, &results);
             let all_failed = matched.iter().all(|m| m.is_some_and(|r| !r.success));
             if all_failed && batch.len() > 1 {
@@ -531,7 +561,8 @@ async fn send_batch(
                 let second = batch.split_off(batch.len() / 2);
                 return Ok(vec![batch, second]);
             }
-            apply_results(run, &keys, &matched, &tx).await?;
+            let attempts: Vec<i64> = keys.iter().map(|_| 0).collect();
+            apply_results(run, &keys, &attempts, &matched, &tx, false).await?;
             Ok(Vec::new())
         }
     }
@@ -546,34 +577,32 @@ async fn batch_refused(
     match e {
         PingError::Auth { .. } => Err(e.into()),
         PingError::BatchRejected { failed, .. } => {
-            let named: HashMap<&str, &str> = failed
+            // Refusals name records by ExternalId, unique in the batch; a refusal naming no
+            // record splits the batch (R1).
+            let sorted = sort_failures(batch, |o| o.mapped.case_id.as_str(), &failed, false);
+            let changes = sorted
+                .refused
                 .iter()
-                .map(|f| (f.external_id.as_str(), f.message.as_str()))
-                .collect();
-            let (refused, rest): (Vec<Outgoing>, Vec<Outgoing>) = batch
-                .into_iter()
-                .partition(|o| named.contains_key(o.mapped.case_id.as_str()));
-            if refused.is_empty() {
-                return split_or_reject(run, rest, "PING refused the batch".into()).await;
-            }
-            let changes = refused
-                .iter()
-                .map(|o| {
-                    let msg = named.get(o.mapped.case_id.as_str()).copied().unwrap_or("");
-                    rejected_by_ping(run, o, msg)
-                })
+                .map(|(o, msg)| rejected_by_ping(run, o, msg))
                 .collect();
             run.commit(changes, None).await?;
-            Ok(if rest.is_empty() { vec![] } else { vec![rest] })
+            Ok(sorted.resend)
         }
         e if e.class() == ErrorClass::Transient => {
+            // The call may have reached PING (a timeout after PING received it, or a retry
+            // whose first attempt got through): never re-sent blindly, see
+            // `resolve_unconfirmed`.
             let changes = batch
                 .iter()
                 .map(|o| {
                     let c = run.failed(
                         &o.mapped.unique_id,
-                        TRANSIENT,
-                        format!("asyncdata: {e}"),
+                        INGESTION_UNCONFIRMED,
+                        format!(
+                            "asyncdata: {e}; PING may have received it: proGres is searched \
+                             for progres_orgreferralid {} before it is sent again",
+                            o.mapped.unique_id
+                        ),
                         o.attempts,
                     );
                     with_mapped_ids(c.with_payload_hash(o.hash.clone()), &o.mapped)
@@ -626,28 +655,30 @@ fn with_mapped_ids(mut change: RecordChange, m: &MappedReferral) -> RecordChange
     change
 }
 
-/// Polls check-status until the transaction is processed (`Some`) or the configured timeout
-/// passes (`None`). Transient errors count as "not yet"; a refused check leaves the records
-/// delivered for the next run. With `unknown_is_final`, a transaction PING does not know ends
-/// the polling at once.
-async fn poll(
-    run: &RunCtx<'_>,
-    tx: &str,
-    unknown_is_final: bool,
-) -> Result<Option<Vec<RecordResult>>, FlowError> {
+/// What polling check-status gave.
+enum Polled {
+    /// Processed, with the per-record results.
+    Processed(Vec<RecordResult>),
+    /// PING does not know the transaction (final only with `unknown_is_final`).
+    Unknown,
+    /// Not processed within the configured timeout, or the check was refused.
+    NotYet,
+}
+
+/// Polls check-status until the transaction is processed or the configured timeout passes.
+/// Transient errors count as "not yet"; a refused check gives up until the next run. With
+/// `unknown_is_final`, a transaction PING does not know ends the polling at once.
+async fn poll(run: &RunCtx<'_>, tx: &str, unknown_is_final: bool) -> Result<Polled, FlowError> {
     let cfg = &run.ctx.config.ping;
     let shp = &cfg.shipping_processes.incoming_referral;
     let started = Instant::now();
     let interval = cfg.check_status_interval.max(Duration::from_millis(10));
     loop {
         match run.ctx.ping.check_status(shp, tx).await {
-            Ok(CheckStatus::Processed(results)) => return Ok(Some(results)),
+            Ok(CheckStatus::Processed(results)) => return Ok(Polled::Processed(results)),
             Ok(CheckStatus::Unknown) if unknown_is_final => {
-                tracing::warn!(
-                    transaction = tx,
-                    "PING does not know the transaction; its records stay delivered"
-                );
-                return Ok(None);
+                tracing::warn!(transaction = tx, "PING does not know the transaction");
+                return Ok(Polled::Unknown);
             }
             Ok(CheckStatus::Pending | CheckStatus::Unknown) => {}
             Err(e) if e.class() == ErrorClass::Auth => return Err(e.into()),
@@ -656,63 +687,81 @@ async fn poll(
             }
             Err(e) => {
                 tracing::warn!(transaction = tx, error = %e, "check-status refused; the next run checks again");
-                return Ok(None);
+                return Ok(Polled::NotYet);
             }
         }
         if started.elapsed() >= cfg.check_status_timeout || run.stopping() {
-            return Ok(None);
+            return Ok(Polled::NotYet);
         }
         tokio::time::sleep(interval).await;
     }
 }
 
-/// The check-status result of each record (by `progres_orgreferralid`, else by `ExternalId`
-/// when it names one record of the batch, else by position).
+/// The check-status result of each record: the one whose `progres_orgreferralid` is the
+/// record's key, else the one whose `ExternalId` is the record's when that `ExternalId` names
+/// one record of the transaction and one result (both compared trimmed and
+/// case-insensitively). Never by position (R3): a record no result names has none.
 fn match_results<'r>(
     keys: &[String],
     external_ids: &[String],
     results: &'r [RecordResult],
 ) -> Vec<Option<&'r RecordResult>> {
-    let by_org: HashMap<&str, &RecordResult> = results
-        .iter()
-        .filter_map(|r| r.data.get("progres_orgreferralid").map(|o| (o.as_str(), r)))
-        .collect();
-    let mut ext_count: HashMap<&str, usize> = HashMap::new();
+    let org_of = |r: &RecordResult| {
+        r.data
+            .get("progres_orgreferralid")
+            .map(|o| norm_id(o))
+            .filter(|o| !o.is_empty())
+    };
+    let mut by_org: HashMap<String, Vec<&RecordResult>> = HashMap::new();
+    let mut by_ext: HashMap<String, Vec<&RecordResult>> = HashMap::new();
+    for r in results {
+        match org_of(r) {
+            Some(o) => by_org.entry(o).or_default().push(r),
+            None => by_ext.entry(norm_id(&r.external_id)).or_default().push(r),
+        }
+    }
+    let mut ext_count: HashMap<String, usize> = HashMap::new();
     for e in external_ids {
-        *ext_count.entry(e.as_str()).or_default() += 1;
+        *ext_count.entry(norm_id(e)).or_default() += 1;
     }
     keys.iter()
         .zip(external_ids)
-        .enumerate()
-        .map(|(i, (key, ext))| {
-            by_org.get(key.as_str()).copied().or_else(|| {
-                if ext_count.get(ext.as_str()) == Some(&1) {
-                    results.iter().find(|r| r.external_id == *ext)
-                } else if results.len() == keys.len() {
-                    results.get(i)
-                } else {
-                    None
-                }
-            })
+        .map(|(key, ext)| {
+            if let Some(found) = by_org.get(&norm_id(key)) {
+                return (found.len() == 1).then(|| found[0]);
+            }
+            let ext = norm_id(ext);
+            if ext.is_empty() || ext_count.get(&ext) != Some(&1) {
+                return None;
+            }
+            match by_ext.get(&ext).map(Vec::as_slice) {
+                Some([one]) => Some(*one),
+                _ => None,
+            }
         })
         .collect()
 }
 
-/// Confirmed or rejected per record; records without a result stay delivered.
+/// Confirmed or rejected per record; records without a result stay delivered (re-checked by
+/// later runs; with `recheck`, this check counts as one of them).
 async fn apply_results(
     run: &RunCtx<'_>,
     keys: &[String],
+    attempts: &[i64],
     matched: &[Option<&RecordResult>],
     tx: &str,
+    recheck: bool,
 ) -> Result<(), FlowError> {
     let mut changes = Vec::new();
-    for (key, result) in keys.iter().zip(matched) {
+    let mut without: Vec<(String, i64)> = Vec::new();
+    for ((key, result), attempts) in keys.iter().zip(matched).zip(attempts) {
         let Some(r) = result else {
             tracing::warn!(
                 key = key.as_str(),
                 transaction = tx,
                 "check-status has no result for the record; it stays delivered"
             );
+            without.push((key.clone(), *attempts));
             continue;
         };
         if r.success {
@@ -743,45 +792,109 @@ async fn apply_results(
             );
         }
     }
-    run.commit(changes, None).await
+    run.commit(changes, None).await?;
+    still_delivered(
+        run,
+        &without,
+        tx,
+        CHECK_STATUS_NO_RESULT,
+        "processed without a result for the record",
+        recheck,
+    )
+    .await
 }
 
-/// Check-status did not finish: the records stay delivered (noted, not counted again).
-async fn note_timeout(run: &RunCtx<'_>, keys: &[String], tx: &str) -> Result<(), FlowError> {
-    tracing::warn!(
-        transaction = tx,
-        records = keys.len(),
-        "check-status did not finish in time; the next run checks again"
-    );
-    if run.dry_run {
+/// Records whose check-status did not settle them (`(key, attempts)`): they stay delivered
+/// for the next run, which checks again and never re-sends (a re-send could create a second
+/// referral). A check by a later run (`recheck`) is counted; after [`MAX_RECHECKS`] of them
+/// the record becomes a `conflict` with reason [`CHECK_STATUS_UNRESOLVED`]: a person must
+/// look for it in proGres.
+async fn still_delivered(
+    run: &RunCtx<'_>,
+    records: &[(String, i64)],
+    tx: &str,
+    reason: &str,
+    what: &str,
+    recheck: bool,
+) -> Result<(), FlowError> {
+    if records.is_empty() || run.dry_run {
         return Ok(());
     }
-    let timeout = run.ctx.config.ping.check_status_timeout.as_secs();
-    let changes: Vec<RecordChange> = keys
-        .iter()
-        .map(|k| {
-            run.change(k, RecordState::Delivered).with_reason(
-                CHECK_STATUS_TIMEOUT,
-                format!(
-                    "check-status of {tx} not processed within {timeout} s; checked again next run"
-                ),
-            )
-        })
-        .collect();
-    let cause = run.cause();
-    match &run.lease {
-        Some(lease) => {
-            run.ctx
-                .ledger
-                .apply_fenced(&changes, None, &cause, lease)
-                .await?
+    tracing::warn!(
+        transaction = tx,
+        records = records.len(),
+        reason,
+        "check-status did not settle the records; the next run checks again"
+    );
+    let mut noted: Vec<RecordChange> = Vec::new();
+    let mut conflicts: Vec<RecordChange> = Vec::new();
+    for (key, _) in records {
+        let mut checks = 0;
+        if recheck {
+            let fact = run.ctx.ledger.fact(FACT_RECHECKS, key).await?;
+            let previous = fact
+                .filter(|f| f.get("tx").and_then(|t| t.as_str()) == Some(tx))
+                .and_then(|f| f.get("checks").and_then(|c| c.as_i64()))
+                .unwrap_or(0);
+            checks = previous + 1;
         }
-        None => run.ctx.ledger.apply(&changes, None, &cause).await?,
+        if checks >= MAX_RECHECKS {
+            conflicts.push(unresolved(
+                run,
+                key,
+                tx,
+                &format!("check-status of {tx} {what} after {checks} checks by later runs"),
+            ));
+            continue;
+        }
+        let mut c = run.change(key, RecordState::Delivered).with_reason(
+            reason,
+            format!("check-status of {tx} {what}; checked again next run"),
+        );
+        if recheck {
+            c = c.with_fact(
+                FACT_RECHECKS,
+                key.clone(),
+                json!({"tx": tx, "checks": checks}),
+            );
+        }
+        noted.push(c);
     }
-    Ok(())
+    // Still delivered: written, not counted again in the report.
+    if !noted.is_empty() {
+        let cause = run.cause();
+        match &run.lease {
+            Some(lease) => {
+                run.ctx
+                    .ledger
+                    .apply_fenced(&noted, None, &cause, lease)
+                    .await?
+            }
+            None => run.ctx.ledger.apply(&noted, None, &cause).await?,
+        }
+    }
+    run.commit(conflicts, None).await
+}
+
+/// The conflict of a delivered record whose outcome cannot be known from PING.
+fn unresolved(run: &RunCtx<'_>, key: &str, tx: &str, why: &str) -> RecordChange {
+    let mut c = run.conflict(
+        key,
+        CHECK_STATUS_UNRESOLVED,
+        format!(
+            "{why}; look for progres_orgreferralid {key} in proGres before re-queuing: a \
+             re-send could create a second interoperability referral"
+        ),
+    );
+    if !tx.is_empty() {
+        c = c.with_ping_transaction_id(tx.to_owned());
+    }
+    c
 }
 
 /// Step 1: records an earlier run left delivered are checked again with their transaction.
+/// A transaction PING does not know, a record without a transaction id, and a record still
+/// unsettled after [`MAX_RECHECKS`] re-checks become conflicts (`check_status_unresolved`).
 async fn recheck_delivered(run: &RunCtx<'_>) -> Result<(), FlowError> {
     let flow = run.flow.name();
     let delivered = run
@@ -795,26 +908,58 @@ async fn recheck_delivered(run: &RunCtx<'_>) -> Result<(), FlowError> {
         })
         .await?;
     let mut by_tx: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+    let mut without_tx = Vec::new();
     for r in delivered {
         match r.ping_transaction_ids.last() {
             Some(tx) => by_tx.entry(tx.clone()).or_default().push(r),
-            None => tracing::warn!(
-                key = r.key.as_str(),
-                "delivered record without a transaction id"
-            ),
+            None => {
+                tracing::warn!(
+                    key = r.key.as_str(),
+                    "delivered record without a transaction id"
+                );
+                without_tx.push(unresolved(
+                    run,
+                    &r.key,
+                    "",
+                    "delivered without a PING transaction id to check",
+                ));
+            }
         }
     }
+    run.report(|rep| rep.fetched += without_tx.len() as u64);
+    run.commit(without_tx, None).await?;
     if by_tx.is_empty() {
         return Ok(());
     }
     let checks = by_tx.into_iter().map(|(tx, records)| async move {
         run.report(|r| r.fetched += records.len() as u64);
-        // From an earlier run: a transaction PING does not know will not appear later.
-        let Some(results) = poll(run, &tx, true).await? else {
-            let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
-            return note_timeout(run, &keys, &tx).await;
-        };
         let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
+        let attempts: Vec<i64> = records.iter().map(|r| r.attempts).collect();
+        // From an earlier run: a transaction PING does not know will not appear later.
+        let results = match poll(run, &tx, true).await? {
+            Polled::Processed(results) => results,
+            Polled::Unknown => {
+                let changes = keys
+                    .iter()
+                    .map(|k| unresolved(run, k, &tx, &format!("PING does not know transaction {tx}")))
+                    .collect();
+                return run.commit(changes, None).await;
+            }
+            Polled::NotYet => {
+                let timeout = run.ctx.config.ping.check_status_timeout.as_secs();
+                let pairs: Vec<(String, i64)> =
+                    keys.iter().cloned().zip(attempts.iter().copied()).collect();
+                return still_delivered(
+                    run,
+                    &pairs,
+                    &tx,
+                    CHECK_STATUS_TIMEOUT,
+                    &format!("not processed within {timeout} s"),
+                    true,
+                )
+                .await;
+            }
+        };
         let external: Vec<String> = records
             .iter()
             .map(|r| r.dest_ids.get(DEST_CASE_ID).cloned().unwrap_or_default())
@@ -839,13 +984,203 @@ async fn recheck_delivered(run: &RunCtx<'_>) -> Result<(), FlowError> {
                 .collect();
             return run.commit(changes, None).await;
         }
-        apply_results(run, &keys, &matched, &tx).await
+        apply_results(run, &keys, &attempts, &matched, &tx, true).await
     });
     let results: Vec<Result<(), FlowError>> = futures::stream::iter(checks)
         .buffer_unordered(run.ctx.config.ping.http.max_concurrency.max(1))
         .collect()
         .await;
     results.into_iter().collect()
+}
+
+/// Before records whose `/asyncdata` call failed transiently (`ingestion_unconfirmed`) are
+/// sent again, proGres is searched for the interoperability referral PING may have created
+/// for them: SHP-2795, page by page, then SHP-2796 details of the referrals this flow does
+/// not already know, matching `progres_orgreferralid` = the service `unique_id`. A record
+/// found is confirmed with that referral's id instead of being sent a second time; the others
+/// are sent again by this run. Only records in that state (and due) start a search; when the
+/// search itself fails they wait for a later run.
+async fn resolve_unconfirmed(run: &RunCtx<'_>) -> Result<(), FlowError> {
+    let ctx = run.ctx;
+    let flow = run.flow.name();
+    let now = ctx.now();
+    let records = ctx
+        .ledger
+        .list_records(&RecordFilter {
+            flow: Some(flow.to_owned()),
+            states: vec![RecordState::Failed],
+            reason_code: Some(INGESTION_UNCONFIRMED.to_owned()),
+            limit: PASS_LIMIT,
+            ..RecordFilter::default()
+        })
+        .await?;
+    let mut wanted: HashMap<String, Record> = records
+        .into_iter()
+        .filter(|r| r.next_retry_at.is_none_or(|t| t <= now))
+        .map(|r| (norm_id(&r.key), r))
+        .collect();
+    if wanted.is_empty() || run.dry_run {
+        return Ok(());
+    }
+    let found = match search_progres(run, &wanted).await {
+        Ok(found) => found,
+        Err(SearchError::Flow(e)) => return Err(e),
+        Err(SearchError::Ping(e)) => {
+            // Not known whether PING has them: not sent again by this run.
+            let changes = wanted
+                .values()
+                .map(|r| {
+                    run.failed(
+                        &r.key,
+                        INGESTION_UNCONFIRMED,
+                        format!(
+                            "searching proGres for progres_orgreferralid {} failed ({e}); \
+                             searched again before it is sent again",
+                            r.key
+                        ),
+                        r.attempts,
+                    )
+                })
+                .collect();
+            return run.commit(changes, None).await;
+        }
+    };
+    let mut changes = Vec::new();
+    for (uid, referral_id) in found {
+        let Some(r) = wanted.remove(&uid) else {
+            continue;
+        };
+        let mut c = run
+            .change(&r.key, RecordState::Confirmed)
+            .with_dest_id(DEST_INTEROP_REFERRAL, referral_id.clone());
+        c.message = Some(format!(
+            "interoperability referral {referral_id} found in proGres after an unconfirmed \
+             ingestion; not sent again"
+        ));
+        changes.push(c);
+    }
+    run.report(|rep| rep.fetched += changes.len() as u64);
+    run.commit(changes, None).await?;
+    if !wanted.is_empty() {
+        tracing::info!(
+            records = wanted.len(),
+            "no interoperability referral in proGres for records of an unconfirmed ingestion; \
+             they are sent again"
+        );
+    }
+    Ok(())
+}
+
+enum SearchError {
+    Flow(FlowError),
+    Ping(PingError),
+}
+
+impl From<FlowError> for SearchError {
+    fn from(e: FlowError) -> Self {
+        SearchError::Flow(e)
+    }
+}
+
+impl From<pp_ledger::LedgerError> for SearchError {
+    fn from(e: pp_ledger::LedgerError) -> Self {
+        SearchError::Flow(e.into())
+    }
+}
+
+/// Whether an id can go into a `{record_ids}` list.
+fn listable(id: &str) -> bool {
+    is_ident(id)
+        && !id
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, ',' | '[' | ']' | '"' | '\''))
+}
+
+/// The interoperability referrals of the `wanted` services (normalised `unique_id` →
+/// referral id), read page by page; stops once all are found.
+async fn search_progres(
+    run: &RunCtx<'_>,
+    wanted: &HashMap<String, Record>,
+) -> Result<HashMap<String, String>, SearchError> {
+    let ctx = run.ctx;
+    let flow = run.flow.name();
+    let shps = &ctx.config.ping.shipping_processes;
+    let ping_err = |e: PingError| match e.class() {
+        ErrorClass::Auth => SearchError::Flow(e.into()),
+        _ => SearchError::Ping(e),
+    };
+    let mut found: HashMap<String, String> = HashMap::new();
+    let mut position: Option<pp_ping::NextPage> = None;
+    let mut pages = 0u64;
+    loop {
+        let page = ctx
+            .ping
+            .retrieve_page(&shps.decision_list, &[], position.as_ref())
+            .await
+            .map_err(ping_err)?;
+        pages += 1;
+        if let Some(tx) = &page.transaction_id {
+            run.report(|r| r.add_transaction(tx));
+        }
+        // Referrals this flow already recorded as its own are not looked at.
+        let mut unknown: Vec<String> = Vec::new();
+        for row in &page.rows {
+            let Some(id) = row.get_text(pp_ping::rows::keys_decision::REFERRAL_ID) else {
+                continue;
+            };
+            if !listable(&id) || unknown.contains(&id) {
+                continue;
+            }
+            let known = ctx
+                .ledger
+                .find(&id)
+                .await?
+                .into_iter()
+                .any(|r| r.flow == flow && r.dest_ids.get(DEST_INTEROP_REFERRAL) == Some(&id));
+            if !known {
+                unknown.push(id);
+            }
+        }
+        for chunk in unknown.chunks(50) {
+            let details = ctx
+                .ping
+                .retrieve(&shps.decision_details, chunk)
+                .await
+                .map_err(ping_err)?;
+            for tx in &details.transaction_ids {
+                run.report(|r| r.add_transaction(tx));
+            }
+            for row in &details.rows {
+                let (Some(org), Some(id)) = (
+                    row.get_text(pp_ping::rows::keys_decision::ORG_REFERRAL_ID),
+                    row.get_text(pp_ping::rows::keys_decision::REFERRAL_ID),
+                ) else {
+                    continue;
+                };
+                let org = norm_id(&org);
+                if wanted.contains_key(&org) && is_ident(&id) && id.len() <= 64 {
+                    found.insert(org, id);
+                }
+            }
+        }
+        if found.len() >= wanted.len() || run.stopping() {
+            return Ok(found);
+        }
+        match page.next {
+            None => return Ok(found),
+            Some(next) => {
+                if position.as_ref() == Some(&next) || pages >= 100_000 {
+                    return Err(SearchError::Ping(PingError::Unexpected {
+                        detail: format!(
+                            "{}: paging does not advance (page {})",
+                            shps.decision_list, next.page_number
+                        ),
+                    }));
+                }
+                position = Some(next);
+            }
+        }
+    }
 }
 
 /// Offset paging over a list that changes while it is read can skip a case: one updated

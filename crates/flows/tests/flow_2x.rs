@@ -622,7 +622,7 @@ async fn transient_faults_end_with_records_delivered_once_or_failed_for_the_next
     for c in [&a, &b] {
         let rec = record(&env, F21, &service_ids(c)[0]).await;
         assert_eq!(rec.state, RecordState::Failed);
-        assert_eq!(rec.reason_code.as_deref(), Some("transient"));
+        assert_eq!(rec.reason_code.as_deref(), Some("ingestion_unconfirmed"));
         assert!(rec.next_retry_at.is_some());
     }
     // Dropped connections and 503s on check-status are retried within the run.
