@@ -57,6 +57,9 @@ struct Pending {
     lp: String,
     /// `progres_businessunit` of the SHP-2747 row (used when SHP-2358 lacks it).
     business_unit: Option<String>,
+    /// `progres_individual.indiv.progres_id` of the SHP-2747 row (keeps an individual's
+    /// referrals in one chunk).
+    individual: Option<String>,
     record: Option<Record>,
 }
 
@@ -94,20 +97,27 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
     let mut early: Vec<RecordChange> = Vec::new();
     for row in &listed.rows {
         let lp = match PendingReferral::from_row(row) {
-            Ok(p) => p.lp_intervention_id.map(|lp| (lp, p.business_unit)),
+            Ok(p) => p
+                .lp_intervention_id
+                .map(|lp| (lp, p.business_unit, p.individual_id)),
             // A malformed optional key does not matter: SHP-2358 gives the details.
-            Err(_) => row
-                .get_text(keys_2747::LP_INTERVENTION_ID)
-                .map(|lp| (lp, row.get_text(keys_2747::BUSINESS_UNIT))),
+            Err(_) => row.get_text(keys_2747::LP_INTERVENTION_ID).map(|lp| {
+                (
+                    lp,
+                    row.get_text(keys_2747::BUSINESS_UNIT),
+                    row.get_text(keys_2747::INDIVIDUAL_ID),
+                )
+            }),
         };
         match lp {
-            Some((lp, bu)) => {
+            Some((lp, bu, individual)) => {
                 let lp = lp.trim().to_owned();
                 if seen.insert(lp.clone()) {
                     run.report(|r| r.fetched += 1);
                     pending.push(Pending {
                         lp,
                         business_unit: bu,
+                        individual,
                         record: None,
                     });
                 }
@@ -136,7 +146,132 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
         return Ok(());
     }
 
-    // 3. Details, many ids per call, then group, validate and map.
+    // 3-5 as a pipeline: chunks of referrals (an individual's referrals in one chunk) are
+    // read, mapped and looked up in Primero while earlier chunks are delivered and written
+    // back.
+    let chunks = chunk_by_individual(open);
+    let abort = AtomicBool::new(false);
+    let (work_tx, work_rx) = mpsc::unbounded_channel::<(Lookup, Vec<Ready>)>();
+    let preparer = async {
+        let work_tx = work_tx;
+        let mut prepared = stream::iter(chunks)
+            .map(|chunk| prepare_chunk(run, chunk))
+            .buffer_unordered(PREPARE_IN_FLIGHT);
+        while let Some(result) = prepared.next().await {
+            if abort.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            match result {
+                Ok(work) => {
+                    for w in work {
+                        if work_tx.send(w).is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(e) => {
+                    abort.store(true, Ordering::SeqCst);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<WriteBack>();
+    let (ledger_tx, ledger_rx) = mpsc::unbounded_channel();
+    // Twice the client's limit of requests in flight: while some individuals wait for the
+    // ledger, others keep the limiter busy.
+    let concurrency = ctx.config.primero.http.max_concurrency.max(1) * 2;
+    let producer = async {
+        let tx = tx;
+        let committer = Committer { tx: ledger_tx };
+        let work = stream::unfold(
+            work_rx,
+            |mut rx| async move { rx.recv().await.map(|w| (w, rx)) },
+        );
+        let tasks = work
+            .map(|(lookup, items)| {
+                let tx = tx.clone();
+                let abort = &abort;
+                let committer = committer.clone();
+                async move { deliver_individual(run, lookup, items, &tx, &committer, abort).await }
+            })
+            .buffer_unordered(concurrency);
+        let mut tasks = std::pin::pin!(tasks);
+        while let Some(result) = tasks.next().await {
+            if let Err(e) = result {
+                abort.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        }
+        Ok(())
+    };
+    let batch_size = ctx.config.ping.batch_size.max(1);
+    let consumer = async {
+        let mut batch: Vec<WriteBack> = Vec::new();
+        let mut outcome: Result<(), FlowError> = Ok(());
+        while let Some(wb) = rx.recv().await {
+            batch.push(wb);
+            if batch.len() >= batch_size && outcome.is_ok() {
+                outcome = write_back(run, std::mem::take(&mut batch)).await;
+                if outcome.is_err() {
+                    abort.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        if !batch.is_empty() && outcome.is_ok() {
+            outcome = write_back(run, batch).await;
+        }
+        outcome
+    };
+    let (prepared, delivered, written, recorded) =
+        tokio::join!(preparer, producer, consumer, run_committer(run, ledger_rx));
+    recorded?;
+    prepared?;
+    delivered?;
+    written
+}
+
+/// Chunks of preparation in flight at once.
+const PREPARE_IN_FLIGHT: usize = 4;
+
+/// Packs the referrals into chunks of about [`DETAILS_PER_CALL`], keeping the referrals of one
+/// individual (as SHP-2747 names them) in one chunk so they are delivered one after another.
+fn chunk_by_individual(open: Vec<Pending>) -> Vec<Vec<Pending>> {
+    let mut groups: Vec<Vec<Pending>> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for p in open {
+        match p.individual.clone().and_then(|i| index.get(&i).copied()) {
+            Some(i) => groups[i].push(p),
+            None => {
+                if let Some(ind) = &p.individual {
+                    index.insert(ind.clone(), groups.len());
+                }
+                groups.push(vec![p]);
+            }
+        }
+    }
+    let mut chunks: Vec<Vec<Pending>> = Vec::new();
+    let mut current: Vec<Pending> = Vec::new();
+    for g in groups {
+        if !current.is_empty() && current.len() + g.len() > DETAILS_PER_CALL {
+            chunks.push(std::mem::take(&mut current));
+        }
+        current.extend(g);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+/// Steps 3 and 4 for one chunk: details (SHP-2358), grouping, validation and mapping (the
+/// refused ones recorded at once), then the case lookup of the chunk's individuals.
+async fn prepare_chunk(
+    run: &RunCtx<'_>,
+    open: Vec<Pending>,
+) -> Result<Vec<(Lookup, Vec<Ready>)>, FlowError> {
+    let ctx = run.ctx;
     let ids: Vec<String> = open.iter().map(|p| p.lp.clone()).collect();
     let details = fetch_details(run, &ids).await?;
     let today = run.started_at.date_naive();
@@ -222,8 +357,6 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
     }
     run.commit(changes, None).await?;
 
-    // 4 and 5. Deliver per individual (concurrently across individuals) while write-backs
-    // go out in batches.
     let mut by_individual: Vec<(String, Vec<Ready>)> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for r in ready {
@@ -237,58 +370,10 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
         }
     }
     let mut lookups = look_up_cases(run, &by_individual).await?;
-    let by_individual: Vec<(Lookup, Vec<Ready>)> = by_individual
+    Ok(by_individual
         .into_iter()
         .map(|(id, items)| (lookups.remove(&id).unwrap_or(Lookup::Search), items))
-        .collect();
-    let abort = AtomicBool::new(false);
-    let (tx, mut rx) = mpsc::unbounded_channel::<WriteBack>();
-    let (ledger_tx, ledger_rx) = mpsc::unbounded_channel();
-    // Twice the client's limit of requests in flight: while some individuals wait for the
-    // ledger, others keep the limiter busy.
-    let concurrency = ctx.config.primero.http.max_concurrency.max(1) * 2;
-    let producer = async {
-        let tx = tx;
-        let committer = Committer { tx: ledger_tx };
-        let mut tasks = stream::iter(by_individual)
-            .map(|(lookup, items)| {
-                let tx = tx.clone();
-                let abort = &abort;
-                let committer = committer.clone();
-                async move { deliver_individual(run, lookup, items, &tx, &committer, abort).await }
-            })
-            .buffer_unordered(concurrency);
-        while let Some(result) = tasks.next().await {
-            if let Err(e) = result {
-                abort.store(true, Ordering::SeqCst);
-                return Err(e);
-            }
-        }
-        Ok(())
-    };
-    let batch_size = ctx.config.ping.batch_size.max(1);
-    let consumer = async {
-        let mut batch: Vec<WriteBack> = Vec::new();
-        let mut outcome: Result<(), FlowError> = Ok(());
-        while let Some(wb) = rx.recv().await {
-            batch.push(wb);
-            if batch.len() >= batch_size && outcome.is_ok() {
-                outcome = write_back(run, std::mem::take(&mut batch)).await;
-                if outcome.is_err() {
-                    abort.store(true, Ordering::SeqCst);
-                }
-            }
-        }
-        if !batch.is_empty() && outcome.is_ok() {
-            outcome = write_back(run, batch).await;
-        }
-        outcome
-    };
-    let (delivered, written, recorded) =
-        tokio::join!(producer, consumer, run_committer(run, ledger_rx));
-    recorded?;
-    delivered?;
-    written
+        .collect())
 }
 
 /// Hands record changes of the delivery phase to [`run_committer`] and waits until they are
