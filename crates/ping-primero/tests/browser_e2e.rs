@@ -13,12 +13,14 @@
 mod browser;
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use browser::Browser;
 use fantoccini::{Client, Locator};
+use futures::FutureExt;
 use serde_json::{json, Value};
 
 const USER: &str = "amina";
@@ -233,6 +235,17 @@ async fn operator_fixes_a_value_map_and_retries_a_rejected_referral_in_the_brows
     let Some(b) = Browser::start(1280, 1400).await else {
         return;
     };
+    // Close the browser session even when an assertion fails (else Chromium outlives the
+    // test); the daemon is killed by its guard while the scenario unwinds.
+    let outcome = AssertUnwindSafe(scenario(&b)).catch_unwind().await;
+    b.stop().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    eprintln!("browser e2e took {:?}", started.elapsed());
+}
+
+async fn scenario(b: &Browser) {
     let c = &b.client;
 
     // Both simulators, with four proGres referrals; the first has an unmapped type.
@@ -371,7 +384,7 @@ async fn operator_fixes_a_value_map_and_retries_a_rejected_referral_in_the_brows
     b.screenshot("e2e-01-login").await;
 
     // Sign in: four flows, none has run (the anonymous "run" was not queued).
-    sign_in(&b).await;
+    sign_in(b).await;
     assert_eq!(c.current_url().await.unwrap().path(), "/");
     let mut names = Vec::new();
     for h in c
@@ -395,7 +408,7 @@ async fn operator_fixes_a_value_map_and_retries_a_rejected_referral_in_the_brows
     b.screenshot("e2e-02-overview").await;
 
     // Run now, then the run in the runs list and on its own page.
-    run_now(&b, &base, FLOW).await;
+    run_now(b, &base, FLOW).await;
     b.screenshot("e2e-03-run-queued").await;
     let run_path = wait_for_runs(c, &base, FLOW, 1).await;
     b.screenshot("e2e-04-runs").await;
@@ -481,7 +494,7 @@ async fn operator_fixes_a_value_map_and_retries_a_rejected_referral_in_the_brows
     // The old session is gone: sign in again and land on the record.
     c.goto(record_url.as_str()).await.unwrap();
     assert_eq!(c.current_url().await.unwrap().path(), "/login");
-    sign_in(&b).await;
+    sign_in(b).await;
     assert_eq!(c.current_url().await.unwrap().path(), record_url.path());
     assert_eq!(fact(c, "State").await, "rejected");
 
@@ -493,7 +506,7 @@ async fn operator_fixes_a_value_map_and_retries_a_rejected_referral_in_the_brows
         .await
         .starts_with("1 record was sent back to pending"));
     b.screenshot("e2e-09-record-retried").await;
-    run_now(&b, &base, FLOW).await;
+    run_now(b, &base, FLOW).await;
     wait_for_runs(c, &base, FLOW, 2).await;
     c.goto(record_url.as_str()).await.unwrap();
     let state = fact(c, "State").await;
@@ -531,6 +544,4 @@ async fn operator_fixes_a_value_map_and_retries_a_rejected_referral_in_the_brows
     b.screenshot("e2e-12-overview-after").await;
 
     daemon.stop();
-    b.stop().await;
-    eprintln!("browser e2e took {:?}", started.elapsed());
 }
