@@ -540,10 +540,9 @@ async fn send_batch(
     match poll(run, &tx, false).await? {
         Polled::NotYet | Polled::Unknown => {
             let timeout = ctx.config.ping.check_status_timeout.as_secs();
-            let unresolved: Vec<(String, i64)> = keys.iter().map(|k| (k.clone(), 0)).collect();
             still_delivered(
                 run,
-                &unresolved,
+                &keys,
                 &tx,
                 CHECK_STATUS_TIMEOUT,
                 &format!("not processed within {timeout} s"),
@@ -561,8 +560,7 @@ async fn send_batch(
                 let second = batch.split_off(batch.len() / 2);
                 return Ok(vec![batch, second]);
             }
-            let attempts: Vec<i64> = keys.iter().map(|_| 0).collect();
-            apply_results(run, &keys, &attempts, &matched, &tx, false).await?;
+            apply_results(run, &keys, &matched, &tx, false).await?;
             Ok(Vec::new())
         }
     }
@@ -747,21 +745,20 @@ fn match_results<'r>(
 async fn apply_results(
     run: &RunCtx<'_>,
     keys: &[String],
-    attempts: &[i64],
     matched: &[Option<&RecordResult>],
     tx: &str,
     recheck: bool,
 ) -> Result<(), FlowError> {
     let mut changes = Vec::new();
-    let mut without: Vec<(String, i64)> = Vec::new();
-    for ((key, result), attempts) in keys.iter().zip(matched).zip(attempts) {
+    let mut without: Vec<String> = Vec::new();
+    for (key, result) in keys.iter().zip(matched) {
         let Some(r) = result else {
             tracing::warn!(
                 key = key.as_str(),
                 transaction = tx,
                 "check-status has no result for the record; it stays delivered"
             );
-            without.push((key.clone(), *attempts));
+            without.push(key.clone());
             continue;
         };
         if r.success {
@@ -804,14 +801,14 @@ async fn apply_results(
     .await
 }
 
-/// Records whose check-status did not settle them (`(key, attempts)`): they stay delivered
+/// Records whose check-status did not settle them: they stay delivered
 /// for the next run, which checks again and never re-sends (a re-send could create a second
 /// referral). A check by a later run (`recheck`) is counted; after [`MAX_RECHECKS`] of them
 /// the record becomes a `conflict` with reason [`CHECK_STATUS_UNRESOLVED`]: a person must
 /// look for it in proGres.
 async fn still_delivered(
     run: &RunCtx<'_>,
-    records: &[(String, i64)],
+    records: &[String],
     tx: &str,
     reason: &str,
     what: &str,
@@ -828,7 +825,7 @@ async fn still_delivered(
     );
     let mut noted: Vec<RecordChange> = Vec::new();
     let mut conflicts: Vec<RecordChange> = Vec::new();
-    for (key, _) in records {
+    for key in records {
         let mut checks = 0;
         if recheck {
             let fact = run.ctx.ledger.fact(FACT_RECHECKS, key).await?;
@@ -934,24 +931,19 @@ async fn recheck_delivered(run: &RunCtx<'_>) -> Result<(), FlowError> {
     let checks = by_tx.into_iter().map(|(tx, records)| async move {
         run.report(|r| r.fetched += records.len() as u64);
         let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
-        let attempts: Vec<i64> = records.iter().map(|r| r.attempts).collect();
         // From an earlier run: a transaction PING does not know will not appear later.
         let results = match poll(run, &tx, true).await? {
             Polled::Processed(results) => results,
             Polled::Unknown => {
-                let changes = keys
-                    .iter()
-                    .map(|k| unresolved(run, k, &tx, &format!("PING does not know transaction {tx}")))
-                    .collect();
+                let why = format!("PING does not know transaction {tx}");
+                let changes = keys.iter().map(|k| unresolved(run, k, &tx, &why)).collect();
                 return run.commit(changes, None).await;
             }
             Polled::NotYet => {
                 let timeout = run.ctx.config.ping.check_status_timeout.as_secs();
-                let pairs: Vec<(String, i64)> =
-                    keys.iter().cloned().zip(attempts.iter().copied()).collect();
                 return still_delivered(
                     run,
-                    &pairs,
+                    &keys,
                     &tx,
                     CHECK_STATUS_TIMEOUT,
                     &format!("not processed within {timeout} s"),
@@ -984,7 +976,7 @@ async fn recheck_delivered(run: &RunCtx<'_>) -> Result<(), FlowError> {
                 .collect();
             return run.commit(changes, None).await;
         }
-        apply_results(run, &keys, &attempts, &matched, &tx, true).await
+        apply_results(run, &keys, &matched, &tx, true).await
     });
     let results: Vec<Result<(), FlowError>> = futures::stream::iter(checks)
         .buffer_unordered(run.ctx.config.ping.http.max_concurrency.max(1))
@@ -1440,6 +1432,42 @@ mod tests {
             external_id: id.to_owned(),
             message: message.to_owned(),
         }
+    }
+
+    fn result(ext: &str, org: Option<&str>, success: bool) -> RecordResult {
+        RecordResult {
+            external_id: ext.to_owned(),
+            success,
+            message: None,
+            data: org
+                .map(|o| [("progres_orgreferralid".to_owned(), o.to_owned())].into())
+                .unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn check_status_results_are_never_matched_by_position() {
+        let keys = vec!["svc-a".to_owned(), "svc-b".to_owned()];
+        // Two services of one case: the ExternalId names neither, and results without
+        // progres_orgreferralid are not taken in order.
+        let same_case = vec!["case-1".to_owned(), "case-1".to_owned()];
+        let results = vec![result("case-1", None, true), result("case-1", None, false)];
+        let m = match_results(&keys, &same_case, &results);
+        assert!(m.iter().all(Option::is_none), "{m:?}");
+        // Results that name no record of the batch are nobody's.
+        let cases = vec!["case-1".to_owned(), "case-2".to_owned()];
+        let results = vec![result("x", None, true), result("y", None, true)];
+        assert!(match_results(&keys, &cases, &results)
+            .iter()
+            .all(Option::is_none));
+        // By progres_orgreferralid (trimmed, any case), else by a unique ExternalId.
+        let results = vec![
+            result("case-2", None, false),
+            result("whatever", Some(" SVC-A "), true),
+        ];
+        let m = match_results(&keys, &cases, &results);
+        assert!(m[0].is_some_and(|r| r.success));
+        assert!(m[1].is_some_and(|r| !r.success));
     }
 
     #[test]

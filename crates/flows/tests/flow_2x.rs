@@ -1058,6 +1058,163 @@ async fn a_referral_already_in_the_decided_state_costs_no_second_listing_and_no_
     );
 }
 
+#[tokio::test]
+async fn services_of_one_case_go_to_different_batches() {
+    let env = TestEnv::start().await;
+    let case = refer(
+        &env,
+        json!({"services": [{"service_type": "medical"}, {"service_type": "shelter"},
+                            {"service_type": "medical"}]}),
+    )
+    .await;
+    let other = refer(&env, json!({})).await;
+    let report = env.run(F21).await;
+    assert_eq!(report.confirmed, 4, "{report}");
+    // The three services share the ExternalId (case_id): one per batch, so that a refusal
+    // naming the ExternalId names one record. The other case rides along in the first.
+    assert_eq!(ping_calls(&env, "asyncdata").await, 3);
+    for uid in service_ids(&case).iter().chain(&service_ids(&other)) {
+        assert_eq!(record(&env, F21, uid).await.state, RecordState::Confirmed);
+    }
+}
+
+/// Runs 2.1 once with check-status timing out (PING processes ingestions after a long
+/// delay): the case's service is left delivered. Returns its key.
+async fn delivered_unconfirmed(env: &TestEnv) -> String {
+    env.ping
+        .set_options(&json!({"async_delay_ms": 600_000}))
+        .unwrap();
+    let case = refer(env, json!({})).await;
+    let uid = service_ids(&case)[0].clone();
+    let first = env.run(F21).await;
+    assert_eq!((first.delivered, first.confirmed), (1, 0), "{first}");
+    assert_eq!(record(env, F21, &uid).await.state, RecordState::Delivered);
+    uid
+}
+
+#[tokio::test]
+async fn a_transaction_ping_no_longer_knows_is_a_conflict_not_a_resend() {
+    let env = TestEnv::start_with(|c| {
+        c.ping.check_status_timeout = Duration::from_millis(100);
+    })
+    .await;
+    let uid = delivered_unconfirmed(&env).await;
+    // PING lost the transaction.
+    env.ping_post("/_sim/reset", json!({})).await;
+    let sent = ping_calls(&env, "asyncdata").await;
+    let report = env.run(F21).await;
+    assert_eq!(report.conflicts, 1, "{report}");
+    let rec = record(&env, F21, &uid).await;
+    assert_eq!(rec.state, RecordState::Conflict);
+    assert_eq!(rec.reason_code.as_deref(), Some("check_status_unresolved"));
+    assert!(rec.message.unwrap().contains(&uid));
+    assert_eq!(ping_calls(&env, "asyncdata").await, sent, "never re-sent");
+    // Parked: later runs leave it alone.
+    let again = env.run(F21).await;
+    assert_eq!(again.conflicts + again.delivered, 0, "{again}");
+}
+
+#[tokio::test]
+async fn a_record_never_settled_by_check_status_is_a_conflict_after_five_rechecks() {
+    let env = TestEnv::start_with(|c| {
+        c.ping.check_status_timeout = Duration::from_millis(60);
+    })
+    .await;
+    let uid = delivered_unconfirmed(&env).await;
+    let sent = ping_calls(&env, "asyncdata").await;
+    for n in 1..5 {
+        let r = env.run(F21).await;
+        assert_eq!(r.conflicts, 0, "re-check {n}: {r}");
+        let rec = record(&env, F21, &uid).await;
+        assert_eq!(rec.state, RecordState::Delivered, "re-check {n}");
+        assert_eq!(rec.reason_code.as_deref(), Some("check_status_timeout"));
+    }
+    let fifth = env.run(F21).await;
+    assert_eq!(fifth.conflicts, 1, "{fifth}");
+    let rec = record(&env, F21, &uid).await;
+    assert_eq!(rec.state, RecordState::Conflict);
+    assert_eq!(rec.reason_code.as_deref(), Some("check_status_unresolved"));
+    assert!(rec.message.unwrap().contains("5 checks"));
+    assert_eq!(ping_calls(&env, "asyncdata").await, sent, "never re-sent");
+}
+
+#[tokio::test]
+async fn a_delivered_record_without_a_transaction_id_is_a_conflict() {
+    let env = TestEnv::start().await;
+    let key = "5e5e5e5e-0000-4000-8000-0000000000aa";
+    env.ledger
+        .apply(
+            &[pp_ledger::RecordChange::new(
+                F21.name(),
+                key,
+                RecordState::Delivered,
+            )],
+            None,
+            &pp_ledger::Cause::Operator("test".into()),
+        )
+        .await
+        .unwrap();
+    let report = env.run(F21).await;
+    assert_eq!(report.conflicts, 1, "{report}");
+    let rec = record(&env, F21, key).await;
+    assert_eq!(rec.state, RecordState::Conflict);
+    assert_eq!(rec.reason_code.as_deref(), Some("check_status_unresolved"));
+}
+
+#[tokio::test]
+async fn an_ingestion_ping_may_have_received_is_looked_up_in_progres_before_a_resend() {
+    let env = TestEnv::start().await;
+    // One referral sent normally: known to the ledger, so the search does not read it.
+    let known = refer(&env, json!({})).await;
+    assert_eq!(env.run(F21).await.confirmed, 1);
+    let case = refer(&env, json!({})).await;
+    let uid = service_ids(&case)[0].clone();
+    env.ping_post(
+        "/_sim/faults",
+        json!({"rules": [{"endpoint": "asyncdata", "kind": "status", "status": 503}]}),
+    )
+    .await;
+    let first = run_later(&env, F21, 1).await;
+    assert_eq!(first.failed, 1, "{first}");
+    let rec = record(&env, F21, &uid).await;
+    assert_eq!(rec.reason_code.as_deref(), Some("ingestion_unconfirmed"));
+    clear_faults(&env).await;
+    // PING had in fact created it (the answer was lost).
+    let interop = "1a2b3c4d-0000-4000-8000-0000000000bb";
+    env.ping
+        .seed(json!({"interop_referrals": [{
+            "progres_interoperabilityreferralid": interop,
+            "progres_interoperabilityreferralstatus": 125080000,
+            "progres_offlineid": case["case_id"],
+            "progres_orgreferralid": uid.to_uppercase()}]}))
+        .await
+        .unwrap();
+    env.clear_requests().await;
+    let later = run_later(&env, F21, 30).await;
+    assert_eq!(later.confirmed, 1, "{later}");
+    assert_eq!(later.delivered, 0, "{later}");
+    assert_eq!(ping_calls(&env, "asyncdata").await, 0, "not sent again");
+    let rec = record(&env, F21, &uid).await;
+    assert_eq!(rec.state, RecordState::Confirmed);
+    assert_eq!(rec.dest_ids["progres_interoperabilityreferralid"], interop);
+    assert_eq!(interop_referrals(&env).await.len(), 2);
+    // Only the unknown referral's details were read.
+    let details: Vec<Value> = env
+        .ping_get("/_sim/requests")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["shp"] == json!("SHP-2796"))
+        .cloned()
+        .collect();
+    assert_eq!(details.len(), 1, "{details:?}");
+    assert_eq!(
+        record(&env, F21, &service_ids(&known)[0]).await.state,
+        RecordState::Confirmed
+    );
+}
+
 async fn clear_faults(env: &TestEnv) {
     for base in [env.ping.base_url(), env.primero.base_url()] {
         env.http
