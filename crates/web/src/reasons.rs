@@ -166,6 +166,41 @@ pub fn explain(code: Option<&str>) -> Explanation {
              Primero, Primero for flows to proGres) or the value map that produced it, then \
              retry.",
         ),
+        "check_status_timeout" | "check_status_no_result" => e(
+            "Waiting for proGres to confirm",
+            FixIn::Nowhere,
+            "The referral reached PING, but proGres has not yet confirmed it (no check-status \
+             result so far). The next runs check again without sending it twice; look only if \
+             it turns into an unresolved conflict.",
+        ),
+        "check_status_unresolved" => e(
+            "proGres never confirmed the referral",
+            FixIn::Progres,
+            "PING accepted the referral but repeated checks never confirmed it (or PING no \
+             longer knows the transaction). It may or may not exist in proGres: search proGres \
+             for the interoperability referral with this service id (the record key) before \
+             retrying, since a retry sends it again.",
+        ),
+        "ingestion_unconfirmed" => e(
+            "Sending to proGres may not have completed",
+            FixIn::Nowhere,
+            "The call that sends the referral to PING failed in a way that does not say \
+             whether PING received it. Before sending it again, the next run searches proGres \
+             for it and only re-sends when it is not there. Look only if it persists.",
+        ),
+        "inconsistent_detail_rows" => e(
+            "proGres returned contradicting details",
+            FixIn::Progres,
+            "proGres returned several detail rows for this interoperability referral that \
+             disagree (the message names the fields). Check the referral in proGres and \
+             correct it, then retry.",
+        ),
+        "duplicate_referrals" => e(
+            "Several Primero referrals for one service",
+            FixIn::Primero,
+            "The Primero case has more than one referral for this service row, so it is not \
+             clear which one to update. Revoke the extra referrals in Primero, then retry.",
+        ),
         "operator_retry" => e(
             "Re-queued by an operator",
             FixIn::Nowhere,
@@ -218,6 +253,12 @@ mod tests {
             "case_not_found",
             "referral_not_found",
             "validation_error",
+            "check_status_timeout",
+            "check_status_no_result",
+            "check_status_unresolved",
+            "ingestion_unconfirmed",
+            "inconsistent_detail_rows",
+            "duplicate_referrals",
         ] {
             assert_ne!(
                 explain(Some(code)),
