@@ -35,6 +35,9 @@ const KEY_SEPARATORS: &[char] = &['|', ':', '/'];
 /// Most keys listed per attention group.
 const ATTENTION_KEYS: i64 = 50;
 
+/// Attention groups whose keys one statement reads.
+const ATTENTION_GROUPS_PER_QUERY: usize = 100;
+
 fn record_from_row(r: &dyn Cols) -> Result<Record, LedgerError> {
     Ok(Record {
         flow: r.text("flow")?,
@@ -727,20 +730,51 @@ impl Ledger {
                 },
             )
             .await?;
-        for g in &mut groups {
-            let (sql, a) = match &g.reason_code {
-                Some(reason) => (
-                    "SELECT key FROM records WHERE flow = $1 AND state IN ('rejected', 'conflict') \
-                     AND reason_code = $2 ORDER BY updated_at DESC, id DESC LIMIT $3",
-                    args![g.flow.as_str(), reason.as_str(), ATTENTION_KEYS].to_vec(),
-                ),
-                None => (
-                    "SELECT key FROM records WHERE flow = $1 AND state IN ('rejected', 'conflict') \
-                     AND reason_code IS NULL ORDER BY updated_at DESC, id DESC LIMIT $2",
-                    args![g.flow.as_str(), ATTENTION_KEYS].to_vec(),
-                ),
-            };
-            g.keys = self.pool.fetch_all(sql, &a, |r| r.text("key")).await?;
+        // The keys of many groups per statement (one index range each), not one round trip
+        // per group; SQLite allows at most 500 parts in one compound SELECT.
+        for chunk in groups.chunks_mut(ATTENTION_GROUPS_PER_QUERY) {
+            let mut parts = Vec::with_capacity(chunk.len());
+            let mut a: Vec<Arg> = vec![ATTENTION_KEYS.into()];
+            for (i, g) in chunk.iter().enumerate() {
+                a.push(g.flow.as_str().into());
+                let flow = a.len();
+                let reason = match &g.reason_code {
+                    Some(reason) => {
+                        a.push(reason.as_str().into());
+                        format!("reason_code = ${}", a.len())
+                    }
+                    None => "reason_code IS NULL".to_owned(),
+                };
+                parts.push(format!(
+                    "SELECT * FROM (SELECT CAST({i} AS BIGINT) AS g, key, updated_at, id \
+                     FROM records WHERE flow = ${flow} AND state IN ('rejected', 'conflict') \
+                     AND {reason} ORDER BY updated_at DESC, id DESC LIMIT $1) AS g{i}"
+                ));
+            }
+            let rows = self
+                .pool
+                .fetch_all(&parts.join(" UNION ALL "), &a, |r| {
+                    Ok((
+                        r.int("g")?,
+                        r.ts("updated_at")?,
+                        r.int("id")?,
+                        r.text("key")?,
+                    ))
+                })
+                .await?;
+            let mut rows = rows;
+            // Within a group: most recently changed first, as each part selected them.
+            rows.sort_by(|x, y| (x.0, y.1, y.2).cmp(&(y.0, x.1, x.2)));
+            for (g, _, _, key) in rows {
+                let group = usize::try_from(g).ok().and_then(|g| chunk.get_mut(g));
+                group
+                    .ok_or_else(|| LedgerError::Corrupt {
+                        column: "records",
+                        reason: format!("attention keys of an unknown group {g}"),
+                    })?
+                    .keys
+                    .push(key);
+            }
         }
         Ok(groups)
     }

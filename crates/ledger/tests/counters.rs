@@ -28,6 +28,7 @@ contract!(
     counters_follow_operator_retries,
     purge_keeps_record_counts_and_drops_purged_days,
     counters_stay_exact_under_concurrent_writers,
+    attention_lists_the_newest_keys_of_every_group,
 );
 
 /// Every record (the tests stay far below the listing limit).
@@ -78,7 +79,7 @@ async fn assert_exact(l: &Ledger) -> BTreeMap<(String, String), i64> {
         sizes.windows(2).all(|w| w[0] >= w[1]),
         "largest group first: {sizes:?}"
     );
-    let got: BTreeMap<(String, Option<String>), Group> = attention
+    let mut got: BTreeMap<(String, Option<String>), Group> = attention
         .into_iter()
         .map(|g| {
             (
@@ -87,6 +88,14 @@ async fn assert_exact(l: &Ledger) -> BTreeMap<(String, String), i64> {
             )
         })
         .collect();
+    // A group lists at most 50 of its keys (which ones: see the attention test below).
+    for (id, (_, _, keys)) in got.iter_mut() {
+        if let Some((_, _, all)) = groups.get(id).filter(|g| g.2.len() > 50) {
+            assert_eq!(keys.len(), 50, "keys listed for {id:?}");
+            assert!(keys.is_subset(all), "keys of {id:?} belong to the group");
+            *keys = all.clone();
+        }
+    }
     assert_eq!(got, groups, "attention groups");
 
     let today = Utc::now().date_naive();
@@ -480,6 +489,58 @@ async fn counters_stay_exact_under_concurrent_writers(ctx: Ctx) {
     let c = assert_exact(&l).await;
     let total: i64 = c.values().sum();
     assert_eq!(total, 32, "16 keys in each of two flows");
+}
+
+/// Each group lists its 50 most recently changed keys, newest first, however many groups
+/// there are (their keys are read many groups per statement).
+async fn attention_lists_the_newest_keys_of_every_group(ctx: Ctx) {
+    let l = ctx.ledger;
+    let cause = run_cause(&l, F11).await;
+    for i in 0..60 {
+        let state = [RecordState::Rejected, RecordState::Conflict][i % 2];
+        l.apply(
+            &[RecordChange::new(F11, format!("big-{i:02}"), state).with_reason("big", "m")],
+            None,
+            &cause,
+        )
+        .await
+        .unwrap();
+    }
+    let small: Vec<RecordChange> = (0..230)
+        .map(|i| {
+            RecordChange::new(F12, format!("small-{i:03}"), RecordState::Rejected)
+                .with_reason(format!("reason-{:03}", i / 2), "m")
+        })
+        .chain([RecordChange::new(F12, "plain", RecordState::Conflict)])
+        .collect();
+    l.apply(&small, None, &cause).await.unwrap();
+
+    let attention = l.attention().await.unwrap();
+    assert_eq!(attention.len(), 1 + 115 + 1);
+    let big = &attention[0];
+    assert_eq!(
+        (big.flow.as_str(), big.reason_code.as_deref()),
+        (F11, Some("big"))
+    );
+    assert_eq!((big.rejected, big.conflict), (30, 30));
+    let newest: Vec<String> = (10..60).rev().map(|i| format!("big-{i:02}")).collect();
+    assert_eq!(big.keys, newest);
+    for g in &attention[1..] {
+        let mut keys = g.keys.clone();
+        keys.sort();
+        let want: Vec<String> = match g.reason_code.as_deref() {
+            None => vec!["plain".to_owned()],
+            Some(reason) => {
+                let n: usize = reason["reason-".len()..].parse().unwrap();
+                vec![
+                    format!("small-{:03}", 2 * n),
+                    format!("small-{:03}", 2 * n + 1),
+                ]
+            }
+        };
+        assert_eq!(keys, want, "group {:?}", g.reason_code);
+    }
+    assert_exact(&l).await;
 }
 
 // ---------------------------------------------------------------------------------------
