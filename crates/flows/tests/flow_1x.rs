@@ -541,9 +541,20 @@ async fn same_individual_uses_one_case_even_when_search_lags() {
     assert_eq!(rows(&cases[0]).len(), 3);
 }
 
-/// A proxy in front of the PING simulator that makes the SHP-2358 rows of one LP
-/// intervention disagree on a non-join field (the simulator always emits consistent rows).
-async fn start_mangling_proxy(listener: std::net::TcpListener, target: String, lp: String) {
+/// What the proxy in front of the PING simulator changes in its answers, per LP id: shapes
+/// the simulator never produces itself.
+#[derive(Clone, Default)]
+struct Mangle {
+    /// SHP-2358: the second row of this LP disagrees on two non-join fields.
+    inconsistent: Option<String>,
+    /// SHP-2358: this LP carries another business unit (so PING refuses its write-back).
+    wrong_business_unit: Option<String>,
+    /// SHP-2747: this LP's row lacks `progres_lpinterventionid` (older shape).
+    no_lp_id: Option<String>,
+}
+
+/// A proxy in front of the PING simulator that applies `mangle` to retrieval answers.
+async fn start_mangling_proxy(listener: std::net::TcpListener, target: String, lp: Mangle) {
     listener.set_nonblocking(true).unwrap();
     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
     let http = reqwest::Client::new();
@@ -561,7 +572,7 @@ async fn proxy_one(
     sock: &mut tokio::net::TcpStream,
     http: &reqwest::Client,
     target: &str,
-    lp: &str,
+    mangle: &Mangle,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 8192];
@@ -612,23 +623,31 @@ async fn proxy_one(
     };
     let status = resp.status().as_u16();
     let mut text = resp.text().await.unwrap_or_default();
-    if String::from_utf8_lossy(&body).contains("SHP-2358") {
-        if let Ok(mut v) = serde_json::from_str::<Value>(&text) {
-            if let Some(rows) = v["Data"].as_array_mut() {
-                let mut seen = 0;
-                for row in rows.iter_mut() {
-                    if row["progres_lpinterventionid"] == lp {
-                        seen += 1;
-                        if seen == 2 {
-                            row["progres_individual.individuals.progres_familyname"] =
-                                json!("Differentmarker");
-                            row["progres_interventionstartdate"] = json!("2026-01-01");
-                        }
+    let request = String::from_utf8_lossy(&body).to_string();
+    if let Ok(mut v) = serde_json::from_str::<Value>(&text) {
+        if let Some(rows) = v["Data"].as_array_mut() {
+            let mut seen = 0;
+            for row in rows.iter_mut() {
+                let lp = row["progres_lpinterventionid"].as_str().map(str::to_owned);
+                if request.contains("SHP-2358") && lp == mangle.inconsistent {
+                    seen += 1;
+                    if seen == 2 {
+                        row["progres_individual.individuals.progres_familyname"] =
+                            json!("Differentmarker");
+                        row["progres_interventionstartdate"] = json!("2026-01-01");
                     }
                 }
+                if request.contains("SHP-2358") && lp == mangle.wrong_business_unit {
+                    row["progres_businessunit"] = json!("99999999-86de-e811-80d8-001dd8b71fe3");
+                }
+                if request.contains("SHP-2747") && lp == mangle.no_lp_id {
+                    row.as_object_mut()
+                        .unwrap()
+                        .remove("progres_lpinterventionid");
+                }
             }
-            text = v.to_string();
         }
+        text = v.to_string();
     }
     let out = format!(
         "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
@@ -639,8 +658,8 @@ async fn proxy_one(
 }
 
 #[tokio::test]
-async fn inconsistent_join_rows_are_rejected_naming_the_fields() {
-    let bad = guid();
+async fn odd_shapes_from_ping_reject_only_their_own_records() {
+    let (bad, wrong_bu, no_lp) = (guid(), guid(), guid());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let proxy_url = format!("http://{}", listener.local_addr().unwrap());
     let mut target = String::new();
@@ -649,22 +668,58 @@ async fn inconsistent_join_rows_are_rejected_naming_the_fields() {
         c.ping.base_url = proxy_url.parse().unwrap();
     })
     .await;
-    start_mangling_proxy(listener, target, bad.clone()).await;
-    let good = guid();
-    seed_ping(
-        &env,
-        vec![
-            with(
-                intervention(&bad, "803-26-PRTITV-0000040", "803-100000040"),
-                json!({"languages": ["Nuer", "Anyuak"]}),
-            ),
-            intervention(&good, "803-26-PRTITV-0000041", "803-100000041"),
-        ],
-    )
-    .await;
+    let mangle = Mangle {
+        inconsistent: Some(bad.clone()),
+        wrong_business_unit: Some(wrong_bu.clone()),
+        no_lp_id: Some(no_lp.clone()),
+    };
+    start_mangling_proxy(listener, target, mangle).await;
+    let good: Vec<String> = (0..3).map(|_| guid()).collect();
+    let mut ivs = vec![
+        with(
+            intervention(&bad, "803-26-PRTITV-0000040", "803-100000040"),
+            json!({"languages": ["Nuer", "Anyuak"]}),
+        ),
+        intervention(&wrong_bu, "803-26-PRTITV-0000042", "803-100000042"),
+        intervention(&no_lp, "803-26-PRTITV-0000043", "803-100000043"),
+    ];
+    for (i, lp) in good.iter().enumerate() {
+        ivs.push(intervention(
+            lp,
+            &format!("803-26-PRTITV-000005{i}"),
+            &format!("803-10000005{i}"),
+        ));
+    }
+    seed_ping(&env, ivs).await;
     let report = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!(report.fetched, 6);
     assert_eq!(report.rejected["inconsistent_join_rows"], 1);
-    assert_eq!(report.confirmed, 1);
+    assert_eq!(report.rejected["missing_lp_intervention_id"], 1);
+    // The write-back batch PING refused because of one record: that one is rejected, the
+    // rest of the batch is sent again (R1).
+    assert_eq!(report.rejected["validation_error"], 1);
+    assert_eq!(report.confirmed, 3);
+    for lp in &good {
+        assert_eq!(state_of(&env, F11, lp).await, Some(RecordState::Confirmed));
+        assert_eq!(
+            ping_intervention(&env, lp).await["progres_primerotransferstatus"],
+            json!(125080002)
+        );
+    }
+    let refused = env.ledger.get(F11, &wrong_bu).await.unwrap().unwrap();
+    assert_eq!(refused.state, RecordState::Rejected);
+    assert!(refused.message.unwrap().contains("SHP-2748"));
+    let no_lp_rec = env
+        .ledger
+        .get(F11, &format!("no-lp-id:{no_lp}"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        no_lp_rec.reason_code.as_deref(),
+        Some("missing_lp_intervention_id")
+    );
+    assert!(cases_of(&env, "803-100000043").await.is_empty());
     let rec = env.ledger.get(F11, &bad).await.unwrap().unwrap();
     let msg = rec.message.unwrap();
     assert!(
@@ -1150,4 +1205,36 @@ async fn refused_credentials_end_the_run_with_an_auth_error() {
     .await;
     let err = env.try_run(Flow::DecisionsToProgres).await.unwrap_err();
     assert!(err.is_auth(), "{err}");
+}
+
+#[tokio::test]
+async fn primero_refusing_a_case_rejects_it_with_the_field_pointers() {
+    // A map pointing at a service type the Primero form does not offer: Primero answers 422.
+    let env = TestEnv::start_with(|c| {
+        c.maps
+            .intervention_type_to_service
+            .insert("BID".into(), "not_a_primero_service".into());
+    })
+    .await;
+    let (refused, fine) = (guid(), guid());
+    seed_ping(
+        &env,
+        vec![
+            with(
+                intervention(&refused, "803-26-PRTITV-0000060", "803-100000060"),
+                json!({"intervention_type_description": "BID"}),
+            ),
+            intervention(&fine, "803-26-PRTITV-0000061", "803-100000061"),
+        ],
+    )
+    .await;
+    let report = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!(report.rejected["validation_error"], 1);
+    assert_eq!(report.confirmed, 1);
+    let rec = env.ledger.get(F11, &refused).await.unwrap().unwrap();
+    let msg = rec.message.unwrap();
+    assert!(msg.contains("service_type"), "{msg}");
+    assert!(!msg.contains("Amanimarker"));
+    assert!(cases_of(&env, "803-100000060").await.is_empty());
+    assert!(ping_intervention(&env, &refused).await["progres_primerotransferstatus"].is_null());
 }
