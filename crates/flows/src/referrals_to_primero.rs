@@ -158,7 +158,7 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
             .map(|chunk| prepare_chunk(run, chunk))
             .buffer_unordered(PREPARE_IN_FLIGHT);
         while let Some(result) = prepared.next().await {
-            if abort.load(Ordering::SeqCst) {
+            if abort.load(Ordering::SeqCst) || run.stopping() {
                 return Ok(());
             }
             match result {

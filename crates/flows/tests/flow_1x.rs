@@ -1238,3 +1238,49 @@ async fn primero_refusing_a_case_rejects_it_with_the_field_pointers() {
     assert!(cases_of(&env, "803-100000060").await.is_empty());
     assert!(ping_intervention(&env, &refused).await["progres_primerotransferstatus"].is_null());
 }
+
+#[tokio::test]
+async fn shutdown_starts_no_record_and_the_next_run_does_them() {
+    let env = TestEnv::start().await;
+    let d = delivered_referrals(&env, 1, 20).await;
+    decide(&env, &d[0].1, &d[0].2, "accepted", None).await;
+    let lp = guid();
+    seed_ping(
+        &env,
+        vec![intervention(&lp, "803-26-PRTITV-0000070", "803-100000070")],
+    )
+    .await;
+    env.shutdown.send(true).unwrap();
+    let r11 = env.run(Flow::ReferralsToPrimero).await;
+    let r12 = env.run(Flow::DecisionsToProgres).await;
+    assert!(r11.interrupted && r12.interrupted);
+    assert_eq!((r11.delivered, r12.confirmed), (0, 0));
+    assert!(cases_of(&env, "803-100000070").await.is_empty());
+    // The cursor did not pass the decision that was not sent.
+    let cursor = env.ledger.cursor(F12).await.unwrap();
+    let case = &env.primero_get("/_sim/state").await["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == d[0].1.as_str())
+        .cloned()
+        .unwrap();
+    let updated =
+        chrono::DateTime::parse_from_rfc3339(case["last_updated_at"].as_str().unwrap()).unwrap();
+    if let Some(c) = cursor {
+        let c = chrono::DateTime::parse_from_rfc3339(&c).unwrap();
+        assert!(
+            c <= updated,
+            "cursor {c} passed the unsent decision at {updated}"
+        );
+    }
+
+    env.shutdown.send(false).unwrap();
+    let r11 = env.run(Flow::ReferralsToPrimero).await;
+    let r12 = env.run(Flow::DecisionsToProgres).await;
+    assert_eq!((r11.confirmed, r12.confirmed), (1, 1));
+    assert_eq!(
+        ping_intervention(&env, &d[0].0).await["progres_primerotransferstatus"],
+        json!(125080003)
+    );
+}
