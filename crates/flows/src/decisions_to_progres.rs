@@ -94,8 +94,12 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
     case_ids.dedup();
     let mut cases = Vec::new();
     for id in case_ids {
-        if let Some(case) = ctx.primero.get_case(id).await? {
-            cases.push(case);
+        match ctx.primero.get_case(id).await {
+            Ok(Some(case)) => cases.push(case),
+            // Left pending for a later run (or for the operator: the case is gone).
+            Ok(None) => tracing::warn!(case = id, "re-queued decision: case not found"),
+            Err(e) if e.class() == pp_http::ErrorClass::Auth => return Err(e.into()),
+            Err(e) => tracing::warn!(case = id, error = %e, "re-queued decision: case not read"),
         }
     }
     if !cases.is_empty() {
