@@ -38,6 +38,10 @@ const ATTENTION_KEYS: i64 = 50;
 /// Attention groups whose keys one statement reads.
 const ATTENTION_GROUPS_PER_QUERY: usize = 100;
 
+/// Joins the keys of one attention group in a query result: a control character, which
+/// keys never contain (see [`check_ident`]).
+const KEY_LIST_SEPARATOR: char = '\u{1f}';
+
 fn record_from_row(r: &dyn Cols) -> Result<Record, LedgerError> {
     Ok(Record {
         flow: r.text("flow")?,
@@ -734,7 +738,8 @@ impl Ledger {
         // per group; SQLite allows at most 500 parts in one compound SELECT.
         for chunk in groups.chunks_mut(ATTENTION_GROUPS_PER_QUERY) {
             let mut parts = Vec::with_capacity(chunk.len());
-            let mut a: Vec<Arg> = vec![ATTENTION_KEYS.into()];
+            let sep = KEY_LIST_SEPARATOR.to_string();
+            let mut a: Vec<Arg> = vec![ATTENTION_KEYS.into(), sep.into()];
             for (i, g) in chunk.iter().enumerate() {
                 a.push(g.flow.as_str().into());
                 let flow = a.len();
@@ -745,35 +750,32 @@ impl Ledger {
                     }
                     None => "reason_code IS NULL".to_owned(),
                 };
+                // One row per group (rows are what costs most to hand over): its keys,
+                // newest first, joined.
                 parts.push(format!(
-                    "SELECT * FROM (SELECT CAST({i} AS BIGINT) AS g, key, updated_at, id \
-                     FROM records WHERE flow = ${flow} AND state IN ('rejected', 'conflict') \
-                     AND {reason} ORDER BY updated_at DESC, id DESC LIMIT $1) AS g{i}"
+                    "SELECT CAST({i} AS BIGINT) AS g, \
+                     string_agg(key, $2 ORDER BY updated_at DESC, id DESC) AS keys \
+                     FROM (SELECT key, updated_at, id FROM records \
+                     WHERE flow = ${flow} AND state IN ('rejected', 'conflict') AND {reason} \
+                     ORDER BY updated_at DESC, id DESC LIMIT $1) AS g{i}"
                 ));
             }
             let rows = self
                 .pool
                 .fetch_all(&parts.join(" UNION ALL "), &a, |r| {
-                    Ok((
-                        r.int("g")?,
-                        r.ts("updated_at")?,
-                        r.int("id")?,
-                        r.text("key")?,
-                    ))
+                    Ok((r.int("g")?, r.opt_text("keys")?))
                 })
                 .await?;
-            let mut rows = rows;
-            // Within a group: most recently changed first, as each part selected them.
-            rows.sort_by(|x, y| (x.0, y.1, y.2).cmp(&(y.0, x.1, x.2)));
-            for (g, _, _, key) in rows {
+            for (g, keys) in rows {
                 let group = usize::try_from(g).ok().and_then(|g| chunk.get_mut(g));
                 group
                     .ok_or_else(|| LedgerError::Corrupt {
                         column: "records",
                         reason: format!("attention keys of an unknown group {g}"),
                     })?
-                    .keys
-                    .push(key);
+                    .keys = keys
+                    .map(|k| k.split(KEY_LIST_SEPARATOR).map(str::to_owned).collect())
+                    .unwrap_or_default();
             }
         }
         Ok(groups)
