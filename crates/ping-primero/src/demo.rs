@@ -260,7 +260,7 @@ pub async fn run_one(ctx: &FlowContext, flow: Flow) -> anyhow::Result<Report> {
 
 // ---- the demo ----------------------------------------------------------------------------
 
-/// What the scenario planted, by identifier, to explain the outcome.
+/// What the scenario holds, and the identifiers of the planted problem cases.
 #[derive(Debug, Default)]
 struct Planted {
     referrals: usize,
@@ -313,8 +313,8 @@ fn counts_line(r: &Report) -> String {
 }
 
 /// The invented scenario: `n` proGres referrals to Primero and `n` Primero cases referred to
-/// UNHCR, plus the problem cases. Returns the seed and the proGres individual id that has
-/// two Primero cases.
+/// UNHCR, three of the referrals turned into problem cases, plus two Primero cases for one
+/// proGres individual. Returns the combined seed and what was planted.
 fn scenario(n: usize) -> anyhow::Result<(Value, Planted)> {
     let mut doc = crate::scenario::generate(n, 42);
     let interventions = doc["ping"]["interventions"]
@@ -432,7 +432,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "                 Primero case {incomplete_case} is owned by cw_incomplete (no email, phone or position)"
     );
     let (_ledger_dir, ledger_url) = match &args.ledger {
-        Some(url) => (None, url.clone()),
+        Some(url) => {
+            let known = ["sqlite:", "postgres://", "postgresql://"];
+            if !known.iter().any(|k| url.starts_with(k)) {
+                bail!("--ledger must be a sqlite:… or postgres://… URL");
+            }
+            (None, url.clone())
+        }
         None => {
             let (dir, url) = throwaway_ledger("demo-ledger.db")?;
             (Some(dir), url)
