@@ -25,17 +25,15 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use pp_ledger::{Record, RecordChange, RecordState};
 use pp_mapping::flow11::{Rejection, TRANSIENT, VALIDATION_ERROR};
-use pp_mapping::flow12::{self, DecisionRow, InterventionRef, LEGACY_INTERVENTION_NUMBER};
+use pp_mapping::flow12::{
+    self, Decision, DecisionRow, InterventionRef, LEGACY_INTERVENTION_NUMBER,
+};
 use pp_ping::IngestRecord;
 use pp_primero::{format_cursor, Case, CaseQuery};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::referrals_to_primero::{ingest_isolated, FACT_INTERVENTION};
 use crate::{FlowError, RunCtx};
-
-/// Ledger fact: `{case id}:{service unique_id}` -> `{status}` of the last decision sent, so a
-/// decision changed back to an earlier value is sent again.
-pub const FACT_DECISION_SENT: &str = "decision_sent";
 
 /// What the pages of one run have shown so far.
 #[derive(Default)]
@@ -192,7 +190,6 @@ async fn handle_page(
                 Err(rejection) => changes.push(
                     run.rejected(&key, rejection.reason, rejection.message)
                         .with_decision(row.decision.as_str())
-                        .with_dest_id("case_uuid", &row.case_uuid)
                         .with_payload_hash(hash),
                 ),
             }
@@ -219,15 +216,8 @@ async fn handle_page(
         let mut change = run
             .change(o.row.key(), RecordState::Confirmed)
             .with_decision(o.row.decision.as_str())
-            .with_dest_id("case_uuid", &o.row.case_uuid)
-            .with_dest_id("service_unique_id", &o.row.service_unique_id)
             .with_payload_hash(&o.hash)
-            .with_attempt()
-            .with_fact(
-                FACT_DECISION_SENT,
-                o.row.row_key(),
-                json!({"status": o.row.decision.as_str()}),
-            );
+            .with_attempt();
         if let Some(case_id) = &o.row.case_id {
             change = change.with_dest_id("case_id", case_id);
         }
@@ -245,7 +235,6 @@ async fn handle_page(
                 format!("SHP-2748 refused the decision: {message}"),
             )
             .with_decision(o.row.decision.as_str())
-            .with_dest_id("case_uuid", &o.row.case_uuid)
             .with_payload_hash(&o.hash),
         );
     }
@@ -260,7 +249,6 @@ async fn handle_page(
                 o.attempts,
             )
             .with_decision(o.row.decision.as_str())
-            .with_dest_id("case_uuid", &o.row.case_uuid)
             .with_payload_hash(&o.hash),
         );
     }
@@ -272,32 +260,25 @@ fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
 }
 
 /// Whether this decision was already sent (R5). A decision changed back to a status sent
-/// earlier (accepted -> rejected -> accepted) is sent again: the `decision_sent` fact holds
-/// the last status sent for the service row.
+/// earlier (accepted -> rejected -> accepted) is sent again: the other status of the same
+/// service row was sent more recently than this one. (The key parts of a record are indexed
+/// by the ledger, so the case and service ids need no separate identifiers.)
 async fn already_sent(
     run: &RunCtx<'_>,
     row: &DecisionRow,
     record: Option<&Record>,
 ) -> Result<bool, FlowError> {
-    let Some(record) = record else {
+    let sent = |r: &Record| matches!(r.state, RecordState::Delivered | RecordState::Confirmed);
+    let Some(record) = record.filter(|r| sent(r)) else {
         return Ok(false);
     };
-    if !matches!(
-        record.state,
-        RecordState::Delivered | RecordState::Confirmed
-    ) {
-        return Ok(false);
-    }
-    let last = run
-        .ctx
-        .ledger
-        .fact(FACT_DECISION_SENT, &row.row_key())
-        .await?;
-    let last_status = last
-        .as_ref()
-        .and_then(|v| v.get("status"))
-        .and_then(Value::as_str);
-    Ok(last_status.is_none_or(|s| s == row.decision.as_str()))
+    let other = match row.decision {
+        Decision::Accepted => Decision::Rejected,
+        Decision::Rejected => Decision::Accepted,
+    };
+    let other_key = flow12::decision_key(&row.case_uuid, &row.service_unique_id, other);
+    let other = run.ctx.ledger.get(run.flow.name(), &other_key).await?;
+    Ok(!other.is_some_and(|o| sent(&o) && o.updated_at > record.updated_at))
 }
 
 /// Whether a rejected or conflict record is to be left alone: same payload as when it was

@@ -74,8 +74,6 @@ struct Ready {
 struct WriteBack {
     lp: String,
     business_unit: String,
-    case_uuid: String,
-    case_id: Option<String>,
     attempts: i64,
 }
 
@@ -869,8 +867,6 @@ async fn deliver_one(
     let wb = WriteBack {
         lp: m.lp_intervention_id.clone(),
         business_unit: m.business_unit.clone(),
-        case_uuid: case.id.clone(),
-        case_id: case.case_id.clone(),
         attempts: attempts + i64::from(written),
     };
     let already_delivered = item.record.as_ref().map(|r| r.state) == Some(RecordState::Delivered);
@@ -878,7 +874,6 @@ async fn deliver_one(
         let mut change = run
             .change(key, RecordState::Delivered)
             .with_dest_id("case_uuid", &case.id)
-            .with_dest_id("business_unit", &m.business_unit)
             .with_dest_id("intervention_number", &m.intervention_number)
             .with_payload_hash(&item.hash)
             .with_fact(
@@ -960,14 +955,10 @@ async fn write_back(run: &RunCtx<'_>, batch: Vec<WriteBack>) -> Result<(), FlowE
     let mut changes = Vec::with_capacity(batch.len());
     for (i, tx) in outcome.applied {
         let wb = &batch[i];
-        let mut change = run
-            .change(&wb.lp, RecordState::Confirmed)
-            .with_dest_id("case_uuid", &wb.case_uuid);
+        // The case ids were stored with `delivered`.
+        let mut change = run.change(&wb.lp, RecordState::Confirmed);
         if let Some(tx) = tx {
             change = change.with_ping_transaction_id(tx);
-        }
-        if let Some(case_id) = &wb.case_id {
-            change = change.with_dest_id("case_id", case_id);
         }
         changes.push(change);
     }
@@ -1029,7 +1020,30 @@ pub(crate) async fn ingest_isolated(
     if !current.is_empty() {
         queue.push(current);
     }
-    queue.reverse();
+    // The batches go out concurrently (the PING client's limiter bounds them); each is
+    // narrowed down on its own when refused.
+    let concurrency = run.ctx.config.ping.http.max_concurrency.max(1);
+    let mut parts = stream::iter(queue)
+        .map(|set| ingest_batch(run, shp, records, set))
+        .buffer_unordered(concurrency);
+    while let Some(part) = parts.next().await {
+        let part = part?;
+        out.applied.extend(part.applied);
+        out.refused.extend(part.refused);
+        out.failed.extend(part.failed);
+    }
+    Ok(out)
+}
+
+/// One batch of [`ingest_isolated`], split until every refused record is found.
+async fn ingest_batch(
+    run: &RunCtx<'_>,
+    shp: &str,
+    records: &[IngestRecord],
+    set: Vec<usize>,
+) -> Result<IngestOutcomes, FlowError> {
+    let mut out = IngestOutcomes::default();
+    let mut queue = vec![set];
     while let Some(set) = queue.pop() {
         let batch: Vec<IngestRecord> = set.iter().map(|&i| records[i].clone()).collect();
         match run.ctx.ping.ingest(shp, &batch).await {
