@@ -4,22 +4,26 @@
 //!
 //! Shape of a run:
 //! 1. read the pending list; a row without an LP intervention id is rejected (R1: the others
-//!    go on);
-//! 2. read the details of the LP ids not yet confirmed, many ids per call (bracketed list);
-//! 3. group, validate and map in pure code (`pp_mapping::flow11`); rejected and conflict
-//!    records whose source did not change since (same keyed payload hash) are skipped unless
-//!    an operator re-queued them;
-//! 4. deliver: referrals of one individual one after another, individuals concurrently (the
-//!    clients' limiters bound the requests in flight). The individual's case is looked up
-//!    first through the ledger fact `individual_case` (Primero <= 2.10 searches through Solr,
-//!    which may not see a case created a moment ago), else by exact `unhcr_individual_no`.
-//!    A referral whose row is already in the case is not written again (R5): this also
-//!    covers a crash between the Primero write and the write-back;
-//! 5. write back, in batches of `ping.batch_size`, while deliveries go on; a refused batch
+//!    go on); confirmed LP ids are skipped (R5);
+//! 2. per chunk of about 50 referrals (an individual's referrals kept in one chunk): read the
+//!    details with one SHP-2358 call (bracketed id list), group, validate and map in pure
+//!    code (`pp_mapping::flow11`), and look the chunk's individuals up in Primero: the ledger
+//!    fact `individual_case` first (Primero <= 2.10 searches through Solr, which may not see
+//!    a case created a moment ago), else one search for the whole chunk
+//!    (`unhcr_individual_no[n]=…`, every hit checked exactly). Rejected and conflict records
+//!    whose source did not change (same keyed payload hash) are skipped unless an operator
+//!    re-queued them;
+//! 3. deliver, while later chunks are still prepared: referrals of one individual one after
+//!    another, individuals concurrently (the clients' limiters bound the requests in
+//!    flight). A referral whose row is already in the case is not written again (R5), which
+//!    also covers a crash between the Primero write and the write-back; a created case gets
+//!    an id derived from the individual, so repeating the create returns the same case;
+//! 4. write back, in batches of `ping.batch_size`, while deliveries go on; a refused batch
 //!    is narrowed down to the refused records (R1). A record becomes `confirmed` after its
 //!    write-back.
 //!
-//! Every record's outcome is committed to the ledger as soon as it is known, so a crash loses
+//! Every delivery waits until its outcome is in the ledger before the individual's next
+//! referral starts (concurrent deliveries share ledger transactions), so a crash loses
 //! nothing that happened.
 
 use std::collections::{HashMap, HashSet};
