@@ -1284,3 +1284,23 @@ async fn shutdown_starts_no_record_and_the_next_run_does_them() {
         json!(125080003)
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_list_endpoint_ends_the_run() {
+    let env = TestEnv::start_with(|c| c.ping.http.retry.max_attempts = 2).await;
+    env.ping_post(
+        "/_sim/faults",
+        json!({"rules": [{"endpoint": "retrieve", "kind": "status", "status": 503}]}),
+    )
+    .await;
+    let err = env.try_run(Flow::ReferralsToPrimero).await.unwrap_err();
+    assert!(matches!(err, FlowError::Unreachable { .. }), "{err}");
+    env.primero_post(
+        "/_sim/faults",
+        json!({"rules": [{"endpoint": "cases_list", "kind": "drop"}]}),
+    )
+    .await;
+    let err = env.try_run(Flow::DecisionsToProgres).await.unwrap_err();
+    assert!(matches!(err, FlowError::Unreachable { .. }), "{err}");
+    assert_eq!(env.ledger.cursor(F12).await.unwrap(), None);
+}
