@@ -6,6 +6,11 @@
 //! (flows.md R11); free-text fields are cut to fixed lengths. Idempotency (R5) rests on
 //! UNIQUE constraints: records `(flow, key)`, facts `(kind, key)`, leases `(flow)`. A cursor
 //! only moves in the same transaction as the records fetched under it (R6).
+//!
+//! The dashboard's aggregates ([`Ledger::counts_by_state`], [`Ledger::attention`],
+//! [`Ledger::daily_outcomes`]) read counter tables that every write keeps exact in its own
+//! transaction (migration 0002), and partial indexes, so their cost does not grow with the
+//! number of records.
 
 mod bound;
 mod counters;
