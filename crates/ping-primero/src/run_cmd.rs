@@ -162,9 +162,9 @@ pub async fn status(config: Config, json: bool) -> anyhow::Result<()> {
             last_outcome,
             last_at,
             next,
-            r["waiting"],
-            r["rejected"],
-            r["conflict"]
+            r["waiting"].as_i64().unwrap_or(0),
+            r["rejected"].as_i64().unwrap_or(0),
+            r["conflict"].as_i64().unwrap_or(0)
         );
     }
     Ok(())
