@@ -32,10 +32,41 @@ pub const UNMAPPED_SEX: &str = "unmapped_sex";
 pub const INCONSISTENT_JOIN_ROWS: &str = "inconsistent_join_rows";
 /// Several Primero cases match the individual and none is named by `progres_primeroid` (R3).
 pub const DUPLICATE_CASES: &str = "duplicate_cases";
+/// A source identifier that cannot be a ledger key or identifier (blank, longer than
+/// [`MAX_IDENT_LEN`] characters, or holding control characters): the record is rejected (or,
+/// when not even a key can be built, counted in the report) instead of reaching the ledger,
+/// which would refuse the whole batch (R1).
+pub const MALFORMED_IDENTIFIER: &str = "malformed_identifier";
 /// Primero or PING refused the record (message: the server's field names / pointers).
 pub const VALIDATION_ERROR: &str = "validation_error";
 /// A transient failure (timeout, 5xx, 429, dropped connection): retried by a later run.
 pub const TRANSIENT: &str = "transient";
+
+/// Longest source identifier accepted as (part of) a ledger key or identifier.
+pub const MAX_IDENT_LEN: usize = 200;
+
+/// Whether `s` can be a ledger key or identifier: not blank, at most [`MAX_IDENT_LEN`]
+/// characters, no control characters.
+pub fn is_ident(s: &str) -> bool {
+    !s.trim().is_empty() && s.chars().count() <= MAX_IDENT_LEN && !s.chars().any(char::is_control)
+}
+
+/// The canonical form of an LP intervention id, the same on both sides (SHP-2747 list,
+/// SHP-2358 rows, ledger key): trimmed, and lowercased when it is a GUID (Dynamics compares
+/// GUIDs case-insensitively), so a record never waits for rows that came back spelt otherwise.
+pub fn normalize_lp_id(s: &str) -> String {
+    let t = s.trim();
+    let guid = t.len() == 36
+        && t.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    if guid {
+        t.to_ascii_lowercase()
+    } else {
+        t.to_owned()
+    }
+}
 
 /// Primero `service_request_agency` / `service_implementing_agency` values of this flow.
 pub const REQUEST_AGENCY: &str = "UNHCR";
@@ -82,11 +113,20 @@ impl fmt::Debug for ReferralGroup {
         f.debug_struct("ReferralGroup")
             .field("lp_intervention_id", &self.base.lp_intervention_id)
             .field("intervention_number", &self.base.intervention_number)
-            .field("individual_id", &self.base.individual_id)
+            .field("individual_id", &presence(&self.base.individual_id))
             .field("languages", &self.languages.len())
             .field("needs", &self.needs.len())
             .field("rows", &self.rows)
             .finish()
+    }
+}
+
+/// The UNHCR individual number identifies a person: `Debug` shows only whether it is there.
+fn presence<T>(v: &Option<T>) -> &'static str {
+    if v.is_some() {
+        "[present]"
+    } else {
+        "[none]"
     }
 }
 
@@ -241,7 +281,7 @@ impl fmt::Debug for MappedReferral {
             .field("lp_intervention_id", &self.lp_intervention_id)
             .field("intervention_number", &self.intervention_number)
             .field("business_unit", &self.business_unit)
-            .field("individual_id", &self.individual_id)
+            .field("individual_id", &presence(&Some(&self.individual_id)))
             .field("primero_id", &self.primero_id)
             .field("case_fields", &self.case.keys().collect::<Vec<_>>())
             .field("service_fields", &self.service.keys().collect::<Vec<_>>())
@@ -370,9 +410,12 @@ pub fn map_referral(
     need(b.business_unit.is_some(), keys_2358::BUSINESS_UNIT);
     need(b.intervention_type.is_some(), keys_2358::INTERVENTION_TYPE);
     need(b.individual_id.is_some(), keys_2358::INDIVIDUAL_ID);
+    // The registration group's name (`803-…`) is what Primero receives as `unhcr_id_no`.
     need(
-        b.registration_group_id.is_some(),
-        keys_2358::REGISTRATION_GROUP_ID,
+        b.registration_group_name
+            .as_deref()
+            .is_some_and(|v| !v.trim().is_empty()),
+        keys_2358::REGISTRATION_GROUP_NAME,
     );
     need(b.given_name.is_some(), keys_2358::GIVEN_NAME);
     need(b.family_name.is_some(), keys_2358::FAMILY_NAME);
@@ -388,9 +431,43 @@ pub fn map_referral(
             ),
         ));
     }
+    // Identifiers that become ledger identifiers and fact keys (R1: never refused there).
+    let malformed: Vec<&'static str> = [
+        (
+            keys_2358::INTERVENTION_NUMBER,
+            b.intervention_number.as_deref(),
+        ),
+        (keys_2358::BUSINESS_UNIT, b.business_unit.as_deref()),
+        (keys_2358::INDIVIDUAL_ID, b.individual_id.as_deref()),
+    ]
+    .into_iter()
+    .filter(|(_, v)| v.is_some_and(|v| !is_ident(v)))
+    .map(|(k, _)| k)
+    .collect();
+    if !malformed.is_empty() {
+        return Err(Rejection::new(
+            MALFORMED_IDENTIFIER,
+            format!(
+                "LP intervention {}: blank, over-long (more than {MAX_IDENT_LEN} characters) or \
+                 control characters in: {}",
+                b.lp_intervention_id,
+                malformed.join(", ")
+            ),
+        ));
+    }
     // All present from here on.
-    let number = b.intervention_number.clone().unwrap_or_default();
-    let business_unit = b.business_unit.clone().unwrap_or_default();
+    let number = b
+        .intervention_number
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_owned();
+    let business_unit = b
+        .business_unit
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_owned();
     let individual_id = b.individual_id.clone().unwrap_or_default();
     let dob = b.date_of_birth.unwrap_or(today);
     let sex_code = b.sex.unwrap_or_default();

@@ -10,7 +10,8 @@ use pp_ping::IngestRecord;
 use pp_primero::Case;
 use serde_json::{json, Value};
 
-use crate::flow11::{Rejection, MISSING_REQUIRED_FIELDS};
+use crate::flow11::{is_ident, Rejection, MALFORMED_IDENTIFIER, MISSING_REQUIRED_FIELDS};
+pub use crate::flow22::UNKNOWN_STATUS;
 use crate::maps::{Maps, TransferStatus};
 
 /// A `progres_interventionnumber` without the LP id and business unit that 1.1 adds, and no
@@ -22,6 +23,12 @@ pub const EXCLUDED_NOT_REQUESTED_BY_UNHCR: &str = "not_requested_by_unhcr";
 pub const EXCLUDED_NOT_EXTERNAL_REFERRAL: &str = "not_external_referral";
 pub const EXCLUDED_UNDECIDED: &str = "undecided";
 pub const EXCLUDED_NO_UNIQUE_ID: &str = "service_row_without_unique_id";
+/// A case `id` or service `unique_id` that cannot be part of a ledger key (blank, over-long,
+/// control characters): counted in the report, never handed to the ledger (R1).
+pub const EXCLUDED_MALFORMED_IDENTIFIER: &str = MALFORMED_IDENTIFIER;
+
+/// Longest `unhcr_referral_status` value quoted in an `unknown_status` rejection.
+const MAX_QUOTED_STATUS: usize = 40;
 
 /// Primero's decision on a referral (`unhcr_referral_status`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -44,6 +51,14 @@ impl Decision {
             "accepted" => Some(Decision::Accepted),
             "rejected" => Some(Decision::Rejected),
             _ => None,
+        }
+    }
+
+    /// The other decision.
+    pub fn other(self) -> Decision {
+        match self {
+            Decision::Accepted => Decision::Rejected,
+            Decision::Rejected => Decision::Accepted,
         }
     }
 
@@ -94,9 +109,20 @@ impl fmt::Debug for DecisionRow {
 }
 
 impl DecisionRow {
-    /// The ledger key: `{case id}:{service unique_id}:{status}`.
+    /// The ledger key of the first decision of this status: `{case id}:{service
+    /// unique_id}:{status}` (see [`decision_key`] for later ones).
     pub fn key(&self) -> String {
-        decision_key(&self.case_uuid, &self.service_unique_id, self.decision)
+        decision_key(&self.case_uuid, &self.service_unique_id, self.decision, 1)
+    }
+
+    /// The ledger key of the `instance`-th time this status was decided (1-based).
+    pub fn instance_key(&self, instance: u32) -> String {
+        decision_key(
+            &self.case_uuid,
+            &self.service_unique_id,
+            self.decision,
+            instance,
+        )
     }
 
     /// The key of the service row without the status (for the "last decision sent" fact).
@@ -105,24 +131,82 @@ impl DecisionRow {
     }
 }
 
-/// `{case id}:{service unique_id}:{status}`.
-pub fn decision_key(case_uuid: &str, service_unique_id: &str, decision: Decision) -> String {
-    format!("{case_uuid}:{service_unique_id}:{}", decision.as_str())
+/// The key of one decision instance: `{case id}:{service unique_id}:{status}` the first time
+/// a service row gets this status, `{…}:{status}:{n}` the `n`-th time (a decision changed back,
+/// accepted -> rejected -> accepted). Each instance has its own record, so a refused or failed
+/// re-send never touches the `confirmed` record of an earlier instance (which the ledger
+/// would refuse, rolling back the whole batch).
+pub fn decision_key(
+    case_uuid: &str,
+    service_unique_id: &str,
+    decision: Decision,
+    instance: u32,
+) -> String {
+    if instance <= 1 {
+        format!("{case_uuid}:{service_unique_id}:{}", decision.as_str())
+    } else {
+        format!(
+            "{case_uuid}:{service_unique_id}:{}:{instance}",
+            decision.as_str()
+        )
+    }
 }
 
-/// What [`decided_rows`] found in one case: the decided rows and the reasons the other rows
-/// were left out (one entry per row).
+/// A service row whose `unhcr_referral_status` is neither a decision nor `pending`/absent (R4):
+/// rejected with [`UNKNOWN_STATUS`] under [`UnknownStatusRow::key`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownStatusRow {
+    pub case_uuid: String,
+    pub service_unique_id: String,
+    /// The status value as stored (a code, not personal data).
+    pub value: String,
+    pub case_last_updated_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl UnknownStatusRow {
+    /// `{case id}:{service unique_id}:unknown_status`.
+    pub fn key(&self) -> String {
+        format!(
+            "{}:{}:{UNKNOWN_STATUS}",
+            self.case_uuid, self.service_unique_id
+        )
+    }
+
+    /// The rejection naming the value (cut to a few dozen characters).
+    pub fn rejection(&self) -> Rejection {
+        let mut value: String = self.value.chars().take(MAX_QUOTED_STATUS).collect();
+        if self.value.chars().count() > MAX_QUOTED_STATUS {
+            value.push('…');
+        }
+        Rejection::new(
+            UNKNOWN_STATUS,
+            format!(
+                "service row {} of case {}: unhcr_referral_status {value:?} is neither \
+                 accepted, rejected nor pending",
+                self.service_unique_id, self.case_uuid
+            ),
+        )
+    }
+}
+
+/// What [`decided_rows`] found in one case: the decided rows, the rows with an unknown status,
+/// and the reasons the other rows were left out (one entry per row).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct CaseDecisions {
     pub rows: Vec<DecisionRow>,
+    pub unknown: Vec<UnknownStatusRow>,
     pub excluded: Vec<&'static str>,
 }
 
 /// Step 2: the service rows of `case` requested by UNHCR (`service_request_agency` accepted
 /// by `is_unhcr`, which compares case-insensitively against the configured values), with
 /// `service_referral` = `external_referral` and `unhcr_referral_status` accepted or rejected.
+/// `pending` or no status waits (excluded as `undecided`); any other value is an unknown
+/// status (R4: listed in `unknown`, to be rejected). A row whose case `id` or `unique_id`
+/// cannot be part of a key is excluded as `malformed_identifier`.
 pub fn decided_rows(case: &Case, is_unhcr: impl Fn(&str) -> bool) -> CaseDecisions {
     let mut out = CaseDecisions::default();
+    let case_ok = is_ident(&case.id);
     for row in case.services() {
         if !row.service_request_agency().is_some_and(&is_unhcr) {
             out.excluded.push(EXCLUDED_NOT_REQUESTED_BY_UNHCR);
@@ -132,12 +216,29 @@ pub fn decided_rows(case: &Case, is_unhcr: impl Fn(&str) -> bool) -> CaseDecisio
             out.excluded.push(EXCLUDED_NOT_EXTERNAL_REFERRAL);
             continue;
         }
-        let Some(decision) = row.unhcr_referral_status().and_then(Decision::parse) else {
+        let status = row
+            .unhcr_referral_status()
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && *s != "pending");
+        let Some(status) = status else {
             out.excluded.push(EXCLUDED_UNDECIDED);
             continue;
         };
         let Some(unique_id) = row.unique_id.clone() else {
             out.excluded.push(EXCLUDED_NO_UNIQUE_ID);
+            continue;
+        };
+        if !case_ok || !is_ident(&unique_id) {
+            out.excluded.push(EXCLUDED_MALFORMED_IDENTIFIER);
+            continue;
+        }
+        let Some(decision) = Decision::parse(status) else {
+            out.unknown.push(UnknownStatusRow {
+                case_uuid: case.id.clone(),
+                service_unique_id: unique_id,
+                value: status.to_owned(),
+                case_last_updated_at: case.last_updated_at,
+            });
             continue;
         };
         out.rows.push(DecisionRow {
@@ -249,6 +350,15 @@ pub fn decision_record(
             format!("case {} lacks case_id", row.case_uuid),
         )
     })?;
+    if !is_ident(case_id) {
+        return Err(Rejection::new(
+            MALFORMED_IDENTIFIER,
+            format!(
+                "case {}: case_id is blank, over-long or holds control characters",
+                row.case_uuid
+            ),
+        ));
+    }
     let code = maps
         .codes
         .transfer_status

@@ -281,7 +281,7 @@ fn every_rejection_reason() {
             |m| {
                 m.remove("progres_interventiontype2.interventiontype.progres_description");
                 m.remove("progres_individual.individuals.progres_id");
-                m.remove("progres_individual.individuals.progres_registrationgroupid");
+                m.remove("progres_individual.progres_registrationgroupidname");
                 m.remove("progres_individual.individuals.progres_familyname");
             },
             Maps::gambella(),
@@ -289,9 +289,31 @@ fn every_rejection_reason() {
             vec![
                 "progres_interventiontype2.interventiontype.progres_description",
                 "progres_individual.individuals.progres_id",
-                "progres_individual.individuals.progres_registrationgroupid",
+                "progres_individual.progres_registrationgroupidname",
                 "progres_individual.individuals.progres_familyname",
             ],
+        ),
+        (
+            // The field mapped to `unhcr_id_no` is the group's name, so that is what is
+            // required; the group GUID alone does not do.
+            "group name missing, group id present",
+            |m| {
+                m.remove("progres_individual.progres_registrationgroupidname");
+            },
+            Maps::gambella(),
+            flow11::MISSING_REQUIRED_FIELDS,
+            vec!["progres_individual.progres_registrationgroupidname"],
+        ),
+        (
+            // Identifiers that become ledger identifiers must be fit for it (R1).
+            "control characters and over-long identifiers",
+            |m| {
+                m.insert("progres_interventionnumber".into(), json!("LP-1\u{7}"));
+                m.insert("progres_businessunit".into(), json!("b".repeat(300)));
+            },
+            Maps::gambella(),
+            flow11::MALFORMED_IDENTIFIER,
+            vec!["progres_interventionnumber", "progres_businessunit", LP],
         ),
         (
             "birth after run date",
@@ -452,6 +474,8 @@ fn debug_output_is_redacted() {
         "2012-12-05",
         "urgent",
         "Gambella",
+        // The UNHCR individual number identifies a person.
+        "803-100016547",
     ] {
         assert!(!text.contains(secret), "{secret} leaks: {text}");
     }
@@ -613,4 +637,85 @@ fn decision_records_for_each_status() {
     let e = flow12::decision_record(&no_case_id, LP, BU, &Maps::gambella(), today()).unwrap_err();
     assert_eq!(e.reason, flow11::MISSING_REQUIRED_FIELDS);
     assert!(e.message.contains("case_id"));
+}
+
+#[test]
+fn unknown_statuses_are_listed_for_rejection_and_pending_waits() {
+    let case = case_with(json!([
+        svc("UNHCR", "external_referral", "declined", "u1"),
+        svc("UNHCR", "external_referral", "Accepted", "u2"),
+        svc("UNHCR", "external_referral", "pending", "u3"),
+        {"unique_id": "u4", "service_request_agency": "UNHCR",
+         "service_referral": "external_referral"},
+        svc("UNHCR", "external_referral", "accepted", "u5"),
+    ]));
+    let found = flow12::decided_rows(&case, |a| a == "UNHCR");
+    assert_eq!(found.rows.len(), 1);
+    assert_eq!(
+        found.excluded,
+        vec![flow12::EXCLUDED_UNDECIDED, flow12::EXCLUDED_UNDECIDED]
+    );
+    let values: Vec<&str> = found.unknown.iter().map(|u| u.value.as_str()).collect();
+    assert_eq!(values, vec!["declined", "Accepted"]);
+    let r = found.unknown[0].rejection();
+    assert_eq!(r.reason, flow12::UNKNOWN_STATUS);
+    assert!(
+        r.message.contains("\"declined\"") && r.message.contains("u1"),
+        "{}",
+        r.message
+    );
+    assert_eq!(
+        found.unknown[0].key(),
+        "7c2e1b9a-0f6f-4d1a-9e55-1f0a1b2c3d4e:u1:unknown_status"
+    );
+}
+
+#[test]
+fn rows_whose_ids_cannot_be_keys_are_excluded_and_bad_case_ids_rejected() {
+    let long = "u".repeat(300);
+    let case = case_with(json!([
+        svc("UNHCR", "external_referral", "accepted", &long),
+        svc("UNHCR", "external_referral", "accepted", "u\u{1}x"),
+        svc("UNHCR", "external_referral", "accepted", "fine"),
+    ]));
+    let found = flow12::decided_rows(&case, |a| a == "UNHCR");
+    assert_eq!(
+        found.excluded,
+        vec![
+            flow12::EXCLUDED_MALFORMED_IDENTIFIER,
+            flow12::EXCLUDED_MALFORMED_IDENTIFIER
+        ]
+    );
+    assert_eq!(found.rows.len(), 1);
+    let mut row = found.rows[0].clone();
+    row.case_id = Some("c\u{0}".into());
+    let e = flow12::decision_record(&row, LP, BU, &Maps::gambella(), today()).unwrap_err();
+    assert_eq!(e.reason, flow11::MALFORMED_IDENTIFIER);
+}
+
+#[test]
+fn each_decision_instance_has_its_own_key() {
+    let case = case_with(json!([svc("UNHCR", "external_referral", "accepted", "u1")]));
+    let row = flow12::decided_rows(&case, |a| a == "UNHCR").rows.remove(0);
+    let id = "7c2e1b9a-0f6f-4d1a-9e55-1f0a1b2c3d4e";
+    assert_eq!(row.instance_key(1), format!("{id}:u1:accepted"));
+    assert_eq!(row.instance_key(1), row.key());
+    assert_eq!(row.instance_key(2), format!("{id}:u1:accepted:2"));
+    assert_eq!(
+        flow12::decision_key(id, "u1", Decision::Rejected, 3),
+        format!("{id}:u1:rejected:3")
+    );
+}
+
+#[test]
+fn lp_ids_are_normalised_the_same_way_everywhere() {
+    assert_eq!(
+        flow11::normalize_lp_id(&format!(" {} ", LP.to_uppercase())),
+        LP
+    );
+    assert_eq!(flow11::normalize_lp_id(" LP-Legacy-1 "), "LP-Legacy-1");
+    assert!(flow11::is_ident(LP));
+    assert!(!flow11::is_ident("  "));
+    assert!(!flow11::is_ident("a\u{7}b"));
+    assert!(!flow11::is_ident(&"a".repeat(201)));
 }
