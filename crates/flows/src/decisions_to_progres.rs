@@ -6,8 +6,11 @@
 //! 1. read every page of the cases changed since the cursor (`last_updated_at=T..`, inclusive
 //!    and second-granular; the first run starts from the flow's `start_from`);
 //! 2. keep the UNHCR-requested external referrals that are accepted or rejected (pure code,
-//!    `pp_mapping::flow12`); key = `{case id}:{service unique_id}:{status}`, skipped when
-//!    already sent (R5), so a changed decision is a new key and is sent;
+//!    `pp_mapping::flow12`); any other status but `pending` is rejected `unknown_status`
+//!    (R4). Key = `{case id}:{service unique_id}:{status}`, `…:{status}:{n}` for the `n`-th
+//!    time a row gets that status (a decision changed back), so every decision instance has
+//!    its own record and a confirmed one is never moved; skipped when already sent (R5). A
+//!    failed decision waits for its `next_retry_at` (`retry_not_due`);
 //! 3. split `progres_interventionnumber`; a legacy value (no LP id and business unit) is
 //!    resolved through the ledger fact flow 1.1 wrote, else rejected
 //!    `legacy_intervention_number`;
@@ -16,10 +19,13 @@
 //!    (R6): the next run re-reads that second and the ledger drops what was handled, so
 //!    cases changed within the same second are not lost.
 //!
-//! The cursor never passes a case whose decision is still to be sent (failed, or not started
-//! because of shutdown), nor the run's start time: a case created or changed while the run
-//! pages through the list is read again by the next run.
+//! The cursor never passes a case whose decision is still to be sent (failed, not due yet, or
+//! not started because of shutdown), nor the run's start time: a case created or changed
+//! while the run pages through the list is read again by the next run. Cases of decisions an
+//! operator re-queued, or that failed and are due again, are read by id first (they may be
+//! older than the cursor).
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
@@ -33,11 +39,16 @@ use pp_primero::{format_cursor, Case, CaseQuery};
 use serde_json::json;
 
 use crate::referrals_to_primero::{ingest_isolated, FACT_INTERVENTION};
+use crate::referrals_to_progres::EXCLUDED_RETRY_NOT_DUE;
 use crate::{FlowError, RunCtx};
 
+/// Failed decisions read by id per run, at most.
+const RETRIES_PER_RUN: i64 = 1000;
+
 /// What the pages of one run have shown so far.
-#[derive(Default)]
 struct Progress {
+    /// Where the run started reading.
+    from: DateTime<Utc>,
     /// Greatest `last_updated_at` seen.
     max_seen: Option<DateTime<Utc>>,
     /// Smallest `last_updated_at` of a case with a decision still to send.
@@ -45,22 +56,33 @@ struct Progress {
 }
 
 impl Progress {
+    fn new(from: DateTime<Utc>) -> Self {
+        Progress {
+            from,
+            max_seen: None,
+            hold: None,
+        }
+    }
+
     fn see(&mut self, t: Option<DateTime<Utc>>) {
         if let Some(t) = t {
             self.max_seen = Some(self.max_seen.map_or(t, |m| m.max(t)));
         }
     }
 
+    /// Keeps the cursor at or before `t`; a case without `last_updated_at` keeps it where
+    /// the run started.
     fn hold_at(&mut self, t: Option<DateTime<Utc>>) {
-        if let Some(t) = t {
-            self.hold = Some(self.hold.map_or(t, |h| h.min(t)));
-        }
+        let t = t.unwrap_or(self.from);
+        self.hold = Some(self.hold.map_or(t, |h| h.min(t)));
     }
 }
 
 /// A decision ready to send.
 struct Outgoing {
     row: DecisionRow,
+    /// The ledger key of this decision instance.
+    key: String,
     record: IngestRecord,
     hash: String,
     attempts: i64,
@@ -81,10 +103,16 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
             })?,
         None => ctx.config.flow(flow).start_from.resolve(run.started_at),
     };
-    // Records an operator re-queued: their cases may be older than the cursor, so they are
-    // read by id. Their times do not move the cursor.
-    let requeued = ctx.ledger.pending_operator_retries(flow).await?;
-    let mut case_ids: Vec<&str> = requeued
+    // Records an operator re-queued, and failed ones that are due again: their cases may be
+    // older than the cursor, so they are read by id. Their times do not move the cursor, and
+    // the cursor pass leaves these cases alone (each record is handled once per run).
+    let mut again = ctx.ledger.pending_operator_retries(flow).await?;
+    again.extend(
+        ctx.ledger
+            .due_for_retry(flow, run.started_at, RETRIES_PER_RUN)
+            .await?,
+    );
+    let mut case_ids: Vec<&str> = again
         .iter()
         .filter_map(|r| r.key.split(':').next())
         .collect();
@@ -94,21 +122,26 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
     for id in case_ids {
         match ctx.primero.get_case(id).await {
             Ok(Some(case)) => cases.push(case),
-            // Left pending for a later run (or for the operator: the case is gone).
-            Ok(None) => tracing::warn!(case = id, "re-queued decision: case not found"),
+            // Left for a later run (or for the operator: the case is gone).
+            Ok(None) => tracing::warn!(case = id, "decision to retry: case not found"),
             Err(e) if e.class() == pp_http::ErrorClass::Auth => return Err(e.into()),
-            Err(e) => tracing::warn!(case = id, error = %e, "re-queued decision: case not read"),
+            Err(e) => tracing::warn!(case = id, error = %e, "decision to retry: case not read"),
         }
     }
+    let handled: HashSet<String> = cases.iter().map(|c| c.id.clone()).collect();
     if !cases.is_empty() {
-        handle_page(run, cases, &Mutex::new(Progress::default())).await?;
+        let none = HashSet::new();
+        handle_page(run, cases, &Mutex::new(Progress::new(from)), &none).await?;
     }
 
-    let progress = Mutex::new(Progress::default());
+    let progress = Mutex::new(Progress::new(from));
     let query = CaseQuery::updated_since(from);
     let progress_ref = &progress;
+    let handled_ref = &handled;
     ctx.primero
-        .for_each_case_page(&query, move |page| handle_page(run, page, progress_ref))
+        .for_each_case_page(&query, move |page| {
+            handle_page(run, page, progress_ref, handled_ref)
+        })
         .await?;
 
     let progress = progress.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -128,10 +161,12 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
 }
 
 /// Handles the cases of one page: picks the decisions, sends them, records the outcomes.
+/// Cases in `skip` were handled earlier in this run (only their times count).
 async fn handle_page(
     run: &RunCtx<'_>,
     cases: Vec<Case>,
     progress: &Mutex<Progress>,
+    skip: &HashSet<String>,
 ) -> Result<(), FlowError> {
     let ctx = run.ctx;
     let flow = run.flow.name();
@@ -141,25 +176,53 @@ async fn handle_page(
     let mut outgoing: Vec<Outgoing> = Vec::new();
     for case in &cases {
         lock(progress).see(case.last_updated_at);
+        if skip.contains(&case.id) {
+            continue;
+        }
         let found = flow12::decided_rows(case, |a| ctx.config.primero.is_unhcr_agency(a));
         run.report(|r| {
             for reason in &found.excluded {
                 r.exclude(reason);
             }
-            r.fetched += found.rows.len() as u64;
+            r.fetched += (found.rows.len() + found.unknown.len()) as u64;
         });
+        // R4: a status that is neither a decision nor `pending` is rejected, naming it.
+        for unknown in found.unknown {
+            let key = unknown.key();
+            let record = ctx.ledger.get(flow, &key).await?;
+            let hash = ctx.payload_hash(&json!({
+                "row": format!("{}:{}", unknown.case_uuid, unknown.service_unique_id),
+                "status": unknown.value,
+            }));
+            if unchanged_refusal(record.as_ref(), &hash) {
+                run.report(|r| r.skipped += 1);
+                continue;
+            }
+            let rejection = unknown.rejection();
+            changes.push(
+                run.rejected(&key, rejection.reason, rejection.message)
+                    .with_payload_hash(hash),
+            );
+        }
         for row in found.rows {
             if run.stopping() {
                 lock(progress).hold_at(row.case_last_updated_at);
                 continue;
             }
-            let key = row.key();
-            let record = ctx.ledger.get(flow, &key).await?;
-            let attempts = record.as_ref().map_or(0, |r| r.attempts);
-            if already_sent(run, &row, record.as_ref()).await? {
+            let Some((key, record)) = current_instance(run, &row).await? else {
                 run.report(|r| r.skipped += 1);
                 continue;
+            };
+            if let Some(r) = &record {
+                if r.state == RecordState::Failed && r.next_retry_at.is_some_and(|t| t > ctx.now())
+                {
+                    // R9: tried again once due; the cursor waits for it.
+                    run.report(|rep| rep.exclude(EXCLUDED_RETRY_NOT_DUE));
+                    lock(progress).hold_at(row.case_last_updated_at);
+                    continue;
+                }
             }
+            let attempts = record.as_ref().map_or(0, |r| r.attempts);
             let built = build_record(run, &row, today, maps).await?;
             let (record_out, hash) = match built {
                 Ok(rec) => {
@@ -183,6 +246,7 @@ async fn handle_page(
             match record_out {
                 Ok(rec) => outgoing.push(Outgoing {
                     row,
+                    key,
                     record: rec,
                     hash,
                     attempts,
@@ -203,10 +267,16 @@ async fn handle_page(
         for o in &outgoing {
             let mut fields: Vec<String> = vec!["ExternalId".into(), "Attachments.Comment".into()];
             fields.extend(o.record.fields.iter().map(|(n, _)| n.clone()));
-            run.preview(&o.row.key(), "ingest SHP-2748", fields);
+            run.preview(&o.key, "ingest SHP-2748", fields);
         }
         return Ok(());
     }
+    // The write-back is a keyed update of the LP intervention (`ExternalId` = case_id), so
+    // sending it again after a crash or a timeout between PING's answer and the ledger commit
+    // (R5) sets the same status and date again, harmlessly; it does add the attachment comment
+    // a second time. PING offers no way to ask whether an attachment exists, and a missed
+    // decision is worse than a repeated comment, so the repeat is accepted; the ledger commit
+    // follows each batch at once, which keeps that window to one batch.
     let records: Vec<IngestRecord> = outgoing.iter().map(|o| o.record.clone()).collect();
     let shp = &ctx.config.ping.shipping_processes.transfer_status;
     let outcome = ingest_isolated(run, shp, &records).await?;
@@ -214,7 +284,7 @@ async fn handle_page(
     for (i, tx) in outcome.applied {
         let o = &outgoing[i];
         let mut change = run
-            .change(o.row.key(), RecordState::Confirmed)
+            .change(&o.key, RecordState::Confirmed)
             .with_decision(o.row.decision.as_str())
             .with_payload_hash(&o.hash)
             .with_attempt();
@@ -230,7 +300,7 @@ async fn handle_page(
         let o = &outgoing[i];
         changes.push(
             run.rejected(
-                o.row.key(),
+                &o.key,
                 VALIDATION_ERROR,
                 format!("SHP-2748 refused the decision: {message}"),
             )
@@ -243,7 +313,7 @@ async fn handle_page(
         lock(progress).hold_at(o.row.case_last_updated_at);
         changes.push(
             run.failed(
-                o.row.key(),
+                &o.key,
                 TRANSIENT,
                 format!("SHP-2748: {message}"),
                 o.attempts,
@@ -259,26 +329,51 @@ fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
     progress.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Whether this decision was already sent (R5). A decision changed back to a status sent
-/// earlier (accepted -> rejected -> accepted) is sent again: the other status of the same
-/// service row was sent more recently than this one. (The key parts of a record are indexed
-/// by the ledger, so the case and service ids need no separate identifiers.)
-async fn already_sent(
+fn sent(r: &Record) -> bool {
+    matches!(r.state, RecordState::Delivered | RecordState::Confirmed)
+}
+
+/// The instances of one status of one service row: the last one sent (if any), and the
+/// number and record of the first one not sent (absent, failed, rejected...).
+async fn instances(
     run: &RunCtx<'_>,
     row: &DecisionRow,
-    record: Option<&Record>,
-) -> Result<bool, FlowError> {
-    let sent = |r: &Record| matches!(r.state, RecordState::Delivered | RecordState::Confirmed);
-    let Some(record) = record.filter(|r| sent(r)) else {
-        return Ok(false);
+    decision: Decision,
+) -> Result<(Option<Record>, u32, Option<Record>), FlowError> {
+    let mut last_sent = None;
+    let mut n = 1u32;
+    loop {
+        let key = flow12::decision_key(&row.case_uuid, &row.service_unique_id, decision, n);
+        match run.ctx.ledger.get(run.flow.name(), &key).await? {
+            Some(r) if sent(&r) => {
+                last_sent = Some(r);
+                n += 1;
+            }
+            other => return Ok((last_sent, n, other)),
+        }
+    }
+}
+
+/// The decision instance to handle for `row` (its key and ledger record), or `None` when
+/// this decision was already sent (R5). A decision changed back to a status sent earlier
+/// (accepted -> rejected -> accepted) is a new instance, with a new key, when the other
+/// status was sent more recently. (The key parts of a record are indexed by the ledger, so
+/// the case and service ids need no separate identifiers.)
+async fn current_instance(
+    run: &RunCtx<'_>,
+    row: &DecisionRow,
+) -> Result<Option<(String, Option<Record>)>, FlowError> {
+    let (last_sent, next, next_record) = instances(run, row, row.decision).await?;
+    let current = Some((row.instance_key(next), next_record));
+    let Some(last_sent) = last_sent else {
+        return Ok(current);
     };
-    let other = match row.decision {
-        Decision::Accepted => Decision::Rejected,
-        Decision::Rejected => Decision::Accepted,
-    };
-    let other_key = flow12::decision_key(&row.case_uuid, &row.service_unique_id, other);
-    let other = run.ctx.ledger.get(run.flow.name(), &other_key).await?;
-    Ok(!other.is_some_and(|o| sent(&o) && o.updated_at > record.updated_at))
+    let (other_sent, _, _) = instances(run, row, row.decision.other()).await?;
+    if other_sent.is_some_and(|o| o.updated_at > last_sent.updated_at) {
+        Ok(current)
+    } else {
+        Ok(None)
+    }
 }
 
 /// Whether a rejected or conflict record is to be left alone: same payload as when it was

@@ -33,8 +33,9 @@ use futures::stream::{self, StreamExt};
 use pp_http::ErrorClass as ApiClass;
 use pp_ledger::{Record, RecordChange, RecordState};
 use pp_mapping::flow11::{
-    self, MappedReferral, ReferralGroup, DUPLICATE_CASES, MISSING_LP_INTERVENTION_ID,
-    MISSING_REQUIRED_FIELDS, TRANSIENT, VALIDATION_ERROR,
+    self, is_ident, normalize_lp_id, MappedReferral, ReferralGroup, DUPLICATE_CASES,
+    MALFORMED_IDENTIFIER, MISSING_LP_INTERVENTION_ID, MISSING_REQUIRED_FIELDS, TRANSIENT,
+    VALIDATION_ERROR,
 };
 use pp_mapping::flow12::intervention_fact;
 use pp_ping::rows::keys_2747;
@@ -43,22 +44,78 @@ use pp_primero::{Case, CaseQuery, PrimeroError};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::referrals_to_progres::EXCLUDED_RETRY_NOT_DUE;
 use crate::{FlowError, RunCtx};
 
 /// Ledger fact: intervention number -> `{lp_intervention_id, business_unit}` (read by 1.2).
 pub const FACT_INTERVENTION: &str = "intervention";
-/// Ledger fact: proGres individual id -> `{case_uuid, case_id}` of the Primero case that
-/// received the individual's referrals.
+/// Ledger fact: keyed hash of the proGres individual id ([`individual_fact_key`]) ->
+/// `{case_uuid, case_id}` of the Primero case that received the individual's referrals. The
+/// individual number identifies a person, so it is never a key in the ledger (R11).
 pub const FACT_INDIVIDUAL_CASE: &str = "individual_case";
+
+/// The key of an individual's [`FACT_INDIVIDUAL_CASE`] fact: a keyed hash (HMAC with the
+/// deployment's secret) of the individual id, so the ledger holds no individual number and a
+/// guessed number cannot be checked against it.
+pub fn individual_fact_key(run: &RunCtx<'_>, individual_id: &str) -> String {
+    run.ctx
+        .payload_hash(&json!({ "individual_case": individual_id }))
+}
 
 /// LP intervention ids per SHP-2358 request (PING takes a bracketed list).
 const DETAILS_PER_CALL: usize = 50;
 /// SHP-2358 requests in flight at once (the PING client's limiter bounds them too).
 const DETAILS_IN_FLIGHT: usize = 8;
 
+/// The identifiers an operator searches a referral by (dashboard), stored on every change of
+/// its record: LP id, intervention number and business unit, from SHP-2358 once read, else
+/// from SHP-2747. Values that could not be ledger identifiers are left out.
+#[derive(Clone, Default)]
+struct Ids {
+    lp: String,
+    number: Option<String>,
+    business_unit: Option<String>,
+}
+
+impl Ids {
+    /// `self` completed with the values of the SHP-2358 row (which take precedence).
+    fn with_details(&self, row: Option<&InterventionDetailRow>) -> Ids {
+        let Some(row) = row else {
+            return self.clone();
+        };
+        Ids {
+            lp: self.lp.clone(),
+            number: row
+                .intervention_number
+                .clone()
+                .or_else(|| self.number.clone()),
+            business_unit: row
+                .business_unit
+                .clone()
+                .or_else(|| self.business_unit.clone()),
+        }
+    }
+
+    fn apply(&self, mut change: RecordChange) -> RecordChange {
+        let ids = [
+            ("lp_intervention_id", Some(self.lp.as_str())),
+            ("intervention_number", self.number.as_deref()),
+            ("business_unit", self.business_unit.as_deref()),
+        ];
+        for (name, value) in ids {
+            if let Some(v) = value.map(str::trim).filter(|v| is_ident(v)) {
+                change = change.with_dest_id(name, v);
+            }
+        }
+        change
+    }
+}
+
 /// A referral from the pending list.
 struct Pending {
     lp: String,
+    /// Identifiers of the SHP-2747 row.
+    ids: Ids,
     /// `progres_businessunit` of the SHP-2747 row (used when SHP-2358 lacks it).
     business_unit: Option<String>,
     /// `progres_individual.indiv.progres_id` of the SHP-2747 row (keeps an individual's
@@ -70,15 +127,56 @@ struct Pending {
 /// A mapped referral ready for Primero.
 struct Ready {
     mapped: MappedReferral,
+    ids: Ids,
     hash: String,
     record: Option<Record>,
 }
 
-/// A referral delivered to Primero, waiting for its write-back.
+/// A referral in Primero, waiting for its write-back.
 struct WriteBack {
     lp: String,
     business_unit: String,
     attempts: i64,
+    /// What the write-back's outcome records with it: the search identifiers always; the
+    /// case ids, facts and payload hash when no `delivered` change carried them (the row was
+    /// already in Primero, so this run wrote nothing there).
+    ids: Ids,
+    found: Option<FoundInPrimero>,
+}
+
+/// What a referral already present in Primero records with its write-back outcome.
+struct FoundInPrimero {
+    case_uuid: String,
+    case_id: Option<String>,
+    facts: Vec<(&'static str, String, Value)>,
+    hash: String,
+    fallback_used: bool,
+}
+
+impl WriteBack {
+    fn annotate(&self, change: RecordChange) -> RecordChange {
+        let mut change = self.ids.apply(change);
+        if let Some(f) = &self.found {
+            change = with_case_ids(change, &f.case_uuid, f.case_id.as_deref())
+                .with_payload_hash(&f.hash);
+            for (kind, key, value) in &f.facts {
+                change = change.with_fact(*kind, key, value.clone());
+            }
+            change.fallback_used |= f.fallback_used;
+        }
+        change
+    }
+}
+
+/// Adds Primero's case ids (when usable as ledger identifiers).
+fn with_case_ids(mut change: RecordChange, uuid: &str, case_id: Option<&str>) -> RecordChange {
+    if is_ident(uuid) {
+        change = change.with_dest_id("case_uuid", uuid);
+    }
+    if let Some(case_id) = case_id.filter(|c| is_ident(c)) {
+        change = change.with_dest_id("case_id", case_id);
+    }
+    change
 }
 
 /// Runs flow 1.1 once.
@@ -101,22 +199,31 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
         let lp = match PendingReferral::from_row(row) {
             Ok(p) => p
                 .lp_intervention_id
-                .map(|lp| (lp, p.business_unit, p.individual_id)),
+                .map(|lp| (lp, p.business_unit, p.individual_id, p.intervention_number)),
             // A malformed optional key does not matter: SHP-2358 gives the details.
             Err(_) => row.get_text(keys_2747::LP_INTERVENTION_ID).map(|lp| {
                 (
                     lp,
                     row.get_text(keys_2747::BUSINESS_UNIT),
                     row.get_text(keys_2747::INDIVIDUAL_ID),
+                    row.get_text(keys_2747::INTERVENTION_NUMBER),
                 )
             }),
         };
+        // The same spelling as the SHP-2358 rows and the ledger key: trimmed, GUIDs lowercase.
+        let lp = lp
+            .map(|(lp, bu, ind, number)| (normalize_lp_id(&lp), bu, ind, number))
+            .filter(|(lp, ..)| !lp.is_empty());
         match lp {
-            Some((lp, bu, individual)) => {
-                let lp = lp.trim().to_owned();
+            Some((lp, bu, individual, number)) if is_ident(&lp) => {
                 if seen.insert(lp.clone()) {
                     run.report(|r| r.fetched += 1);
                     pending.push(Pending {
+                        ids: Ids {
+                            lp: lp.clone(),
+                            number,
+                            business_unit: bu.clone(),
+                        },
                         lp,
                         business_unit: bu,
                         individual,
@@ -124,9 +231,17 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
                     });
                 }
             }
+            // R1: an id the ledger would refuse (over-long, control characters) is rejected
+            // under a key of its own instead of ending the run.
+            Some(_) => {
+                run.report(|r| r.fetched += 1);
+                if let Some(change) = reject_unusable_row(run, row, true).await? {
+                    early.push(change);
+                }
+            }
             None => {
                 run.report(|r| r.fetched += 1);
-                if let Some(change) = reject_row_without_lp(run, row).await? {
+                if let Some(change) = reject_unusable_row(run, row, false).await? {
                     early.push(change);
                 }
             }
@@ -138,10 +253,17 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
     let mut open: Vec<Pending> = Vec::new();
     for mut p in pending {
         p.record = ctx.ledger.get(flow, &p.lp).await?;
-        if p.record.as_ref().map(|r| r.state) == Some(RecordState::Confirmed) {
-            run.report(|r| r.skipped += 1);
-        } else {
-            open.push(p);
+        match &p.record {
+            Some(r) if r.state == RecordState::Confirmed => run.report(|r| r.skipped += 1),
+            // R9: a failed referral is tried again once its backoff has passed (an operator's
+            // re-queue makes it `pending`, due at once).
+            Some(r)
+                if r.state == RecordState::Failed
+                    && r.next_retry_at.is_some_and(|t| t > ctx.now()) =>
+            {
+                run.report(|r| r.exclude(EXCLUDED_RETRY_NOT_DUE));
+            }
+            _ => open.push(p),
         }
     }
     if open.is_empty() {
@@ -283,13 +405,18 @@ async fn prepare_chunk(
     let mut malformed: HashMap<String, String> = HashMap::new();
     for row in &details.rows {
         match InterventionDetailRow::from_row(row) {
-            Ok(d) => rows_by_lp
-                .entry(d.lp_intervention_id.clone())
-                .or_default()
-                .push(d),
+            Ok(mut d) => {
+                d.lp_intervention_id = normalize_lp_id(&d.lp_intervention_id);
+                rows_by_lp
+                    .entry(d.lp_intervention_id.clone())
+                    .or_default()
+                    .push(d)
+            }
             Err(e) => {
                 if let Some(lp) = row.get_text(keys_2747::LP_INTERVENTION_ID) {
-                    malformed.entry(lp).or_insert_with(|| e.to_string());
+                    malformed
+                        .entry(normalize_lp_id(&lp))
+                        .or_insert_with(|| e.to_string());
                 } else {
                     tracing::warn!("SHP-2358 row without progres_lpinterventionid ignored");
                 }
@@ -301,14 +428,21 @@ async fn prepare_chunk(
     for p in open {
         let attempts = p.record.as_ref().map_or(0, |r| r.attempts);
         if let Some(message) = details.failed.get(&p.lp) {
-            changes.push(run.failed(&p.lp, TRANSIENT, message.clone(), attempts));
+            changes.push(
+                p.ids
+                    .apply(run.failed(&p.lp, TRANSIENT, message.clone(), attempts)),
+            );
             continue;
         }
         if let Some(message) = details.refused.get(&p.lp) {
-            changes.push(run.rejected(&p.lp, VALIDATION_ERROR, message.clone()));
+            changes.push(
+                p.ids
+                    .apply(run.rejected(&p.lp, VALIDATION_ERROR, message.clone())),
+            );
             continue;
         }
         let rows = rows_by_lp.remove(&p.lp).unwrap_or_default();
+        let ids = p.ids.with_details(rows.first());
         let hash = ctx.payload_hash(&rows_source(&rows));
         if unchanged_refusal(p.record.as_ref(), &hash) {
             run.report(|r| r.skipped += 1);
@@ -316,17 +450,19 @@ async fn prepare_chunk(
         }
         if let Some(problem) = malformed.get(&p.lp) {
             changes.push(
-                run.rejected(
-                    &p.lp,
-                    MISSING_REQUIRED_FIELDS,
-                    format!("SHP-2358 rows of LP intervention {}: {problem}", p.lp),
-                )
-                .with_payload_hash(&hash),
+                ids.apply(
+                    run.rejected(
+                        &p.lp,
+                        MISSING_REQUIRED_FIELDS,
+                        format!("SHP-2358 rows of LP intervention {}: {problem}", p.lp),
+                    )
+                    .with_payload_hash(&hash),
+                ),
             );
             continue;
         }
         if rows.is_empty() {
-            changes.push(run.failed(
+            changes.push(ids.apply(run.failed(
                 &p.lp,
                 TRANSIENT,
                 format!(
@@ -334,7 +470,7 @@ async fn prepare_chunk(
                     p.lp
                 ),
                 attempts,
-            ));
+            )));
             continue;
         }
         let mut groups = flow11::group_rows(rows);
@@ -348,12 +484,15 @@ async fn prepare_chunk(
         match mapped {
             Ok(mapped) => ready.push(Ready {
                 mapped,
+                ids,
                 hash,
                 record: p.record,
             }),
             Err(rejection) => changes.push(
-                run.rejected(&p.lp, rejection.reason, rejection.message)
-                    .with_payload_hash(&hash),
+                ids.apply(
+                    run.rejected(&p.lp, rejection.reason, rejection.message)
+                        .with_payload_hash(&hash),
+                ),
             ),
         }
     }
@@ -431,49 +570,76 @@ async fn run_committer(
     Ok(())
 }
 
-/// A SHP-2747 row without an LP intervention id: rejected under the best identifier the row
-/// has (or, with none at all, only counted in the report).
-async fn reject_row_without_lp(
+/// A SHP-2747 row without a usable LP intervention id (absent or blank, or, with `malformed`,
+/// over-long or holding control characters): rejected (`missing_lp_intervention_id` /
+/// `malformed_identifier`) under a stable key made from the row's other identifiers
+/// (intervention GUID, intervention number, delivery id), or, with none of them, from a keyed
+/// hash of the row. The free-text `progres_interventionname` is never used: it is neither a
+/// key nor fit for a message.
+async fn reject_unusable_row(
     run: &RunCtx<'_>,
     row: &Row,
+    malformed: bool,
 ) -> Result<Option<RecordChange>, FlowError> {
     let alt = [
         keys_2747::INTERVENTION,
         keys_2747::INTERVENTION_NUMBER,
-        keys_2747::INTERVENTION_NAME,
         keys_2747::DELIVERY_ID,
     ]
     .into_iter()
     .find_map(|k| {
         row.get_text(k)
-            .filter(|v| !v.trim().is_empty())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| is_ident(v))
             .map(|v| (k, v))
     });
-    let message = |named: &str| format!("SHP-2747 row without progres_lpinterventionid ({named})");
-    let Some((key_name, id)) = alt else {
-        let change = run.rejected(
-            "unidentified-shp-2747-row",
-            MISSING_LP_INTERVENTION_ID,
-            message("and without any other identifier"),
-        );
-        run.report(|r| r.note(&change));
-        return Ok(None);
-    };
-    let key = format!("no-lp-id:{id}");
     let hash = run.ctx.payload_hash(&Value::Object(row.as_map().clone()));
+    let (reason, prefix, what) = if malformed {
+        (
+            MALFORMED_IDENTIFIER,
+            "malformed-lp-id",
+            "whose progres_lpinterventionid is over-long or holds control characters",
+        )
+    } else {
+        (
+            MISSING_LP_INTERVENTION_ID,
+            "no-lp-id",
+            "without progres_lpinterventionid",
+        )
+    };
+    let (key, named) = match &alt {
+        Some((name, id)) => (format!("{prefix}:{id}"), format!("{name} {id}")),
+        None => {
+            let row_hash = run
+                .ctx
+                .payload_hash(&json!({ "shp_2747_row": Value::Object(row.as_map().clone()) }));
+            (
+                format!("{prefix}:row-{row_hash}"),
+                "and without any other identifier; key made from a keyed hash of the row"
+                    .to_owned(),
+            )
+        }
+    };
     let record = run.ctx.ledger.get(run.flow.name(), &key).await?;
     if unchanged_refusal(record.as_ref(), &hash) {
         run.report(|r| r.skipped += 1);
         return Ok(None);
     }
-    Ok(Some(
-        run.rejected(
-            &key,
-            MISSING_LP_INTERVENTION_ID,
-            message(&format!("{key_name} {id}")),
-        )
-        .with_payload_hash(hash),
-    ))
+    let mut change = run
+        .rejected(&key, reason, format!("SHP-2747 row {what} ({named})"))
+        .with_payload_hash(hash);
+    if let Some((name, id)) = &alt {
+        if *name == keys_2747::INTERVENTION_NUMBER {
+            change = change.with_dest_id("intervention_number", id);
+        }
+    }
+    if let Some(bu) = row
+        .get_text(keys_2747::BUSINESS_UNIT)
+        .filter(|b| is_ident(b))
+    {
+        change = change.with_dest_id("business_unit", bu.trim());
+    }
+    Ok(Some(change))
 }
 
 /// Whether a rejected or conflict record is to be left alone: same source as when it was
@@ -582,9 +748,8 @@ enum Lookup {
     /// A batched search already answered: the cases whose `unhcr_individual_no` is exactly
     /// the individual's.
     Found(Vec<Case>),
-    /// The batched search failed (the referrals are left failed or rejected).
-    Failed(PrimeroError),
-    /// Search on its own.
+    /// Search on its own (also when the batched search failed: one individual's search
+    /// failing then concerns that individual's referrals only).
     Search,
 }
 
@@ -605,7 +770,10 @@ async fn look_up_cases(
     let mut out: HashMap<String, Lookup> = HashMap::new();
     let mut unknown: Vec<String> = Vec::new();
     for (id, _) in individuals {
-        let fact = ctx.ledger.fact(FACT_INDIVIDUAL_CASE, id).await?;
+        let fact = ctx
+            .ledger
+            .fact(FACT_INDIVIDUAL_CASE, &individual_fact_key(run, id))
+            .await?;
         match fact
             .as_ref()
             .and_then(|v| v.get("case_uuid"))
@@ -647,9 +815,17 @@ async fn look_up_cases(
                 }
             }
             Err(e) if e.class() == ApiClass::Auth => return Err(e.into()),
+            // R1: a refused or failing batched search must not decide for 50 referrals; each
+            // individual is searched on its own at delivery, and a failure there leaves only
+            // that individual's referrals failed (transient) or rejected (refused).
             Err(e) => {
+                tracing::warn!(
+                    individuals = ids.len(),
+                    error = %e,
+                    "batched case search failed; searching each individual on its own"
+                );
                 for id in ids {
-                    out.insert(id, Lookup::Failed(e.clone()));
+                    out.insert(id, Lookup::Search);
                 }
             }
         }
@@ -712,7 +888,6 @@ async fn find_cases(
     let ctx = run.ctx;
     match lookup {
         Lookup::Found(cases) => return Ok(cases),
-        Lookup::Failed(e) => return Err(e),
         Lookup::Fact(uuid) => {
             if let Some(case) = ctx.primero.get_case(&uuid).await? {
                 if case.str_field("unhcr_individual_no") == Some(individual_id) {
@@ -745,7 +920,7 @@ async fn deliver_one(
         Err(e) => {
             let change = primero_failure(run, key, "case search", e, attempts)?;
             committer
-                .commit(vec![change.with_payload_hash(&item.hash)])
+                .commit(vec![item.ids.apply(change.with_payload_hash(&item.hash))])
                 .await?;
             return Ok(None);
         }
@@ -767,19 +942,20 @@ async fn deliver_one(
                     .iter()
                     .map(|c| format!("{} (id {})", c.case_id.as_deref().unwrap_or("-"), c.id))
                     .collect();
+                // The individual number identifies a person: the message names the
+                // candidate cases and the LP intervention only (R11).
                 let change = run
                     .conflict(
                         key,
                         DUPLICATE_CASES,
                         format!(
-                            "{} Primero cases have unhcr_individual_no {}: {}; none is named by progres_primeroid",
+                            "{} Primero cases have the unhcr_individual_no of LP intervention {key}: {}; none is named by progres_primeroid",
                             ids.len(),
-                            m.individual_id,
                             ids.join(", ")
                         ),
                     )
                     .with_payload_hash(&item.hash);
-                committer.commit(vec![change]).await?;
+                committer.commit(vec![item.ids.apply(change)]).await?;
                 return Ok(None);
             }
         }
@@ -802,7 +978,7 @@ async fn deliver_one(
             Err(e) => {
                 let change = primero_failure(run, key, "case create", e, attempts)?;
                 committer
-                    .commit(vec![change.with_payload_hash(&item.hash)])
+                    .commit(vec![item.ids.apply(change.with_payload_hash(&item.hash))])
                     .await?;
                 return Ok(None);
             }
@@ -819,7 +995,8 @@ async fn deliver_one(
         case => {
             let present = has_row(&case, &m.intervention_number);
             if present {
-                run.report(|r| r.skipped += 1);
+                // Already in Primero (R5): only the write-back is left, and its outcome is
+                // the one this record counts in the report (R13).
                 if run.dry_run {
                     run.preview(key, "ingest SHP-2748", write_back_fields());
                     return Ok(None);
@@ -859,7 +1036,7 @@ async fn deliver_one(
                     Err(e) => {
                         let change = primero_failure(run, key, "case update", e, attempts)?;
                         committer
-                            .commit(vec![change.with_payload_hash(&item.hash)])
+                            .commit(vec![item.ids.apply(change.with_payload_hash(&item.hash))])
                             .await?;
                         return Ok(None);
                     }
@@ -868,36 +1045,48 @@ async fn deliver_one(
         }
     };
 
-    let wb = WriteBack {
+    let facts: Vec<(&'static str, String, Value)> = vec![
+        (
+            FACT_INDIVIDUAL_CASE,
+            individual_fact_key(run, &m.individual_id),
+            json!({"case_uuid": case.id, "case_id": case.case_id}),
+        ),
+        (
+            FACT_INTERVENTION,
+            m.intervention_number.clone(),
+            intervention_fact(&m.lp_intervention_id, &m.business_unit),
+        ),
+    ];
+    let mut wb = WriteBack {
         lp: m.lp_intervention_id.clone(),
         business_unit: m.business_unit.clone(),
         attempts: attempts + i64::from(written),
+        ids: item.ids.clone(),
+        found: None,
     };
-    let already_delivered = item.record.as_ref().map(|r| r.state) == Some(RecordState::Delivered);
-    if written || !already_delivered {
-        let mut change = run
-            .change(key, RecordState::Delivered)
-            .with_dest_id("case_uuid", &case.id)
-            .with_dest_id("intervention_number", &m.intervention_number)
-            .with_payload_hash(&item.hash)
-            .with_fact(
-                FACT_INDIVIDUAL_CASE,
-                &m.individual_id,
-                json!({"case_uuid": case.id, "case_id": case.case_id}),
-            )
-            .with_fact(
-                FACT_INTERVENTION,
-                &m.intervention_number,
-                intervention_fact(&m.lp_intervention_id, &m.business_unit),
-            );
-        if let Some(case_id) = &case.case_id {
-            change = change.with_dest_id("case_id", case_id);
-        }
-        if written {
-            change = change.with_attempt();
+    if written {
+        let mut change = with_case_ids(
+            run.change(key, RecordState::Delivered),
+            &case.id,
+            case.case_id.as_deref(),
+        )
+        .with_payload_hash(&item.hash)
+        .with_attempt();
+        for (kind, fact_key, value) in facts {
+            change = change.with_fact(kind, fact_key, value);
         }
         change.fallback_used = m.fallback_used();
-        committer.commit(vec![change]).await?;
+        committer.commit(vec![item.ids.apply(change)]).await?;
+    } else {
+        // Nothing written to Primero: no `delivered` change (it would count the record as
+        // delivered by this run); the write-back's outcome records the case ids and facts.
+        wb.found = Some(FoundInPrimero {
+            case_uuid: case.id.clone(),
+            case_id: case.case_id.clone(),
+            facts,
+            hash: item.hash.clone(),
+            fallback_used: m.fallback_used(),
+        });
     }
     *known = Some(case);
     Ok(Some(wb))
@@ -964,22 +1153,22 @@ async fn write_back(run: &RunCtx<'_>, batch: Vec<WriteBack>) -> Result<(), FlowE
         if let Some(tx) = tx {
             change = change.with_ping_transaction_id(tx);
         }
-        changes.push(change);
+        changes.push(wb.annotate(change));
     }
     for (i, message) in outcome.refused {
-        changes.push(run.rejected(
+        changes.push(batch[i].annotate(run.rejected(
             &batch[i].lp,
             VALIDATION_ERROR,
             format!("SHP-2748 write-back refused: {message}"),
-        ));
+        )));
     }
     for (i, message) in outcome.failed {
-        changes.push(run.failed(
+        changes.push(batch[i].annotate(run.failed(
             &batch[i].lp,
             TRANSIENT,
             format!("SHP-2748 write-back: {message}"),
             batch[i].attempts,
-        ));
+        )));
     }
     run.commit(changes, None).await
 }
@@ -1012,13 +1201,14 @@ pub(crate) async fn ingest_isolated(
     let batch_size = run.ctx.config.ping.batch_size.max(1);
     let mut queue: Vec<Vec<usize>> = Vec::new();
     let mut current: Vec<usize> = Vec::new();
-    let mut ids: HashSet<&str> = HashSet::new();
+    let mut ids: HashSet<String> = HashSet::new();
     for (i, r) in records.iter().enumerate() {
-        if current.len() >= batch_size || ids.contains(r.external_id.as_str()) {
+        let id = external_id_key(&r.external_id);
+        if current.len() >= batch_size || ids.contains(&id) {
             queue.push(std::mem::take(&mut current));
             ids.clear();
         }
-        ids.insert(&r.external_id);
+        ids.insert(id);
         current.push(i);
     }
     if !current.is_empty() {
@@ -1055,11 +1245,28 @@ async fn ingest_batch(
                 if let Some(tx) = &outcome.transaction_id {
                     run.report(|r| r.add_transaction(tx));
                 }
+                // A failure entry that names no record of the batch (blank, or an id we did
+                // not send) makes the whole answer ambiguous: which record failed is unknown,
+                // so none is taken as applied; the batch is split until the culprit is found
+                // (re-sending a keyed update is harmless).
+                let unmatched = outcome.failed.iter().any(|f| {
+                    !set.iter()
+                        .any(|&i| same_external_id(&f.external_id, &records[i].external_id))
+                });
+                if unmatched {
+                    split_or_refuse(
+                        &mut queue,
+                        &mut out,
+                        set,
+                        "PING reported a failed record it did not name",
+                    );
+                    continue;
+                }
                 for &i in &set {
                     match outcome
                         .failed
                         .iter()
-                        .find(|f| f.external_id == records[i].external_id)
+                        .find(|f| same_external_id(&f.external_id, &records[i].external_id))
                     {
                         Some(f) => out.refused.push((i, f.message.clone())),
                         None => out.applied.push((i, outcome.transaction_id.clone())),
@@ -1076,7 +1283,7 @@ async fn ingest_batch(
                 let (named, rest): (Vec<usize>, Vec<usize>) = set.iter().partition(|&&i| {
                     failed
                         .iter()
-                        .any(|f| f.external_id == records[i].external_id)
+                        .any(|f| same_external_id(&f.external_id, &records[i].external_id))
                 });
                 if named.is_empty() {
                     split_or_refuse(
@@ -1089,7 +1296,7 @@ async fn ingest_batch(
                     for i in named {
                         let message = failed
                             .iter()
-                            .find(|f| f.external_id == records[i].external_id)
+                            .find(|f| same_external_id(&f.external_id, &records[i].external_id))
                             .map(|f| f.message.clone())
                             .unwrap_or_default();
                         out.refused.push((i, message));
@@ -1111,6 +1318,16 @@ async fn ingest_batch(
         }
     }
     Ok(out)
+}
+
+/// An `ExternalId` as PING may echo it back: trimmed, case-insensitive (GUIDs).
+fn external_id_key(id: &str) -> String {
+    id.trim().to_lowercase()
+}
+
+/// Whether PING's failure entry `named` is the record sent with `sent`.
+fn same_external_id(named: &str, sent: &str) -> bool {
+    !named.trim().is_empty() && external_id_key(named) == external_id_key(sent)
 }
 
 fn split_or_refuse(

@@ -120,6 +120,23 @@ async fn requests(env: &TestEnv, ping: bool, endpoint: &str) -> usize {
         .count()
 }
 
+/// A clock hours ahead of the real one: every failed record's backoff has passed.
+struct Ahead;
+
+impl pp_flows::Clock for Ahead {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + chrono::Duration::hours(7)
+    }
+}
+
+/// Runs a flow once, hours later (failed records are due again).
+async fn run_later(env: &TestEnv, flow: Flow) -> pp_flows::Report {
+    let ctx = env.ctx.clone().with_clock(std::sync::Arc::new(Ahead));
+    run_flow(&ctx, flow, RunOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{flow} failed: {e}"))
+}
+
 async fn state_of(env: &TestEnv, flow: &str, key: &str) -> Option<RecordState> {
     env.ledger.get(flow, key).await.unwrap().map(|r| r.state)
 }
@@ -347,8 +364,19 @@ async fn crash_between_primero_write_and_write_back_creates_nothing_new() {
         .await
         .unwrap();
     env.clear_requests().await;
-    let second = env.run(Flow::ReferralsToPrimero).await;
-    assert_eq!((second.confirmed, second.skipped, second.failed), (2, 2, 0));
+    let second = run_later(&env, Flow::ReferralsToPrimero).await;
+    // Each record counted once: already in Primero, so not delivered by this run nor
+    // skipped; its write-back confirmed it (R13).
+    assert_eq!(
+        (
+            second.confirmed,
+            second.delivered,
+            second.skipped,
+            second.failed
+        ),
+        (2, 0, 0, 0),
+        "{second}"
+    );
     assert_eq!(requests(&env, false, "case_create").await, 0);
     assert_eq!(requests(&env, false, "case_patch").await, 0);
     for (lp, individual) in [(&a, "803-100000003"), (&b, "803-100000004")] {
@@ -1106,7 +1134,13 @@ async fn lasting_faults_leave_records_failed_then_delivered_by_the_next_run() {
         .send()
         .await
         .unwrap();
-    let second = env.run(Flow::ReferralsToPrimero).await;
+    // R9: not due yet: left alone, counted, nothing sent.
+    env.clear_requests().await;
+    let early = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!(early.excluded.get("retry_not_due"), Some(&3), "{early}");
+    assert_eq!((early.failed, early.confirmed), (0, 0));
+    assert_eq!(requests(&env, false, "case_create").await, 0);
+    let second = run_later(&env, Flow::ReferralsToPrimero).await;
     assert_eq!((second.failed, second.confirmed), (0, 3));
     for (_, ind) in &ivs {
         assert_eq!(cases_of(&env, ind).await.len(), 1);
@@ -1129,7 +1163,10 @@ async fn lasting_faults_leave_records_failed_then_delivered_by_the_next_run() {
         .await
         .unwrap();
     env.clear_requests().await;
-    let recovered = env.run(Flow::DecisionsToProgres).await;
+    let early = env.run(Flow::DecisionsToProgres).await;
+    assert_eq!(early.excluded.get("retry_not_due"), Some(&1), "{early}");
+    assert_eq!(requests(&env, true, "data").await, 0);
+    let recovered = run_later(&env, Flow::DecisionsToProgres).await;
     assert_eq!((recovered.failed, recovered.confirmed), (0, 1));
     assert_eq!(requests(&env, true, "data").await, 1);
     assert_eq!(
