@@ -433,6 +433,44 @@ async fn conflicts_and_rejections_do_not_stop_the_other_referrals() {
     assert_eq!(conflict.reason_code.as_deref(), Some("duplicate_cases"));
     let msg = conflict.message.unwrap();
     assert!(msg.contains(&dup1) && msg.contains(&dup2), "{msg}");
+    assert!(msg.contains(&dup), "names the LP intervention: {msg}");
+    assert!(
+        !msg.contains("803-100000010"),
+        "no individual number: {msg}"
+    );
+    // An operator finds every outcome by intervention number, LP id or business unit, not
+    // only deliveries (the dashboard's search).
+    for (number, lp) in [
+        ("803-26-PRTITV-0000010", &dup),
+        ("803-26-PRTITV-0000011", &missing),
+        ("803-26-PRTITV-0000012", &unmapped),
+        ("803-26-PRTITV-0000013", &good),
+    ] {
+        let found = env.ledger.find(number).await.unwrap();
+        assert_eq!(found.len(), 1, "search by {number}");
+        assert_eq!(&found[0].key, lp);
+        assert_eq!(found[0].dest_ids["business_unit"], BU);
+        assert_eq!(found[0].dest_ids["lp_intervention_id"], lp.as_str());
+    }
+    // The UNHCR individual numbers identify people: no ledger file holds them (the case
+    // fact is keyed by a keyed hash).
+    let contains =
+        |bytes: &[u8], text: &str| bytes.windows(text.len()).any(|w| w == text.as_bytes());
+    let mut identifiers_seen = false;
+    for entry in std::fs::read_dir(env.dir.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        // The scan sees what the ledger stores (system identifiers are there).
+        identifiers_seen |= contains(&bytes, "803-26-PRTITV-0000013");
+        for individual in ["803-100000010", "803-100000012", "803-100000013"] {
+            assert!(
+                !bytes
+                    .windows(individual.len())
+                    .any(|w| w == individual.as_bytes()),
+                "{individual} stored in the ledger"
+            );
+        }
+    }
+    assert!(identifiers_seen, "the ledger files were read");
     for c in cases_of(&env, "803-100000010").await {
         assert!(rows(&c).is_empty(), "no write to either duplicate");
     }
@@ -579,6 +617,24 @@ struct Mangle {
     wrong_business_unit: Option<String>,
     /// SHP-2747: this LP's row lacks `progres_lpinterventionid` (older shape).
     no_lp_id: Option<String>,
+    /// SHP-2747: this LP's row lacks every identifier (LP id, intervention GUID, intervention
+    /// number, delivery id); only the free-text name is left.
+    anonymous: Option<String>,
+    /// SHP-2358: this LP's rows spell its id in capitals with spaces around.
+    shouted_lp: Option<String>,
+    /// `/data`: how `FailedRecords` name the refused records.
+    failed_ids: FailedIds,
+}
+
+/// How the proxy rewrites the `ExternalId` of `FailedRecords` entries.
+#[derive(Clone, Copy, Default, PartialEq)]
+enum FailedIds {
+    #[default]
+    Keep,
+    /// Capitals and spaces around.
+    Shouted,
+    /// Left out.
+    Missing,
 }
 
 /// A proxy in front of the PING simulator that applies `mangle` to retrieval answers.
@@ -673,6 +729,35 @@ async fn proxy_one(
                         .unwrap()
                         .remove("progres_lpinterventionid");
                 }
+                if request.contains("SHP-2747") && lp == mangle.anonymous {
+                    let m = row.as_object_mut().unwrap();
+                    for k in [
+                        "progres_lpinterventionid",
+                        "progres_intervention",
+                        "progres_lpintervention.int.progres_interventionnumber",
+                        "progres_dtpdeliveryid",
+                    ] {
+                        m.remove(k);
+                    }
+                }
+                if request.contains("SHP-2358") && lp == mangle.shouted_lp {
+                    row["progres_lpinterventionid"] =
+                        json!(format!("  {}  ", lp.clone().unwrap().to_uppercase()));
+                }
+            }
+        }
+        if let Some(failed) = v["FailedRecords"].as_array_mut() {
+            for f in failed.iter_mut() {
+                let id = f["ExternalId"].as_str().unwrap_or_default().to_owned();
+                match mangle.failed_ids {
+                    FailedIds::Keep => {}
+                    FailedIds::Shouted => {
+                        f["ExternalId"] = json!(format!(" {} ", id.to_uppercase()))
+                    }
+                    FailedIds::Missing => {
+                        f.as_object_mut().unwrap().remove("ExternalId");
+                    }
+                }
             }
         }
         text = v.to_string();
@@ -700,6 +785,7 @@ async fn odd_shapes_from_ping_reject_only_their_own_records() {
         inconsistent: Some(bad.clone()),
         wrong_business_unit: Some(wrong_bu.clone()),
         no_lp_id: Some(no_lp.clone()),
+        ..Mangle::default()
     };
     start_mangling_proxy(listener, target, mangle).await;
     let good: Vec<String> = (0..3).map(|_| guid()).collect();
@@ -1340,4 +1426,324 @@ async fn an_unreachable_list_endpoint_ends_the_run() {
     let err = env.try_run(Flow::DecisionsToProgres).await.unwrap_err();
     assert!(matches!(err, FlowError::Unreachable { .. }), "{err}");
     assert_eq!(env.ledger.cursor(F12).await.unwrap(), None);
+}
+
+/// Starts a test environment whose PING answers pass through the mangling proxy.
+async fn env_behind_proxy(mangle: Mangle) -> TestEnv {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_url = format!("http://{}", listener.local_addr().unwrap());
+    let mut target = String::new();
+    let env = TestEnv::start_with(|c| {
+        target = c.ping.base_url.as_str().trim_end_matches('/').to_owned();
+        c.ping.base_url = proxy_url.parse().unwrap();
+    })
+    .await;
+    start_mangling_proxy(listener, target, mangle).await;
+    env
+}
+
+#[tokio::test]
+async fn write_back_failures_named_otherwise_or_not_at_all_are_never_taken_as_success() {
+    for failed_ids in [FailedIds::Shouted, FailedIds::Missing] {
+        let (wrong_bu, shouted, anonymous) = (guid(), guid(), guid());
+        let env = env_behind_proxy(Mangle {
+            wrong_business_unit: Some(wrong_bu.clone()),
+            shouted_lp: Some(shouted.clone()),
+            anonymous: Some(anonymous.clone()),
+            failed_ids,
+            ..Mangle::default()
+        })
+        .await;
+        // PING applies the valid records of a batch and lists the refused ones.
+        env.ping_post("/_sim/options", json!({"batch_mode": "partial"}))
+            .await;
+        let good = guid();
+        seed_ping(
+            &env,
+            vec![
+                intervention(&wrong_bu, "803-26-PRTITV-0000080", "803-100000080"),
+                intervention(&good, "803-26-PRTITV-0000081", "803-100000081"),
+                intervention(&shouted, "803-26-PRTITV-0000082", "803-100000082"),
+                intervention(&anonymous, "803-26-PRTITV-0000083", "803-100000083"),
+            ],
+        )
+        .await;
+        let report = env.run(Flow::ReferralsToPrimero).await;
+        // The refused write-back is found whatever the spelling of its ExternalId.
+        assert_eq!(
+            report.rejected.get("validation_error"),
+            Some(&1),
+            "{report}"
+        );
+        assert_eq!(
+            state_of(&env, F11, &wrong_bu).await,
+            Some(RecordState::Rejected)
+        );
+        assert!(
+            ping_intervention(&env, &wrong_bu).await["progres_primerotransferstatus"].is_null()
+        );
+        // SHP-2358 spelling the LP id otherwise still finds its rows (R1: not failed forever).
+        for lp in [&good, &shouted] {
+            assert_eq!(state_of(&env, F11, lp).await, Some(RecordState::Confirmed));
+            assert_eq!(
+                ping_intervention(&env, lp).await["progres_primerotransferstatus"],
+                json!(125080002)
+            );
+        }
+        // A row without any identifier is recorded (not only counted), under a key made from
+        // a keyed hash of the row, and nothing of its free-text name is used.
+        let no_id = env
+            .ledger
+            .list_records(&pp_ledger::RecordFilter {
+                flow: Some(F11.into()),
+                states: vec![RecordState::Rejected],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.reason_code.as_deref() == Some("missing_lp_intervention_id"))
+            .collect::<Vec<_>>();
+        assert_eq!(no_id.len(), 1);
+        assert!(
+            no_id[0].key.starts_with("no-lp-id:row-"),
+            "{}",
+            no_id[0].key
+        );
+        assert!(!no_id[0].key.contains("803-26-PRTITV-0000083"));
+        assert!(!no_id[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("803-26-PRTITV-0000083"));
+        // The same row next run: the same record, left alone.
+        let again = env.run(Flow::ReferralsToPrimero).await;
+        assert_eq!(again.rejected_total(), 0, "{again}");
+    }
+}
+
+#[tokio::test]
+async fn a_decision_changed_back_and_refused_or_failing_keeps_the_run_and_earlier_records() {
+    let env = TestEnv::start().await;
+    let d = delivered_referrals(&env, 1, 40).await;
+    let (lp, case, uid) = &d[0];
+    decide(&env, case, uid, "accepted", None).await;
+    assert_eq!(env.run(Flow::DecisionsToProgres).await.confirmed, 1);
+    decide(&env, case, uid, "rejected", Some("Moved away")).await;
+    assert_eq!(env.run(Flow::DecisionsToProgres).await.confirmed, 1);
+    // Back to accepted, and PING refuses the re-send.
+    decide(&env, case, uid, "accepted", None).await;
+    env.ping_post(
+        "/_sim/faults",
+        json!({"rules": [{"endpoint": "data", "kind": "status", "status": 400}]}),
+    )
+    .await;
+    let refused = env
+        .try_run(Flow::DecisionsToProgres)
+        .await
+        .expect("a refused re-send does not end the run (R1)");
+    assert_eq!(
+        refused.rejected.get("validation_error"),
+        Some(&1),
+        "{refused}"
+    );
+    let first = format!("{case}:{uid}:accepted");
+    let second = format!("{case}:{uid}:accepted:2");
+    assert_eq!(
+        state_of(&env, F12, &first).await,
+        Some(RecordState::Confirmed)
+    );
+    assert_eq!(
+        state_of(&env, F12, &second).await,
+        Some(RecordState::Rejected)
+    );
+    assert_eq!(
+        state_of(&env, F12, &format!("{case}:{uid}:rejected")).await,
+        Some(RecordState::Confirmed)
+    );
+    assert_eq!(
+        ping_intervention(&env, lp).await["progres_primerotransferstatus"],
+        json!(125080004)
+    );
+    // The cursor moved with the outcome: the decision is not sent again by itself (R5).
+    assert!(env.ledger.cursor(F12).await.unwrap().is_some());
+
+    // The operator re-queues it; PING now fails transiently: failed, still on its own key.
+    env.ledger
+        .retry(
+            RetryTarget::Key {
+                flow: Some(F12.into()),
+                key: second.clone(),
+            },
+            "alice",
+        )
+        .await
+        .unwrap();
+    env.ping_post(
+        "/_sim/faults",
+        json!({"rules": [{"endpoint": "data", "kind": "status", "status": 503}]}),
+    )
+    .await;
+    let failing = env
+        .try_run(Flow::DecisionsToProgres)
+        .await
+        .expect("a failing re-send does not end the run (R1)");
+    assert_eq!(failing.failed, 1, "{failing}");
+    assert_eq!(
+        state_of(&env, F12, &second).await,
+        Some(RecordState::Failed)
+    );
+    assert_eq!(
+        state_of(&env, F12, &first).await,
+        Some(RecordState::Confirmed)
+    );
+
+    // PING recovers: once due, the decision goes out once.
+    env.http
+        .delete(format!("{}/_sim/faults", env.ping.base_url()))
+        .send()
+        .await
+        .unwrap();
+    let recovered = run_later(&env, Flow::DecisionsToProgres).await;
+    assert_eq!(recovered.confirmed, 1, "{recovered}");
+    assert_eq!(
+        state_of(&env, F12, &second).await,
+        Some(RecordState::Confirmed)
+    );
+    assert_eq!(
+        ping_intervention(&env, lp).await["progres_primerotransferstatus"],
+        json!(125080003)
+    );
+    env.clear_requests().await;
+    let quiet = run_later(&env, Flow::DecisionsToProgres).await;
+    assert_eq!(quiet.confirmed + quiet.rejected_total() + quiet.failed, 0);
+    assert_eq!(requests(&env, true, "data").await, 0);
+}
+
+#[tokio::test]
+async fn odd_decisions_are_rejected_or_counted_and_the_run_goes_on() {
+    let env = TestEnv::start().await;
+    let lp = guid();
+    seed_ping(
+        &env,
+        vec![with(
+            intervention(&lp, "803-26-PRTITV-7100001", "x71"),
+            json!({"delivery": null}),
+        )],
+    )
+    .await;
+    let composite = format!("803-26-PRTITV-7100001,{lp},{BU}");
+    let mut long_uid = decided_row(&composite, "accepted");
+    long_uid["unique_id"] = json!("u".repeat(600));
+    let declined = decided_row(&composite, "declined");
+    let declined_uid = declined["unique_id"].as_str().unwrap().to_owned();
+    let mut bad_case = decided_case(
+        &guid(),
+        "2026-04-01T00:00:00.000Z",
+        vec![decided_row(&composite, "rejected")],
+    );
+    bad_case["case_id"] = json!("case\u{7}id");
+    seed_primero(
+        &env,
+        vec![
+            decided_case(
+                &guid(),
+                "2026-04-01T00:00:00.000Z",
+                vec![
+                    long_uid,
+                    declined,
+                    decided_row(&composite, "Accepted"),
+                    decided_row(&composite, "pending"),
+                    decided_row(&composite, "accepted"),
+                ],
+            ),
+            bad_case,
+        ],
+    )
+    .await;
+    let report = env
+        .try_run(Flow::DecisionsToProgres)
+        .await
+        .expect("odd identifiers and statuses do not end the run (R1)");
+    assert_eq!(report.confirmed, 1, "{report}");
+    assert_eq!(report.rejected.get("unknown_status"), Some(&2), "{report}");
+    assert_eq!(report.rejected.get("malformed_identifier"), Some(&1));
+    assert_eq!(report.excluded.get("malformed_identifier"), Some(&1));
+    assert_eq!(report.excluded.get("undecided"), Some(&1));
+    let line = report
+        .attention
+        .iter()
+        .find(|l| l.key.contains(&declined_uid))
+        .expect("the unknown status is reported");
+    assert!(line.message.as_deref().unwrap().contains("\"declined\""));
+    assert_eq!(
+        ping_intervention(&env, &lp).await["progres_primerotransferstatus"],
+        json!(125080003)
+    );
+    // Unchanged next run: nothing new.
+    let again = env.run(Flow::DecisionsToProgres).await;
+    assert_eq!(again.rejected_total() + again.confirmed, 0, "{again}");
+}
+
+#[tokio::test]
+async fn identifiers_the_ledger_would_refuse_reject_only_their_own_referrals() {
+    let env = TestEnv::start().await;
+    let (long_lp, bad_number, good) = ("l".repeat(600), guid(), guid());
+    seed_ping(
+        &env,
+        vec![
+            intervention(&long_lp, "803-26-PRTITV-0000091", "803-100000091"),
+            intervention(&bad_number, "803-26-PRTITV-\u{7}92", "803-100000092"),
+            intervention(&good, "803-26-PRTITV-0000093", "803-100000093"),
+        ],
+    )
+    .await;
+    let report = env
+        .try_run(Flow::ReferralsToPrimero)
+        .await
+        .expect("malformed identifiers do not end the run (R1)");
+    assert_eq!(
+        report.rejected.get("malformed_identifier"),
+        Some(&2),
+        "{report}"
+    );
+    assert_eq!(report.confirmed, 1);
+    assert_eq!(
+        state_of(&env, F11, &bad_number).await,
+        Some(RecordState::Rejected)
+    );
+    assert!(cases_of(&env, "803-100000092").await.is_empty());
+    assert!(cases_of(&env, "803-100000091").await.is_empty());
+    let again = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!(again.rejected_total(), 0, "{again}");
+}
+
+#[tokio::test]
+async fn a_refused_batched_case_search_falls_back_to_one_search_per_individual() {
+    let env = TestEnv::start().await;
+    let ivs: Vec<(String, String)> = (0..3)
+        .map(|i| (guid(), format!("803-6200{i:05}")))
+        .collect();
+    seed_ping(
+        &env,
+        ivs.iter()
+            .enumerate()
+            .map(|(i, (lp, ind))| intervention(lp, &format!("803-26-PRTITV-62{i:05}"), ind))
+            .collect(),
+    )
+    .await;
+    env.primero_post(
+        "/_sim/faults",
+        json!({"rules": [{"endpoint": "cases_list", "kind": "status", "status": 400, "times": 1}]}),
+    )
+    .await;
+    let report = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!(
+        (report.confirmed, report.rejected_total()),
+        (3, 0),
+        "{report}"
+    );
+    for (_, ind) in &ivs {
+        assert_eq!(cases_of(&env, ind).await.len(), 1);
+    }
 }
