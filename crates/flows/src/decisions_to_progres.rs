@@ -415,3 +415,24 @@ async fn build_record(
     };
     Ok(flow12::decision_record(row, &lp, &bu, maps, today))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_case_without_last_updated_at_holds_the_cursor_where_the_run_started() {
+        let from: DateTime<Utc> = "2026-03-01T10:00:00Z".parse().unwrap();
+        let later: DateTime<Utc> = "2026-03-01T12:00:00Z".parse().unwrap();
+        let mut p = Progress::new(from);
+        p.see(Some(later));
+        p.hold_at(Some(later));
+        assert_eq!(p.hold, Some(later));
+        p.hold_at(None);
+        assert_eq!(
+            p.hold,
+            Some(from),
+            "a failed decision of a case without a time"
+        );
+    }
+}

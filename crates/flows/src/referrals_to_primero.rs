@@ -3,14 +3,18 @@
 //! (SHP-2748) for the records that reached Primero (flows.md, Flow 1.1).
 //!
 //! Shape of a run:
-//! 1. read the pending list; a row without an LP intervention id is rejected (R1: the others
-//!    go on); confirmed LP ids are skipped (R5);
+//! 1. read the pending list; LP ids are trimmed and GUIDs lowercased, as in the SHP-2358 rows;
+//!    a row without a usable LP intervention id is rejected under a key made from its other
+//!    identifiers (or a keyed hash of the row), an id the ledger would refuse as
+//!    `malformed_identifier` (R1: the others go on); confirmed LP ids are skipped (R5), failed
+//!    ones whose `next_retry_at` has not come are counted as `retry_not_due` (R9);
 //! 2. per chunk of about 50 referrals (an individual's referrals kept in one chunk): read the
 //!    details with one SHP-2358 call (bracketed id list), group, validate and map in pure
 //!    code (`pp_mapping::flow11`), and look the chunk's individuals up in Primero: the ledger
-//!    fact `individual_case` first (Primero <= 2.10 searches through Solr, which may not see
-//!    a case created a moment ago), else one search for the whole chunk
-//!    (`unhcr_individual_no[n]=…`, every hit checked exactly). Rejected and conflict records
+//!    fact `individual_case` first (keyed by an HMAC of the individual id; Primero <= 2.10
+//!    searches through Solr, which may not see a case created a moment ago), else one search
+//!    for the whole chunk (`unhcr_individual_no[n]=…`, every hit checked exactly; when that
+//!    search fails, each individual is searched on its own). Rejected and conflict records
 //!    whose source did not change (same keyed payload hash) are skipped unless an operator
 //!    re-queued them;
 //! 3. deliver, while later chunks are still prepared: referrals of one individual one after
@@ -21,6 +25,11 @@
 //! 4. write back, in batches of `ping.batch_size`, while deliveries go on; a refused batch
 //!    is narrowed down to the refused records (R1). A record becomes `confirmed` after its
 //!    write-back.
+//!
+//! Every record change made once the details are known carries the intervention number,
+//! business unit and LP id as identifiers, so an operator finds rejections, conflicts and
+//! failures by the number they know. A referral already in Primero counts once in the report,
+//! by the outcome of its write-back.
 //!
 //! Every delivery waits until its outcome is in the ledger before the individual's next
 //! referral starts (concurrent deliveries share ledger transactions), so a crash loses

@@ -3,7 +3,10 @@
 //! re-runs and crash recovery, conflicts and rejections that do not stop the others, the
 //! Solr-lag case fact, caseworker decisions sent once (and again when changed), legacy
 //! intervention numbers, the 1.2 cursor across restarts and within one second, transient
-//! faults on either side, dry runs and refused credentials.
+//! faults on either side, dry runs and refused credentials; decisions changed back and refused
+//! or failing on their own keys, odd statuses and identifiers that never end a run, a refused
+//! batched search, write-back failures named in another spelling or not at all, backoff of
+//! failed records (`retry_not_due`), and no individual number in the ledger files.
 
 mod support;
 
