@@ -30,7 +30,7 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use pp_ledger::{Record, RecordChange, RecordState};
-use pp_mapping::flow11::{Rejection, TRANSIENT, VALIDATION_ERROR};
+use pp_mapping::flow11::{self, Rejection, TRANSIENT, VALIDATION_ERROR};
 use pp_mapping::flow12::{
     self, Decision, DecisionRow, InterventionRef, LEGACY_INTERVENTION_NUMBER,
 };
@@ -291,7 +291,7 @@ async fn handle_page(
         if let Some(case_id) = &o.row.case_id {
             change = change.with_dest_id("case_id", case_id);
         }
-        if let Some(tx) = tx {
+        if let Some(tx) = tx.filter(|t| flow11::is_ident(t)) {
             change = change.with_ping_transaction_id(tx);
         }
         changes.push(change);

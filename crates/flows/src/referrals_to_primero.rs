@@ -1157,9 +1157,10 @@ async fn write_back(run: &RunCtx<'_>, batch: Vec<WriteBack>) -> Result<(), FlowE
     let mut changes = Vec::with_capacity(batch.len());
     for (i, tx) in outcome.applied {
         let wb = &batch[i];
-        // The case ids were stored with `delivered`.
+        // The case ids were stored with `delivered` (or come with `annotate`). A transaction
+        // id unfit for the ledger is left out rather than refused with the whole batch (R1).
         let mut change = run.change(&wb.lp, RecordState::Confirmed);
-        if let Some(tx) = tx {
+        if let Some(tx) = tx.filter(|t| is_ident(t)) {
             change = change.with_ping_transaction_id(tx);
         }
         changes.push(wb.annotate(change));
