@@ -124,11 +124,21 @@ pub fn explain(code: Option<&str>) -> Explanation {
              or set the right case id in proGres (Primero id of the intervention), then retry.",
         ),
         "unknown_status" => e(
-            "Unknown status code",
-            FixIn::Progres,
-            "proGres sent a decision status code that ping-primero does not know. Check the \
-             referral's status in proGres; if proGres has a new legitimate status, the software \
+            "Unknown status value",
+            FixIn::Varies,
+            "The source sent a decision status that ping-primero does not know: a proGres \
+             status code (flow 2.2) or a Primero unhcr_referral_status value (flow 1.2); the \
+             message names it. It is never read as an acceptance. Correct the status in the \
+             system that holds the decision; if it is a new legitimate status, the software \
              needs an update. Retry after the status is corrected.",
+        ),
+        "malformed_identifier" => e(
+            "An identifier is unusable",
+            FixIn::Varies,
+            "The source sent an identifier (LP intervention id, case id, service id...) that \
+             is blank, too long or holds control characters, so the record cannot be tracked \
+             safely. The message names the field. Correct it in the system that sent it \
+             (proGres for flow 1.1, Primero for flow 1.2), then retry.",
         ),
         "transition_refused" => e(
             "Primero refused the status change",
@@ -259,6 +269,7 @@ mod tests {
             "ingestion_unconfirmed",
             "inconsistent_detail_rows",
             "duplicate_referrals",
+            "malformed_identifier",
         ] {
             assert_ne!(
                 explain(Some(code)),
