@@ -592,6 +592,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         out.insert("targets".into(), serde_json::to_value(&t)?);
     }
     if let Some(records) = args.dashboard_records {
+        if !json_out {
+            println!("ping-primero bench: dashboard pages over a ledger of {records} records");
+        }
         // The dashboard's own peak, apart from the flows'.
         let reset = reset_peak_memory();
         let d = bench_dashboard(records, &say).await?;
@@ -601,7 +604,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             println!("Dashboard over a ledger of {records} records (median of 5 renders)");
             for p in d["pages"].as_array().map(Vec::as_slice).unwrap_or_default() {
                 println!(
-                    "  {:<40} {:>8.1} ms",
+                    "  {:<64} {:>8.1} ms",
                     p["page"].as_str().unwrap_or("?"),
                     p["median_ms"].as_f64().unwrap_or(0.0)
                 );
