@@ -916,7 +916,10 @@ async fn create_with_a_caller_id_is_idempotent_across_runs() {
     assert_eq!(first.id, id);
     assert_eq!(second.id, id);
     let all = c
-        .list_cases(&pp_primero::CaseQuery::exact("unhcr_individual_no", "945-00000001"))
+        .list_cases(&pp_primero::CaseQuery::exact(
+            "unhcr_individual_no",
+            "945-00000001",
+        ))
         .await
         .unwrap();
     assert_eq!(all.len(), 1);
