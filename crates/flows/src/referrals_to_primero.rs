@@ -284,7 +284,10 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
     // back.
     let chunks = chunk_by_individual(open);
     let abort = AtomicBool::new(false);
-    let (work_tx, work_rx) = mpsc::unbounded_channel::<(Lookup, Vec<Ready>)>();
+    // Bounded: preparation needs far fewer calls per referral than delivery, so an
+    // unbounded hand-over would hold every prepared referral (and its case search results)
+    // in memory at once; a few chunks ahead keep delivery busy with memory bounded (R10).
+    let (work_tx, work_rx) = mpsc::channel::<(Lookup, Vec<Ready>)>(WORK_AHEAD);
     let preparer = async {
         let work_tx = work_tx;
         let mut prepared = stream::iter(chunks)
@@ -297,7 +300,7 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
             match result {
                 Ok(work) => {
                     for w in work {
-                        if work_tx.send(w).is_err() {
+                        if work_tx.send(w).await.is_err() {
                             return Ok(());
                         }
                     }
@@ -367,6 +370,8 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
 
 /// Chunks of preparation in flight at once.
 const PREPARE_IN_FLIGHT: usize = 4;
+/// Individuals prepared ahead of delivery (about four chunks).
+const WORK_AHEAD: usize = 200;
 
 /// Packs the referrals into chunks of about [`DETAILS_PER_CALL`], keeping the referrals of one
 /// individual (as SHP-2747 names them) in one chunk so they are delivered one after another.
