@@ -410,6 +410,9 @@ impl PrimeroClient {
     /// referral already in `status` gives `applied: true, already_in_state: true` and no PATCH
     /// is sent (a PATCH would bump the case's `last_updated_at`). `rejected_reason` is sent
     /// when given. Unknown case or referral → [`PrimeroError::NotFound`].
+    ///
+    /// This reads the case's referrals first; a caller that has just read them (and checked
+    /// the current status itself) uses [`PrimeroClient::patch_referral_status`] instead.
     pub async fn set_referral_status(
         &self,
         case_id: &str,
@@ -430,6 +433,29 @@ impl PrimeroClient {
                 });
             }
         }
+        // Not listed (Primero finds the referral by id globally) or in another status: the
+        // PATCH decides, and answers 404 when the referral does not exist.
+        self.patch_referral_status(case_id, referral_id, status, rejected_reason)
+            .await
+    }
+
+    /// PATCHes a referral the caller has just read to `status` (with `rejected_reason` when
+    /// given), without reading the referrals again, and verifies the write from the answer
+    /// (R8): Primero answers 200 with the referral unchanged when the move is not allowed,
+    /// which gives `applied: false` and the status it kept. `already_in_state` is always
+    /// `false`: the caller is expected to have checked the current status (a PATCH to the
+    /// status the referral already has is answered unchanged, so counts as applied, but still
+    /// bumps the case's `last_updated_at`). An answer about another referral is malformed.
+    /// Unknown case or referral → [`PrimeroError::NotFound`].
+    pub async fn patch_referral_status(
+        &self,
+        case_id: &str,
+        referral_id: &str,
+        status: ReferralStatus,
+        rejected_reason: Option<&str>,
+    ) -> Result<TransitionOutcome, PrimeroError> {
+        check_id(case_id, "case id")?;
+        check_id(referral_id, "referral id")?;
         let mut data = Map::new();
         data.insert("status".into(), Value::String(status.as_str().into()));
         if let Some(reason) = rejected_reason {
@@ -447,6 +473,12 @@ impl PrimeroClient {
             )
             .await?;
         let referral = Referral::from_data(map)?;
+        if referral.id != referral_id {
+            return Err(PrimeroError::malformed(
+                200,
+                "the referral PATCH answered about another referral",
+            ));
+        }
         Ok(TransitionOutcome {
             applied: referral.status == status.as_str(),
             already_in_state: false,

@@ -593,6 +593,95 @@ async fn a_refused_transition_is_reported_as_not_applied() {
     sim.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_referral_just_read_is_patched_without_a_second_read_and_verified() {
+    let sim = sim().await;
+    let (case_id, referral_id, _) = seeded_referral(&sim).await;
+    let c = client(&sim);
+    let out = c
+        .patch_referral_status(
+            &case_id,
+            &referral_id,
+            ReferralStatus::Rejected,
+            Some("Individual Not Found — No match in proGres"),
+        )
+        .await
+        .unwrap();
+    assert!(out.applied);
+    assert!(!out.already_in_state);
+    assert_eq!(out.returned_status, "rejected");
+    assert_eq!(out.referral.id, referral_id);
+    assert_eq!(
+        out.referral.rejected_reason.as_deref(),
+        Some("Individual Not Found — No match in proGres")
+    );
+    // Only the PATCH went out: no listing of the case's referrals.
+    assert_eq!(requests(&sim, "referral_patch").await.len(), 1);
+    assert!(requests(&sim, "referrals_list").await.is_empty());
+
+    // rejected → accepted is not a move Primero allows: 200 with the referral unchanged.
+    let refused = c
+        .patch_referral_status(&case_id, &referral_id, ReferralStatus::Accepted, None)
+        .await
+        .unwrap();
+    assert!(!refused.applied);
+    assert!(!refused.already_in_state);
+    assert_eq!(refused.returned_status, "rejected");
+    assert_eq!(
+        sim.state_json()["referrals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == json!(referral_id))
+            .unwrap()["status"],
+        json!("rejected")
+    );
+
+    // An unknown referral (or case) is NotFound, and nothing else is asked.
+    let e = c
+        .patch_referral_status(&case_id, U3, ReferralStatus::Accepted, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PrimeroError::NotFound { .. }), "{e}");
+    let e = c
+        .patch_referral_status(U3, &referral_id, ReferralStatus::Accepted, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PrimeroError::NotFound { .. }), "{e}");
+    assert_eq!(requests(&sim, "referral_patch").await.len(), 4);
+    assert!(requests(&sim, "referrals_list").await.is_empty());
+    let e = c
+        .patch_referral_status(" ", &referral_id, ReferralStatus::Accepted, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PrimeroError::InvalidRequest { .. }), "{e}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn set_referral_status_reads_once_then_patches_once() {
+    let sim = sim().await;
+    let (case_id, referral_id, _) = seeded_referral(&sim).await;
+    let c = client(&sim);
+    let out = c
+        .set_referral_status(&case_id, &referral_id, ReferralStatus::Accepted, None)
+        .await
+        .unwrap();
+    assert!(out.applied && !out.already_in_state);
+    assert_eq!(requests(&sim, "referrals_list").await.len(), 1);
+    assert_eq!(requests(&sim, "referral_patch").await.len(), 1);
+    // A refused move reads, PATCHes, and reports what Primero kept.
+    let refused = c
+        .set_referral_status(&case_id, &referral_id, ReferralStatus::Rejected, None)
+        .await
+        .unwrap();
+    assert!(!refused.applied);
+    assert_eq!(refused.returned_status, "accepted");
+    assert_eq!(requests(&sim, "referrals_list").await.len(), 2);
+    assert_eq!(requests(&sim, "referral_patch").await.len(), 2);
+    sim.shutdown().await;
+}
+
 // ---- users -------------------------------------------------------------------------------
 
 #[tokio::test]
