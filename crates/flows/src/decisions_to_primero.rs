@@ -7,12 +7,28 @@
 //! "synced" is done, any other code is rejected with `unknown_status`. The details of the
 //! decisions to apply come from SHP-2796 with bracketed lists of ids; a list PING refuses is
 //! halved until the refused id is found (R1), and rows of one id that disagree park it as a
-//! conflict (R3). Each decision finds its Primero case by
-//! `case_id` (exactly one, else `case_not_found` (retried) or `duplicate_cases`), the referral
-//! of the service row (else `referral_not_found`, retried), and PATCHes its status, verified
-//! (R8: a refused transition is `transition_refused` and proGres is not told). Decisions that
-//! reached Primero are then marked synced in proGres (SHP-2284, in batches; R7) and become
-//! `confirmed`. Records are keyed `{referral guid}:{status code}`.
+//! conflict (R3).
+//!
+//! Primero then costs about two calls per decision:
+//! - one case search per 50 distinct `case_id`s (`GET /cases?case_id[0]=…&case_id[1]=…`,
+//!   exact identifier matches, concurrent up to `max_concurrency`). Returned cases go to the
+//!   decisions by their exact `case_id` value, never by position: exactly one case goes on,
+//!   none is `case_not_found` (failed, retried: a case may be created later), several are a
+//!   `duplicate_cases` conflict. A failed search concerns its own chunk only: transient → its
+//!   decisions fail, refused → halved until the refused `case_id` is alone, whose decisions
+//!   are rejected (R1), auth → the run ends before any PATCH;
+//! - one referral listing per decision (`GET /cases/:id/referrals`), to pick the referral of
+//!   the service row (else `referral_not_found`, retried; several live ones are a conflict);
+//! - one PATCH of that referral's status (`PATCH /cases/:id/referrals/:rid`), sent only when
+//!   the listing shows it is not in the requested state yet (already there: delivered, no
+//!   PATCH) and verified from Primero's answer, with no second listing (R8: a refused
+//!   transition is `transition_refused` and proGres is not told).
+//!
+//! Decisions are applied concurrently up to `max_concurrency`; once the run is asked to stop,
+//! no new search or decision is started (the decision list shows them again next run).
+//! Decisions that reached Primero are then marked synced in proGres (SHP-2284, in batches;
+//! R7) and become `confirmed`. Records are keyed `{referral guid}:{status code}`. A dry run
+//! sends nothing to Primero.
 
 use std::collections::{HashMap, HashSet};
 
@@ -25,7 +41,7 @@ use pp_ping::rows::keys_decision;
 use pp_ping::{
     DecisionDetail, DecisionListRow, FromRow, IngestRecord, NextPage, PingError, Row, RowError,
 };
-use pp_primero::{CaseQuery, PrimeroError, ReferralStatus};
+use pp_primero::{Case, CaseQuery, PrimeroError, ReferralStatus};
 use serde_json::json;
 
 use crate::referrals_to_progres::{
@@ -42,6 +58,8 @@ pub const EXCLUDED_STATUS_CHANGED: &str = "status_changed_since_list";
 
 /// Ids per SHP-2796 request (a bracketed list).
 const DETAIL_CHUNK: usize = 50;
+/// Distinct `case_id`s per batched Primero case search.
+const SEARCH_PER_CALL: usize = 50;
 /// Most SHP-2795 pages one run reads (a guard against a paging loop).
 const MAX_PAGES: u64 = 100_000;
 
@@ -55,6 +73,12 @@ struct Candidate {
     /// Rejected or in conflict before: only retried when the decision changed.
     previous_hash: Option<Option<String>>,
 }
+
+/// The change to record for a decision and, when it reached Primero, the write-back to do.
+type Outcome = (RecordChange, Option<Applied>);
+
+/// The decisions of one `case_id` (several services of one case share a search slot).
+type CaseGroup = (String, Vec<(Candidate, Decision)>);
 
 /// A decision already applied in Primero, waiting for the proGres write-back.
 struct Applied {
@@ -205,14 +229,20 @@ async fn process_page(
         return Ok(());
     }
     let concurrency = cfg.primero.http.max_concurrency.max(1);
-    let outcomes: Vec<Result<(RecordChange, Option<Applied>), FlowError>> =
-        futures::stream::iter(decisions)
-            .map(|(c, d)| apply_decision(run, c, d))
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
+    let found = find_cases(run, decisions).await?;
+    let outcomes: Vec<Result<Option<Outcome>, FlowError>> = futures::stream::iter(found)
+        .map(|(c, d, lookup)| async move {
+            // Stop starting new records; one not started is listed again next run.
+            if run.stopping() {
+                return Ok(None);
+            }
+            apply_decision(run, c, d, lookup).await.map(Some)
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
     for o in outcomes {
-        let (change, done) = o?;
+        let Some((change, done)) = o? else { continue };
         changes.push(change);
         if let Some(a) = done {
             applied.push(a);
@@ -516,13 +546,126 @@ fn details_json(rows: &[Result<DecisionDetail, RowError>]) -> serde_json::Value 
         .collect()
 }
 
-/// Steps 4-5 for one decision: the change to record and, when it reached Primero, the
-/// write-back to do.
+/// What the batched case search says about one decision's `case_id`.
+enum CaseLookup {
+    /// The cases whose `case_id` is exactly the decision's (none, one or several).
+    Found(Vec<Case>),
+    /// The search that should have found them failed.
+    Failed(PrimeroError),
+}
+
+/// Step 4, first half: the Primero cases of every decision, [`SEARCH_PER_CALL`] distinct
+/// `case_id`s per search (`case_id[0]=…&case_id[1]=…`, a list filter that matches identifiers
+/// exactly), searches running concurrently up to `max_concurrency`. Returned cases are given
+/// to decisions by their exact `case_id` value, never by position, so a server that ignored
+/// the filter cannot widen a match. A failed search concerns its chunk only: an auth error
+/// ends the run (before any PATCH), a transient one leaves the chunk's decisions failed, and
+/// a refused one is asked again in halves until the refused `case_id` is alone, whose
+/// decisions alone are rejected (R1).
+async fn find_cases(
+    run: &RunCtx<'_>,
+    decisions: Vec<(Candidate, Decision)>,
+) -> Result<Vec<(Candidate, Decision, CaseLookup)>, FlowError> {
+    // Decisions grouped by case_id, in the order first seen (several services of one case
+    // share one search slot).
+    let mut slot: HashMap<String, usize> = HashMap::new();
+    let mut groups: Vec<CaseGroup> = Vec::new();
+    for (c, d) in decisions {
+        match slot.get(&d.case_id) {
+            Some(&i) => groups[i].1.push((c, d)),
+            None => {
+                slot.insert(d.case_id.clone(), groups.len());
+                groups.push((d.case_id.clone(), vec![(c, d)]));
+            }
+        }
+    }
+    let mut chunks: Vec<Vec<CaseGroup>> = Vec::new();
+    let mut it = groups.into_iter().peekable();
+    while it.peek().is_some() {
+        chunks.push(it.by_ref().take(SEARCH_PER_CALL).collect());
+    }
+    let concurrency = run.ctx.config.primero.http.max_concurrency.max(1);
+    let searched: Vec<Vec<(Candidate, Decision, CaseLookup)>> = futures::stream::iter(chunks)
+        .map(|chunk| search_chunk(run, chunk))
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let found: Vec<(Candidate, Decision, CaseLookup)> = searched.into_iter().flatten().collect();
+    // Refused credentials end the run before any PATCH.
+    if let Some(e) = found.iter().find_map(|(_, _, l)| match l {
+        CaseLookup::Failed(e) if e.class() == ErrorClass::Auth => Some(e.clone()),
+        _ => None,
+    }) {
+        return Err(e.into());
+    }
+    Ok(found)
+}
+
+/// The searches of one chunk of `case_id`s (halved while Primero refuses a list). A chunk
+/// not searched yet when the run is asked to stop is left for the next run.
+async fn search_chunk(
+    run: &RunCtx<'_>,
+    chunk: Vec<CaseGroup>,
+) -> Vec<(Candidate, Decision, CaseLookup)> {
+    let ctx = run.ctx;
+    let mut out = Vec::new();
+    let mut queue = vec![chunk];
+    while let Some(mut set) = queue.pop() {
+        if run.stopping() {
+            return out;
+        }
+        let query = CaseQuery {
+            filters: set
+                .iter()
+                .enumerate()
+                .map(|(n, (case_id, _))| (format!("case_id[{n}]"), case_id.clone()))
+                .collect(),
+            ..CaseQuery::default()
+        }
+        .with_fields(["case_id"]);
+        match ctx.primero.list_cases(&query).await {
+            Ok(cases) => {
+                for (case_id, items) in set {
+                    let mine: Vec<Case> = cases
+                        .iter()
+                        .filter(|c| c.str_field("case_id") == Some(case_id.as_str()))
+                        .cloned()
+                        .collect();
+                    for (c, d) in items {
+                        out.push((c, d, CaseLookup::Found(mine.clone())));
+                    }
+                }
+            }
+            Err(e) if e.class() == ErrorClass::Permanent && set.len() > 1 => {
+                tracing::warn!(
+                    case_ids = set.len(),
+                    error = %e,
+                    "Primero refused a batched case search; asking again in halves"
+                );
+                let second = set.split_off(set.len() / 2);
+                queue.push(set);
+                queue.push(second);
+            }
+            Err(e) => {
+                for (_, items) in set {
+                    for (c, d) in items {
+                        out.push((c, d, CaseLookup::Failed(e.clone())));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Steps 4-5 for one decision, its case already searched: the change to record and, when it
+/// reached Primero, the write-back to do.
 async fn apply_decision(
     run: &RunCtx<'_>,
     c: Candidate,
     d: Decision,
-) -> Result<(RecordChange, Option<Applied>), FlowError> {
+    lookup: CaseLookup,
+) -> Result<Outcome, FlowError> {
     let ctx = run.ctx;
     let hash = ctx.payload_hash(&d.payload_json());
     let key = c.key.clone();
@@ -541,14 +684,10 @@ async fn apply_decision(
         }
     };
 
-    // Step 4: the case, exactly.
-    let cases = match ctx
-        .primero
-        .list_cases(&CaseQuery::exact("case_id", d.case_id.clone()).with_fields(["case_id"]))
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => return from_error("finding the case", e).map(|c| (c, None)),
+    // Step 4: the case, exactly (searched in a batch before).
+    let cases = match lookup {
+        CaseLookup::Found(c) => c,
+        CaseLookup::Failed(e) => return from_error("finding the case", e).map(|c| (c, None)),
     };
     let case = match cases.as_slice() {
         [] => {
@@ -615,10 +754,10 @@ async fn apply_decision(
         return Ok(delivered(run, c, d, hash, &case.id, &referral.id));
     }
 
-    // Step 5: PATCH, verified (R8). The client reads the referral again before patching.
+    // Step 5: PATCH the referral just read, verified from Primero's answer (R8).
     let outcome = match ctx
         .primero
-        .set_referral_status(
+        .patch_referral_status(
             &case.id,
             &referral.id,
             d.status,
@@ -669,7 +808,7 @@ fn delivered(
     hash: String,
     case_id: &str,
     referral_id: &str,
-) -> (RecordChange, Option<Applied>) {
+) -> Outcome {
     let change = run
         .change(&c.key, RecordState::Delivered)
         .with_payload_hash(hash)
