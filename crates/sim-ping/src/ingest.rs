@@ -418,10 +418,8 @@ fn apply(op: Op, store: &mut Store, txid: &str) -> Map<String, Value> {
                 .to_string();
             let id = match store.referral_by_orgreferralid(&org) {
                 Some(i) => {
+                    store.merge_referral_fields(i, fields);
                     let r = &mut store.referrals[i];
-                    for (k, v) in fields {
-                        r.fields.insert(k, v);
-                    }
                     r.external_id = Some(external_id);
                     r.external_guid = external_guid;
                     add_comments(&mut r.attachment_comments, comments);

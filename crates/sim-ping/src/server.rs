@@ -84,9 +84,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Clone)]
 struct TxId(String);
 
-/// Builds a JSON response.
+/// Builds a JSON response (serialised from the borrowed value: pages can be large).
 pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
-    let mut r = (status, axum::Json(body.clone())).into_response();
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut r = (status, bytes).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
