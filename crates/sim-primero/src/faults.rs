@@ -18,6 +18,18 @@ pub enum FaultKind {
     MalformedJson,
 }
 
+impl FaultKind {
+    /// The serialised name (as in the rules and the request log).
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Status => "status",
+            FaultKind::Latency => "latency",
+            FaultKind::Drop => "drop",
+            FaultKind::MalformedJson => "malformed_json",
+        }
+    }
+}
+
 /// One fault rule.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FaultRule {

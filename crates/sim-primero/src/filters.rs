@@ -162,7 +162,9 @@ fn floor_sec(t: DateTime<Utc>) -> DateTime<Utc> {
     t.with_nanosecond(0).unwrap_or(t)
 }
 
-fn value_time(v: &Value) -> Option<DateTime<Utc>> {
+/// A stored value read as a time, as range and equality filters read it: a timestamp, or a
+/// bare date at midnight UTC. `None` for anything else.
+pub fn value_time(v: &Value) -> Option<DateTime<Utc>> {
     let s = v.as_str()?;
     if let Some(t) = time::parse_ts(s) {
         return Some(t);
@@ -192,47 +194,88 @@ fn eq_one(v: &Value, f: &FVal, raw: &str) -> bool {
     }
 }
 
-fn in_range(v: &Value, lo: &Option<FVal>, hi: &Option<FVal>) -> bool {
-    if let Value::Array(items) = v {
-        return items.iter().any(|i| in_range(i, lo, hi));
-    }
+/// What a range compares, from the types of its bounds.
+enum RangeKind {
+    /// `..`: matches nothing.
+    Empty,
+    /// Time or date bounds: compares the value read as a time.
+    Time,
+    /// Integer bounds: compares integer values.
+    Int,
+    /// Mixed or other bounds: matches nothing.
+    Other,
+}
+
+fn range_kind(lo: &Option<FVal>, hi: &Option<FVal>) -> RangeKind {
     let is_time = |f: &Option<FVal>| matches!(f, Some(FVal::Time(_)) | Some(FVal::Date(_)));
     let is_int = |f: &Option<FVal>| matches!(f, Some(FVal::Int(_)));
     let ok_time = (is_time(lo) || lo.is_none()) && (is_time(hi) || hi.is_none());
     let ok_int = (is_int(lo) || lo.is_none()) && (is_int(hi) || hi.is_none());
     if lo.is_none() && hi.is_none() {
-        return false;
-    }
-    if ok_time {
-        let Some(vt) = value_time(v).map(floor_sec) else {
-            return false;
-        };
-        let lo_ok = match lo {
-            Some(FVal::Time(t)) => vt >= floor_sec(*t),
-            Some(FVal::Date(d)) => vt >= d.and_hms_opt(0, 0, 0).unwrap().and_utc(),
-            _ => true,
-        };
-        let hi_ok = match hi {
-            Some(FVal::Time(t)) => vt <= floor_sec(*t),
-            Some(FVal::Date(d)) => vt <= d.and_hms_opt(23, 59, 59).unwrap().and_utc(),
-            _ => true,
-        };
-        lo_ok && hi_ok
+        RangeKind::Empty
+    } else if ok_time {
+        RangeKind::Time
     } else if ok_int {
-        let Some(n) = v.as_i64() else {
-            return false;
-        };
-        let lo_ok = match lo {
-            Some(FVal::Int(i)) => n >= *i,
-            _ => true,
-        };
-        let hi_ok = match hi {
-            Some(FVal::Int(i)) => n <= *i,
-            _ => true,
-        };
-        lo_ok && hi_ok
+        RangeKind::Int
     } else {
-        false
+        RangeKind::Other
+    }
+}
+
+/// Second precision, inclusive; a date bound covers its whole day.
+fn time_in_range(vt: Option<DateTime<Utc>>, lo: &Option<FVal>, hi: &Option<FVal>) -> bool {
+    let Some(vt) = vt.map(floor_sec) else {
+        return false;
+    };
+    let lo_ok = match lo {
+        Some(FVal::Time(t)) => vt >= floor_sec(*t),
+        Some(FVal::Date(d)) => vt >= d.and_hms_opt(0, 0, 0).unwrap().and_utc(),
+        _ => true,
+    };
+    let hi_ok = match hi {
+        Some(FVal::Time(t)) => vt <= floor_sec(*t),
+        Some(FVal::Date(d)) => vt <= d.and_hms_opt(23, 59, 59).unwrap().and_utc(),
+        _ => true,
+    };
+    lo_ok && hi_ok
+}
+
+fn in_range(v: &Value, lo: &Option<FVal>, hi: &Option<FVal>) -> bool {
+    if let Value::Array(items) = v {
+        return items.iter().any(|i| in_range(i, lo, hi));
+    }
+    match range_kind(lo, hi) {
+        RangeKind::Time => time_in_range(value_time(v), lo, hi),
+        RangeKind::Int => {
+            let Some(n) = v.as_i64() else {
+                return false;
+            };
+            let lo_ok = match lo {
+                Some(FVal::Int(i)) => n >= *i,
+                _ => true,
+            };
+            let hi_ok = match hi {
+                Some(FVal::Int(i)) => n <= *i,
+                _ => true,
+            };
+            lo_ok && hi_ok
+        }
+        RangeKind::Empty | RangeKind::Other => false,
+    }
+}
+
+/// [`matches`] for a stored *string* value whose [`value_time`] is `time` (the caller's
+/// cache of it), without parsing the string again. Same answer as
+/// `matches(Some(&Value::String(s)), cond)` when `time == value_time(&Value::String(s))`.
+pub fn matches_string_at(s: &str, time: Option<DateTime<Utc>>, cond: &Cond) -> bool {
+    match cond {
+        // A string is neither an integer nor an array: only time bounds can match it.
+        Cond::Range(lo, hi) => match range_kind(lo, hi) {
+            RangeKind::Time => time_in_range(time, lo, hi),
+            RangeKind::Empty | RangeKind::Int | RangeKind::Other => false,
+        },
+        Cond::Exact(values) => values.iter().any(|x| x == s),
+        Cond::AnyOf(_) => matches(Some(&Value::String(s.to_string())), cond),
     }
 }
 
@@ -273,6 +316,46 @@ mod tests {
         let (_, cond) = &c[0];
         assert!(matches(Some(&json!("2024-01-01T10:00:00.100Z")), cond));
         assert!(!matches(Some(&json!("2024-01-01T09:59:59.999Z")), cond));
+    }
+
+    #[test]
+    fn cached_time_matching_equals_parsing_the_string() {
+        let stored = [
+            "2024-01-01T10:00:00.000Z",
+            "2024-01-01T10:00:00.900Z",
+            "2024-01-01T09:59:59.999Z",
+            "2024-01-01T12:00:00+02:00",
+            "2024-01-01",
+            "2024-01-02",
+            "7",
+            "not a time",
+            "",
+        ];
+        let queries: [&[(&str, &str)]; 12] = [
+            &[("last_updated_at", "2024-01-01T10:00:00.900Z..")],
+            &[("last_updated_at", "..2024-01-01T10:00:00Z")],
+            &[("last_updated_at", "2024-01-01..2024-01-01")],
+            &[("last_updated_at", "2024-01-01T09:00:00Z..2024-01-02")],
+            &[("last_updated_at", "..")],
+            &[("last_updated_at", "5..10")],
+            &[("last_updated_at", "5..2024-01-01")],
+            &[("last_updated_at", "abc..")],
+            &[("last_updated_at", "2024-01-01T10:00:00Z")],
+            &[("last_updated_at", "2024-01-01,7")],
+            &[("last_updated_at[0]", "not a time")],
+            &[("case_id", "7")],
+        ];
+        for q in queries {
+            let (_, cond) = &conds(q)[0];
+            for s in stored {
+                let v = json!(s);
+                assert_eq!(
+                    matches_string_at(s, value_time(&v), cond),
+                    matches(Some(&v), cond),
+                    "{s} against {q:?}"
+                );
+            }
+        }
     }
 
     #[test]

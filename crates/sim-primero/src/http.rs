@@ -115,8 +115,8 @@ pub fn entry(status: u16, path: &str, message: Value, detail: Option<Value>) -> 
     Value::Object(m)
 }
 
-/// A JSON response.
-pub fn json_response(status: u16, v: &Value) -> Response {
+/// A JSON response (any serialisable body: a `Value`, or a view that borrows the store).
+pub fn json_response<T: serde::Serialize + ?Sized>(status: u16, v: &T) -> Response {
     let body = serde_json::to_vec(v).unwrap_or_default();
     Response::builder()
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
@@ -650,11 +650,28 @@ fn fault_response(rule: &FaultRule, path: &str) -> Response {
     resp
 }
 
-fn set_log_status(st: &mut Store, seq: u64, status: u16, user: Option<String>, auth: Option<&str>) {
+fn set_log_status(
+    st: &mut Store,
+    seq: u64,
+    status: u16,
+    user: Option<String>,
+    auth: Option<&'static str>,
+) {
     if let Some(e) = st.log.iter_mut().rev().find(|e| e.seq == seq) {
         e.status = status;
         e.user = user;
-        e.auth = auth.map(|s| s.to_string());
+        e.auth = auth;
+    }
+}
+
+/// The method's name, without an allocation for the standard ones.
+fn method_name(m: &Method) -> std::borrow::Cow<'static, str> {
+    const STANDARD: [&str; 9] = [
+        "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    match STANDARD.iter().find(|s| **s == m.as_str()) {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(m.to_string()),
     }
 }
 
@@ -673,21 +690,16 @@ pub async fn handle(State(sim): State<Arc<Sim>>, req: Request) -> Response {
         let chosen = faults::choose(&mut st.faults, endpoint);
         let seq = st.next_seq();
         let fault = match (&chosen.terminal, chosen.latency_ms) {
-            (Some(r), _) => Some(
-                serde_json::to_value(r.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(|s| s.to_string()))
-                    .unwrap_or_default(),
-            ),
-            (None, ms) if ms > 0 => Some("latency".to_string()),
+            (Some(r), _) => Some(r.kind.name()),
+            (None, ms) if ms > 0 => Some(FaultKind::Latency.name()),
             _ => None,
         };
         st.log_request(LogEntry {
             seq,
-            method: parts.method.to_string(),
+            method: method_name(&parts.method),
             path: path.clone(),
             query: parts.uri.query().map(|s| s.to_string()),
-            endpoint: endpoint.to_string(),
+            endpoint,
             status: 0,
             fault,
             user: None,

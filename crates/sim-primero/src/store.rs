@@ -1,16 +1,29 @@
 //! The simulator's in-memory state: cases, referrals, users, sessions/JWTs, login counters,
 //! request log and fault rules; plus record saving (strictly increasing `last_updated_at`),
 //! JSON views of records and the seed loader.
+//!
+//! Every change to a case's data ends in [`Store::put_case`] or [`Store::touch_case`]; both
+//! refresh what `GET /cases` reads without scanning: the exact-identifier index
+//! ([`Store::ident_idx`] for [`INDEXED_IDENTIFIERS`]; `id` through [`Store::case_idx`]) and the
+//! parsed `last_updated_at` ([`CaseRec::updated_at`]). Stored maps are rebuilt at their exact
+//! size on each save, so that a case does not keep the spare capacity of its growth.
 
 use crate::faults::FaultRule;
+use crate::filters::value_time;
 use crate::options::{FieldType, Options, SimUser};
 use crate::schema::is_uuid;
 use crate::time::{fmt_ts, normalise_ts};
 use chrono::{DateTime, Duration, Utc};
+use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
+
+/// Identifier fields with an exact-value index ([`Store::ident_idx`], same order). `id` is
+/// answered by [`Store::case_idx`].
+pub const INDEXED_IDENTIFIERS: [&str; 2] = ["case_id", "unhcr_individual_no"];
 
 /// A stored case. Its data holds personal fields, so `Debug` shows the id only.
 #[derive(Clone)]
@@ -21,7 +34,13 @@ pub struct CaseRec {
     pub seq: u64,
     /// When the case was last saved (search-lag simulation).
     pub saved_at: Instant,
-    /// Record data (a seeded `id` key may remain; output always uses `CaseRec::id`).
+    /// `filters::value_time` of `data["last_updated_at"]`, refreshed on every save.
+    pub updated_at: Option<DateTime<Utc>>,
+    /// The keys under which [`Store::ident_idx`] holds this case: (position in
+    /// [`INDEXED_IDENTIFIERS`], value), without duplicates.
+    indexed: Vec<(usize, String)>,
+    /// Record data (a seeded `id` key may remain; output always uses `CaseRec::id`). Any
+    /// change must be followed by [`Store::touch_case`] or [`Store::put_case`].
     pub data: Map<String, Value>,
 }
 
@@ -68,28 +87,43 @@ pub struct Session {
     pub last_seen: Instant,
 }
 
-/// One logged API request.
-#[derive(Clone, Debug, Serialize)]
+/// One logged API request. The names the simulator chooses from a fixed set (method,
+/// endpoint, fault, auth) are static strings, so that a long log holds only what varies.
+/// The query may hold personal identifiers: `Debug` leaves it and the path out.
+#[derive(Clone, Serialize)]
 pub struct LogEntry {
     /// Internal sequence number (to update the status later).
     #[serde(skip)]
     pub seq: u64,
     /// HTTP method.
-    pub method: String,
+    pub method: Cow<'static, str>,
     /// Path without query string.
     pub path: String,
     /// Raw query string, if any.
     pub query: Option<String>,
     /// Endpoint name (as used by fault rules).
-    pub endpoint: String,
+    pub endpoint: &'static str,
     /// Response status (0 when the connection was dropped).
     pub status: u16,
     /// Fault kind applied, if any.
-    pub fault: Option<String>,
+    pub fault: Option<&'static str>,
     /// Authenticated user, if any.
     pub user: Option<String>,
     /// `basic`, `session`, `bearer` or null.
-    pub auth: Option<String>,
+    pub auth: Option<&'static str>,
+}
+
+impl std::fmt::Debug for LogEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogEntry")
+            .field("method", &self.method)
+            .field("endpoint", &self.endpoint)
+            .field("status", &self.status)
+            .field("fault", &self.fault)
+            .field("user", &self.user)
+            .field("auth", &self.auth)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -120,6 +154,9 @@ pub struct Store {
     pub case_idx: HashMap<String, usize>,
     /// case_id -> index in `cases`.
     pub case_id_idx: HashMap<String, usize>,
+    /// Per field of [`INDEXED_IDENTIFIERS`]: value -> cases whose field is that string or an
+    /// array holding it (positions in `cases`, each once, unordered).
+    pub ident_idx: [HashMap<String, Vec<usize>>; 2],
     /// Referrals in insertion order.
     pub referrals: Vec<Referral>,
     /// referral id -> index.
@@ -169,6 +206,7 @@ impl Store {
             cases: vec![],
             case_idx: HashMap::new(),
             case_id_idx: HashMap::new(),
+            ident_idx: Default::default(),
             referrals: vec![],
             ref_idx: HashMap::new(),
             refs_by_case: HashMap::new(),
@@ -278,8 +316,46 @@ impl Store {
         data.insert("last_updated_at".into(), Value::String(ts));
         data.insert("last_updated_by".into(), Value::String(user.to_string()));
         let c = &mut self.cases[idx];
-        c.data = data;
+        c.data = compact_map(data);
         c.saved_at = Instant::now();
+        self.refresh_case(idx);
+    }
+
+    /// Brings the derived state of the case at `idx` (identifier index, parsed
+    /// `last_updated_at`) in line with its data.
+    fn refresh_case(&mut self, idx: usize) {
+        let c = &mut self.cases[idx];
+        c.updated_at = c.data.get("last_updated_at").and_then(value_time);
+        let mut keys: Vec<(usize, String)> = Vec::new();
+        for (f, name) in INDEXED_IDENTIFIERS.iter().enumerate() {
+            let mut add = |s: &str| {
+                if !keys.iter().any(|(g, k)| *g == f && k == s) {
+                    keys.push((f, s.to_string()));
+                }
+            };
+            match c.data.get(*name) {
+                Some(Value::String(s)) => add(s),
+                Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str()).for_each(add),
+                _ => {}
+            }
+        }
+        if keys == c.indexed {
+            return;
+        }
+        let old = std::mem::replace(&mut c.indexed, keys);
+        for (f, k) in old {
+            if let Some(list) = self.ident_idx[f].get_mut(&k) {
+                if let Some(p) = list.iter().position(|&i| i == idx) {
+                    list.swap_remove(p);
+                }
+                if list.is_empty() {
+                    self.ident_idx[f].remove(&k);
+                }
+            }
+        }
+        for (f, k) in &self.cases[idx].indexed {
+            self.ident_idx[*f].entry(k.clone()).or_default().push(idx);
+        }
     }
 
     /// Inserts a new case (or replaces the one with the same id) and maintains indexes.
@@ -297,7 +373,7 @@ impl Store {
                         self.case_id_idx.remove(&old);
                     }
                 }
-                self.cases[i].data = data;
+                self.cases[i].data = compact_map(data);
                 self.cases[i].saved_at = Instant::now();
                 i
             }
@@ -306,7 +382,9 @@ impl Store {
                     id: id.clone(),
                     seq,
                     saved_at: Instant::now(),
-                    data,
+                    updated_at: None,
+                    indexed: Vec::new(),
+                    data: compact_map(data),
                 });
                 let i = self.cases.len() - 1;
                 self.case_idx.insert(id, i);
@@ -316,6 +394,7 @@ impl Store {
         if let Some(cid) = case_id {
             self.case_id_idx.insert(cid, idx);
         }
+        self.refresh_case(idx);
         idx
     }
 
@@ -332,7 +411,10 @@ impl Store {
                     .or_default()
                     .push(i);
             }
-            self.referrals[i] = r;
+            self.referrals[i] = Referral {
+                data: compact_map(r.data),
+                ..r
+            };
         } else {
             let i = self.referrals.len();
             self.ref_idx.insert(r.id.clone(), i);
@@ -340,7 +422,10 @@ impl Store {
                 .entry(r.record_id.clone())
                 .or_default()
                 .push(i);
-            self.referrals.push(r);
+            self.referrals.push(Referral {
+                data: compact_map(r.data),
+                ..r
+            });
         }
     }
 
@@ -428,6 +513,75 @@ pub const SUMMARY_FIELDS: [&str; 14] = [
     "alert_count",
     "photo",
 ];
+
+/// A map rebuilt at its exact size, nested maps too (same keys, same order, same values).
+/// Maps grown key by key keep up to twice the room they need; stored records are many.
+pub fn compact_map(m: Map<String, Value>) -> Map<String, Value> {
+    let mut out = Map::with_capacity(m.len());
+    for (k, v) in m {
+        out.insert(k, compact_value(v));
+    }
+    out
+}
+
+fn compact_value(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(compact_map(m)),
+        Value::Array(a) => Value::Array(a.into_iter().map(compact_value).collect()),
+        other => other,
+    }
+}
+
+/// A case as [`record_json`] shows it, serialised straight from the store (no copy of the
+/// data): the same JSON text as `serde_json::to_vec(&record_json(c, fields))`.
+pub struct RecordView<'a> {
+    /// The case.
+    pub case: &'a CaseRec,
+    /// The `fields` selection, if any.
+    pub fields: Option<&'a [String]>,
+}
+
+impl Serialize for RecordView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let c = self.case;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("id", &c.id)?;
+        let enabled = c
+            .data
+            .get("record_state")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true);
+        m.serialize_entry("enabled", &enabled)?;
+        match self.fields {
+            None => {
+                for (k, v) in &c.data {
+                    if k != "id" && k != "enabled" {
+                        m.serialize_entry(k, v)?;
+                    }
+                }
+            }
+            Some(fs) => {
+                // record_json inserts into a map: a repeated field keeps its first place.
+                let mut shown: Vec<&str> = Vec::with_capacity(fs.len() + 1);
+                for f in fs {
+                    if f == "id" || f == "enabled" || shown.contains(&f.as_str()) {
+                        continue;
+                    }
+                    if let Some(v) = c.data.get(f) {
+                        m.serialize_entry(f, v)?;
+                        shown.push(f);
+                    }
+                }
+                if !shown.contains(&"last_updated_at") {
+                    if let Some(v) = c.data.get("last_updated_at") {
+                        m.serialize_entry("last_updated_at", v)?;
+                    }
+                }
+            }
+        }
+        m.end()
+    }
+}
 
 /// Record JSON: `id`, `enabled`, then the data (only `fields` + `last_updated_at` when given).
 pub fn record_json(c: &CaseRec, fields: Option<&[String]>) -> Value {
@@ -712,4 +866,62 @@ fn seed_referral(store: &mut Store, data: Map<String, Value>, now: &str) -> Resu
         data: m,
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compacting_keeps_keys_order_and_values() {
+        let mut m = Map::new();
+        for i in 0..40 {
+            m.insert(format!("k{}", 40 - i), json!(i));
+        }
+        m.insert(
+            "rows".into(),
+            json!([{"z": 1, "a": [1, {"y": 2, "b": null}]}, "x", 1.5]),
+        );
+        m.remove("k7");
+        let before = serde_json::to_string(&m).expect("json");
+        let after = serde_json::to_string(&compact_map(m)).expect("json");
+        assert_eq!(before, after);
+    }
+
+    #[test]
+    fn record_view_serialises_like_record_json() {
+        let mut data = Map::new();
+        data.insert("id".into(), json!("seeded-id"));
+        data.insert("sex".into(), json!("female"));
+        data.insert("last_updated_at".into(), json!("2024-01-01T00:00:00.000Z"));
+        data.insert("record_state".into(), json!(false));
+        data.insert("name".into(), json!("Nyabol \"Deng\""));
+        let c = CaseRec {
+            id: "00000000-0000-4000-8000-000000000001".into(),
+            seq: 1,
+            saved_at: Instant::now(),
+            updated_at: None,
+            indexed: Vec::new(),
+            data,
+        };
+        let sel = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let selections = [
+            None,
+            Some(sel(&[])),
+            Some(sel(&["sex"])),
+            Some(sel(&["sex", "sex", "id", "enabled", "missing"])),
+            Some(sel(&["last_updated_at", "name", "sex", "last_updated_at"])),
+        ];
+        for fields in &selections {
+            let view = RecordView {
+                case: &c,
+                fields: fields.as_deref(),
+            };
+            assert_eq!(
+                serde_json::to_string(&view).expect("json"),
+                serde_json::to_string(&record_json(&c, fields.as_deref())).expect("json"),
+                "{fields:?}"
+            );
+        }
+    }
 }
