@@ -216,6 +216,7 @@ impl PrimeroClient {
     /// Reads the listing page by page (`per=1000`) and hands each page to `on_page` before the
     /// next is fetched, so memory stays bounded by a page (plus the ids already seen, used to
     /// drop records that offset paging shows twice). An error from `on_page` stops the listing.
+    /// [`PrimeroClient::case_pages`] fetches the next page while the caller works on one.
     pub async fn for_each_case_page<F, Fut, E>(
         &self,
         query: &CaseQuery,
@@ -228,38 +229,16 @@ impl PrimeroClient {
     {
         query.validate()?;
         let base_params = query.params();
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut stats = ListStats::default();
-        let mut received_so_far: u64 = 0;
+        let mut listing = Listing::new(query.clone());
         let mut page: u64 = 1;
         loop {
-            let mut params = base_params.clone();
-            params.push(("page".into(), page.to_string()));
-            params.push(("per".into(), PAGE_SIZE.to_string()));
-            let url = self.url_with_query(&["cases"], &params);
-            let list = self.get_list(routes::CASES, &url).await?;
-            let received = list.items.len() as u64;
-            received_so_far += received;
-            let mut cases = Vec::with_capacity(list.items.len());
-            for item in list.items {
-                let Ok(case) = Case::from_data(item) else {
-                    stats.malformed += 1;
-                    continue;
-                };
-                if !seen.insert(case.id.clone()) {
-                    stats.duplicates += 1;
-                } else if !query.matches(&case) {
-                    stats.filtered_out += 1;
-                } else {
-                    cases.push(case);
-                }
-            }
-            stats.pages += 1;
-            stats.cases += cases.len();
+            let fetched = fetch_page(self, &base_params, page).await?;
+            let more = listing.has_more(page, &fetched);
+            let cases = listing.digest(fetched);
             if !cases.is_empty() {
                 on_page(cases).await?;
             }
-            if !has_more(page, received, received_so_far, list.per, list.total) {
+            if !more {
                 break;
             }
             page += 1;
@@ -267,15 +246,28 @@ impl PrimeroClient {
                 return Err(PrimeroError::malformed(200, "case listing did not end").into());
             }
         }
-        if stats.filtered_out > 0 || stats.malformed > 0 {
-            tracing::warn!(
-                system = SYSTEM,
-                filtered_out = stats.filtered_out,
-                malformed = stats.malformed,
-                "case listing returned records that were skipped"
-            );
-        }
-        Ok(stats)
+        listing.finish();
+        Ok(listing.stats)
+    }
+
+    /// The listing of [`PrimeroClient::for_each_case_page`] as pages to pull, with the next page
+    /// read in the background while the caller works on the current one: the caller's work
+    /// and the next request (and the parsing of its answer) overlap, and memory stays bounded
+    /// by two pages. The first page is requested at once. Must be called within a Tokio
+    /// runtime; dropping the [`CasePages`] cancels the request in flight.
+    pub fn case_pages(&self, query: &CaseQuery) -> Result<CasePages, PrimeroError> {
+        query.validate()?;
+        let base_params = query.params();
+        let mut pages = CasePages {
+            client: self.clone(),
+            base_params,
+            listing: Listing::new(query.clone()),
+            next: None,
+            page: 1,
+            finished: false,
+        };
+        pages.start_fetch();
+        Ok(pages)
     }
 
     /// One case by its record `id`; `None` when Primero answers 404.
@@ -743,6 +735,195 @@ impl PrimeroClient {
             refresh_at: auth::refresh_at(&token, Utc::now()),
             generation,
         })
+    }
+}
+
+/// One page of the case listing as fetched: its cases parsed (in the fetching task), and what
+/// paging needs.
+struct FetchedPage {
+    /// Parsed records; `None` for a record without an `id`.
+    cases: Vec<Option<Case>>,
+    total: Option<u64>,
+    per: Option<u64>,
+}
+
+/// Page `page` of the case listing with `base_params`.
+async fn fetch_page(
+    client: &PrimeroClient,
+    base_params: &[(String, String)],
+    page: u64,
+) -> Result<FetchedPage, PrimeroError> {
+    let mut params = base_params.to_vec();
+    params.push(("page".into(), page.to_string()));
+    params.push(("per".into(), PAGE_SIZE.to_string()));
+    let url = client.url_with_query(&["cases"], &params);
+    let list = client.get_list(routes::CASES, &url).await?;
+    Ok(FetchedPage {
+        cases: list
+            .items
+            .into_iter()
+            .map(|item| Case::from_data(item).ok())
+            .collect(),
+        total: list.total,
+        per: list.per,
+    })
+}
+
+/// What one paged listing has handed over so far: drops records seen on an earlier page and
+/// records an exact filter does not match, and counts.
+struct Listing {
+    query: CaseQuery,
+    seen: HashSet<String>,
+    stats: ListStats,
+    received_so_far: u64,
+}
+
+impl Listing {
+    fn new(query: CaseQuery) -> Self {
+        Listing {
+            query,
+            seen: HashSet::new(),
+            stats: ListStats::default(),
+            received_so_far: 0,
+        }
+    }
+
+    /// Whether another page may follow `page` (counts its records as received).
+    fn has_more(&mut self, page: u64, fetched: &FetchedPage) -> bool {
+        let received = fetched.cases.len() as u64;
+        self.received_so_far += received;
+        has_more(
+            page,
+            received,
+            self.received_so_far,
+            fetched.per,
+            fetched.total,
+        )
+    }
+
+    /// The cases of a page to hand over.
+    fn digest(&mut self, fetched: FetchedPage) -> Vec<Case> {
+        let mut cases = Vec::with_capacity(fetched.cases.len());
+        for case in fetched.cases {
+            let Some(case) = case else {
+                self.stats.malformed += 1;
+                continue;
+            };
+            if !self.seen.insert(case.id.clone()) {
+                self.stats.duplicates += 1;
+            } else if !self.query.matches(&case) {
+                self.stats.filtered_out += 1;
+            } else {
+                cases.push(case);
+            }
+        }
+        self.stats.pages += 1;
+        self.stats.cases += cases.len();
+        cases
+    }
+
+    /// Logs the records the listing skipped (counts only).
+    fn finish(&self) {
+        if self.stats.filtered_out > 0 || self.stats.malformed > 0 {
+            tracing::warn!(
+                system = SYSTEM,
+                filtered_out = self.stats.filtered_out,
+                malformed = self.stats.malformed,
+                "case listing returned records that were skipped"
+            );
+        }
+    }
+}
+
+/// A case listing pulled page by page with one page read ahead (see
+/// [`PrimeroClient::case_pages`]). Each id is handed over once, as with
+/// [`PrimeroClient::for_each_case_page`].
+pub struct CasePages {
+    client: PrimeroClient,
+    base_params: Vec<(String, String)>,
+    listing: Listing,
+    /// The request of page `page`, running in the background.
+    next: Option<tokio::task::JoinHandle<Result<FetchedPage, PrimeroError>>>,
+    page: u64,
+    finished: bool,
+}
+
+impl fmt::Debug for CasePages {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CasePages")
+            .field("query", &self.listing.query)
+            .field("page", &self.page)
+            .field("stats", &self.listing.stats)
+            .finish()
+    }
+}
+
+impl CasePages {
+    /// The next page's cases (never empty), or `None` once the listing has ended. An error
+    /// ends the listing.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<Case>>, PrimeroError> {
+        loop {
+            let Some(handle) = self.next.take() else {
+                if !self.finished {
+                    self.finished = true;
+                    self.listing.finish();
+                }
+                return Ok(None);
+            };
+            let fetched = match handle.await {
+                Ok(Ok(fetched)) => fetched,
+                Ok(Err(e)) => {
+                    self.finished = true;
+                    return Err(e);
+                }
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => {
+                    self.finished = true;
+                    return Err(PrimeroError::Transient {
+                        status: None,
+                        detail: "the case page request was cancelled".into(),
+                        retry_after: None,
+                    });
+                }
+            };
+            if self.listing.has_more(self.page, &fetched) {
+                self.page += 1;
+                if self.page > MAX_PAGES {
+                    self.finished = true;
+                    return Err(PrimeroError::malformed(200, "case listing did not end"));
+                }
+                // Read ahead while the caller works on this page.
+                self.start_fetch();
+            }
+            let cases = self.listing.digest(fetched);
+            if !cases.is_empty() {
+                return Ok(Some(cases));
+            }
+        }
+    }
+
+    /// What the listing has handed over and skipped so far.
+    pub fn stats(&self) -> ListStats {
+        self.listing.stats
+    }
+
+    fn start_fetch(&mut self) {
+        let client = self.client.clone();
+        let params = self.base_params.clone();
+        let page = self.page;
+        let task = async move { fetch_page(&client, &params, page).await };
+        self.next = Some(tokio::spawn(tracing::Instrument::instrument(
+            task,
+            tracing::Span::current(),
+        )));
+    }
+}
+
+impl Drop for CasePages {
+    fn drop(&mut self) {
+        if let Some(handle) = self.next.take() {
+            handle.abort();
+        }
     }
 }
 

@@ -1,0 +1,238 @@
+//! The read-ahead case listing (`PrimeroClient::case_pages`) against the Primero simulator
+//! over real HTTP: the next page is requested while the caller still holds the current one
+//! (and only that one page ahead), every case is handed over once, the query (filters and
+//! `fields`) goes with every page, and errors end the listing.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use pp_http::{HttpSettings, RetryPolicy};
+use pp_primero::{AuthMode, CaseQuery, PrimeroClient, PrimeroError, PrimeroSettings};
+use pp_sim_primero::scenario::{generate, ScenarioOptions};
+use pp_sim_primero::{Options, SimHandle, DEFAULT_PASSWORD};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+
+async fn sim() -> SimHandle {
+    pp_sim_primero::spawn(Options::default(), 0)
+        .await
+        .expect("simulator starts")
+}
+
+fn client(sim: &SimHandle, max_attempts: u32) -> PrimeroClient {
+    PrimeroClient::new(PrimeroSettings {
+        base_url: url::Url::parse(&sim.base_url()).unwrap(),
+        username: "openfn_integration".into(),
+        password: SecretString::from(DEFAULT_PASSWORD.to_string()),
+        auth: AuthMode::Basic,
+        http: HttpSettings {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+            max_concurrency: 4,
+            retry: RetryPolicy {
+                max_attempts,
+                initial_backoff: Duration::from_millis(10),
+                max_backoff: Duration::from_millis(100),
+                max_elapsed: Duration::from_secs(10),
+            },
+        },
+    })
+    .unwrap()
+}
+
+async fn control(
+    sim: &SimHandle,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut req = reqwest::Client::new().request(method, format!("{}{}", sim.base_url(), path));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("control call");
+    assert!(
+        resp.status().is_success(),
+        "control {path}: {}",
+        resp.status()
+    );
+    resp.json().await.expect("control JSON")
+}
+
+/// The decoded query parameters of every case listing request so far, in order.
+async fn listings(sim: &SimHandle) -> Vec<Vec<(String, String)>> {
+    let log = control(
+        sim,
+        reqwest::Method::GET,
+        "/_sim/requests?endpoint=cases_list",
+        None,
+    )
+    .await;
+    log.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let q = e["query"].as_str().unwrap_or("");
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .collect()
+}
+
+fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    query
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The page numbers requested so far.
+async fn pages_requested(sim: &SimHandle) -> Vec<String> {
+    listings(sim)
+        .await
+        .iter()
+        .map(|q| param(q, "page").unwrap_or("").to_owned())
+        .collect()
+}
+
+/// Waits (up to 5 s) until `page` has been requested; the pages requested by then.
+async fn wait_for_request_of(sim: &SimHandle, page: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let pages = pages_requested(sim).await;
+        if pages.iter().any(|p| p == page) || Instant::now() > deadline {
+            return pages;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn scenario(count: usize) -> Value {
+    generate(&ScenarioOptions {
+        count,
+        seed: 11,
+        with_referrals: false,
+        ..ScenarioOptions::default()
+    })
+}
+
+#[tokio::test]
+async fn the_next_page_is_requested_while_the_caller_holds_the_current_one() {
+    let sim = sim().await;
+    sim.seed(scenario(2500)).await.unwrap();
+    let c = client(&sim, 3);
+    let mut pages = c.case_pages(&CaseQuery::default()).unwrap();
+    let mut ids: HashSet<String> = HashSet::new();
+
+    let first = pages.next_page().await.unwrap().expect("page 1");
+    assert_eq!(first.len(), 1000);
+    ids.extend(first.into_iter().map(|c| c.id));
+    // The caller has not asked for more, yet page 2 is on its way.
+    assert_eq!(
+        wait_for_request_of(&sim, "2").await,
+        vec!["1", "2"],
+        "page 2 requested while page 1 is being worked on"
+    );
+    // One page ahead only (memory stays bounded by two pages).
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(pages_requested(&sim).await, vec!["1", "2"]);
+
+    let second = pages.next_page().await.unwrap().expect("page 2");
+    assert_eq!(second.len(), 1000);
+    ids.extend(second.into_iter().map(|c| c.id));
+    assert_eq!(wait_for_request_of(&sim, "3").await, vec!["1", "2", "3"]);
+    let third = pages.next_page().await.unwrap().expect("page 3");
+    assert_eq!(third.len(), 500);
+    ids.extend(third.into_iter().map(|c| c.id));
+    assert!(pages.next_page().await.unwrap().is_none());
+    assert!(
+        pages.next_page().await.unwrap().is_none(),
+        "ended stays ended"
+    );
+
+    assert_eq!(ids.len(), 2500, "every case once");
+    let stats = pages.stats();
+    assert_eq!((stats.pages, stats.cases, stats.duplicates), (3, 2500, 0));
+    assert_eq!(
+        pages_requested(&sim).await,
+        vec!["1", "2", "3"],
+        "no page past the end"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_query_and_fields_go_with_every_page_of_a_clamped_listing() {
+    let sim = sim().await;
+    control(
+        &sim,
+        reqwest::Method::POST,
+        "/_sim/options",
+        Some(json!({"per_clamp": 400})),
+    )
+    .await;
+    sim.seed(scenario(1000)).await.unwrap();
+    let c = client(&sim, 3);
+    let from = "2000-01-01T00:00:00Z".parse().unwrap();
+    let query = CaseQuery::updated_since(from).with_fields(["case_id", "services_section"]);
+    let mut pages = c.case_pages(&query).unwrap();
+    let mut seen = 0;
+    while let Some(page) = pages.next_page().await.unwrap() {
+        for case in page {
+            seen += 1;
+            let mut keys: Vec<&str> = case.data.keys().map(String::as_str).collect();
+            keys.retain(|k| {
+                ![
+                    "id",
+                    "enabled",
+                    "last_updated_at",
+                    "case_id",
+                    "services_section",
+                ]
+                .contains(k)
+            });
+            assert!(keys.is_empty(), "fields not asked for: {keys:?}");
+            assert!(case.case_id.is_some() && case.last_updated_at.is_some());
+        }
+    }
+    assert_eq!(seen, 1000);
+    let log = listings(&sim).await;
+    assert_eq!(log.len(), 3, "1,000 cases at 400 per page");
+    for (i, q) in log.iter().enumerate() {
+        assert_eq!(param(q, "page"), Some((i + 1).to_string().as_str()));
+        assert_eq!(param(q, "fields"), Some("case_id,services_section"));
+        assert_eq!(param(q, "last_updated_at"), Some("2000-01-01T00:00:00Z.."));
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn errors_end_the_listing_and_bad_queries_send_nothing() {
+    let sim = sim().await;
+    sim.seed(scenario(10)).await.unwrap();
+    let c = client(&sim, 1);
+    let bad = CaseQuery::exact("unhcr_individual_no", " ");
+    assert!(matches!(
+        c.case_pages(&bad).unwrap_err(),
+        PrimeroError::InvalidRequest { .. }
+    ));
+    assert!(pages_requested(&sim).await.is_empty(), "nothing sent");
+
+    control(
+        &sim,
+        reqwest::Method::POST,
+        "/_sim/faults",
+        Some(json!({"rules": [{"endpoint": "cases_list", "kind": "status", "status": 500}]})),
+    )
+    .await;
+    let mut pages = c.case_pages(&CaseQuery::default()).unwrap();
+    let e = pages.next_page().await.unwrap_err();
+    assert!(matches!(e, PrimeroError::Transient { .. }), "{e}");
+    assert!(
+        pages.next_page().await.unwrap().is_none(),
+        "the listing ended"
+    );
+    assert_eq!(pages_requested(&sim).await.len(), 1);
+    sim.shutdown().await;
+}
