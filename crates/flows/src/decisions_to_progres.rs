@@ -2,9 +2,10 @@
 //! delivered goes back to proGres (SHP-2748, with the decision as an attachment comment)
 //! (flows.md, Flow 1.2).
 //!
-//! Shape of a run:
+//! What a run does:
 //! 1. read every page of the cases changed since the cursor (`last_updated_at=T..`, inclusive
-//!    and second-granular; the first run starts from the flow's `start_from`);
+//!    and second-granular; the first run starts from the flow's `start_from`), asking only for
+//!    the fields this flow reads ([`CASE_FIELDS`]);
 //! 2. keep the UNHCR-requested external referrals that are accepted or rejected (pure code,
 //!    `pp_mapping::flow12`); any other status but `pending` is rejected `unknown_status`
 //!    (R4). Key = `{case id}:{service unique_id}:{status}`, `…:{status}:{n}` for the `n`-th
@@ -14,7 +15,8 @@
 //! 3. split `progres_interventionnumber`; a legacy value (no LP id and business unit) is
 //!    resolved through the ledger fact flow 1.1 wrote, else rejected
 //!    `legacy_intervention_number`;
-//! 4. send the decisions in batches of `ping.batch_size` with record isolation (R1);
+//! 4. send the decisions in batches of `ping.batch_size` with record isolation (R1), several
+//!    batches at once (`ping.http.max_concurrency`);
 //! 5. move the cursor, with the run's last records, to the greatest `last_updated_at` seen
 //!    (R6): the next run re-reads that second and the ledger drops what was handled, so
 //!    cases changed within the same second are not lost.
@@ -24,26 +26,52 @@
 //! while the run pages through the list is read again by the next run. Cases of decisions an
 //! operator re-queued, or that failed and are due again, are read by id first (they may be
 //! older than the cursor).
+//!
+//! Shape, so that a run costs little more than its API calls: the next case page is read in
+//! the background while the current one is handled (memory: about two pages, R10); a page's
+//! ledger records are read in bulk, a few statements per page (the likely instance keys of
+//! every row at once, further instances only for rows that have them); and outcomes are
+//! recorded by one committer running beside the work, in order: each batch's outcomes are
+//! queued as soon as PING answers, and whatever is queued while a commit runs goes into the
+//! next one, so commits overlap the batches still in flight and the next page. A page is not
+//! started before the page before the previous one is committed; the cursor is written only
+//! after every outcome is. When the run fails (an error while sending, a ledger commit
+//! refused), no new batch or page is started, the batches in flight are awaited and every
+//! outcome already known is still offered to the ledger before the error is returned.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Utc};
+use futures::channel::mpsc;
+use futures::stream::{self, FuturesUnordered, StreamExt, TryStreamExt};
 use pp_ledger::{Record, RecordChange, RecordState};
 use pp_mapping::flow11::{self, Rejection, TRANSIENT, VALIDATION_ERROR};
 use pp_mapping::flow12::{
-    self, Decision, DecisionRow, InterventionRef, LEGACY_INTERVENTION_NUMBER,
+    self, DecisionRow, InterventionRef, UnknownStatusRow, LEGACY_INTERVENTION_NUMBER,
 };
 use pp_ping::IngestRecord;
 use pp_primero::{format_cursor, Case, CaseQuery};
-use serde_json::json;
+use serde_json::{json, Value};
+use tokio::sync::watch;
 
-use crate::referrals_to_primero::{ingest_isolated, FACT_INTERVENTION};
+use crate::referrals_to_primero::{ingest_isolated, IngestOutcomes, FACT_INTERVENTION};
 use crate::referrals_to_progres::EXCLUDED_RETRY_NOT_DUE;
 use crate::{FlowError, RunCtx};
 
 /// Failed decisions read by id per run, at most.
 const RETRIES_PER_RUN: i64 = 1000;
+
+/// The case fields the flow reads (`pp_mapping::flow12::decided_rows` and
+/// `decision_record`): Primero adds `id` and `enabled`, and always sends `last_updated_at`
+/// (asked for anyway, the cursor depends on it).
+pub const CASE_FIELDS: &[&str] = &["case_id", "owned_by", "last_updated_at", "services_section"];
+
+/// Keys per ledger read statement.
+const KEYS_PER_READ: usize = 500;
+
+/// Ledger reads (key chunks, legacy facts) and case reads by id run at once, at most.
+const READS_AT_ONCE: usize = 4;
 
 /// What the pages of one run have shown so far.
 struct Progress {
@@ -76,6 +104,16 @@ impl Progress {
         let t = t.unwrap_or(self.from);
         self.hold = Some(self.hold.map_or(t, |h| h.min(t)));
     }
+
+    /// The cursor after the run: the greatest time seen, but never past a held case, the
+    /// run's start nor back before where it started. `None` when no case was seen.
+    fn cursor(&self, started_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let mut cursor = self.max_seen?.min(started_at);
+        if let Some(hold) = self.hold {
+            cursor = cursor.min(hold);
+        }
+        Some(cursor.max(self.from))
+    }
 }
 
 /// A decision ready to send.
@@ -86,6 +124,82 @@ struct Outgoing {
     record: IngestRecord,
     hash: String,
     attempts: i64,
+}
+
+/// What the work sends the committer.
+enum Note {
+    /// Outcomes to record.
+    Changes(Vec<RecordChange>),
+    /// Every outcome of page `n` (counted from 1) has been sent.
+    PageDone(u64),
+}
+
+/// The work's end of the committer: queue outcomes, mark pages, see whether a commit failed.
+struct Outbox<'f> {
+    tx: mpsc::UnboundedSender<Note>,
+    /// The last page whose outcomes are all committed (or refused).
+    settled: watch::Receiver<u64>,
+    /// Set when a commit failed: start nothing new.
+    failed: &'f AtomicBool,
+}
+
+impl Outbox<'_> {
+    fn send(&self, changes: Vec<RecordChange>) {
+        if !changes.is_empty() {
+            // The committer lives as long as the work (they are joined): sending cannot fail.
+            let _ = self.tx.unbounded_send(Note::Changes(changes));
+        }
+    }
+
+    fn page_done(&self, n: u64) {
+        let _ = self.tx.unbounded_send(Note::PageDone(n));
+    }
+
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// Waits until page `n` is committed (returns at once for `n == 0`).
+    async fn settled(&mut self, n: u64) {
+        // An error means the committer ended, which it only does after the work: not here.
+        let _ = self.settled.wait_for(|&done| done >= n).await;
+    }
+}
+
+/// Records the outcomes the work queues, in order, one commit at a time; whatever was queued
+/// while a commit ran goes into the next. A refused commit is remembered (and the work told
+/// to start nothing new), but later outcomes are still offered to the ledger: they may
+/// concern decisions PING has already applied. Ends when the work has ended and everything
+/// queued is handled; returns the first commit error.
+async fn commit_in_order(
+    run: &RunCtx<'_>,
+    mut rx: mpsc::UnboundedReceiver<Note>,
+    settled: watch::Sender<u64>,
+    failed: &AtomicBool,
+) -> Result<(), FlowError> {
+    let mut first_error = None;
+    while let Some(note) = rx.next().await {
+        let mut changes = Vec::new();
+        let mut done = None;
+        let mut take = |note: Note| match note {
+            Note::Changes(c) => changes.extend(c),
+            Note::PageDone(n) => done = Some(n),
+        };
+        take(note);
+        while let Ok(note) = rx.try_recv() {
+            take(note);
+        }
+        if !changes.is_empty() {
+            if let Err(e) = run.commit(changes, None).await {
+                failed.store(true, Ordering::SeqCst);
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(n) = done {
+            settled.send_replace(n);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Runs flow 1.2 once.
@@ -103,9 +217,72 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
             })?,
         None => ctx.config.flow(flow).start_from.resolve(run.started_at),
     };
-    // Records an operator re-queued, and failed ones that are due again: their cases may be
-    // older than the cursor, so they are read by id. Their times do not move the cursor, and
-    // the cursor pass leaves these cases alone (each record is handled once per run).
+    // The first page is requested now, while the decisions to retry are looked at.
+    let query = CaseQuery::updated_since(from).with_fields(CASE_FIELDS.iter().copied());
+    let mut pages = ctx.primero.case_pages(&query)?;
+
+    let (tx, rx) = mpsc::unbounded();
+    let (settled_tx, settled_rx) = watch::channel(0u64);
+    let failed = AtomicBool::new(false);
+    let mut progress = Progress::new(from);
+    let work = async {
+        let mut outbox = Outbox {
+            tx,
+            settled: settled_rx,
+            failed: &failed,
+        };
+        // Records an operator re-queued, and failed ones that are due again: their cases may
+        // be older than the cursor, so they are read by id. Their times do not move the
+        // cursor, and the cursor pass leaves these cases alone (each record is handled once
+        // per run).
+        let retried = cases_to_retry(run).await?;
+        let handled: HashSet<String> = retried.iter().map(|c| c.id.clone()).collect();
+        let mut n = 0u64;
+        if !retried.is_empty() {
+            n += 1;
+            let none = HashSet::new();
+            handle_page(run, retried, &mut Progress::new(from), &none, &outbox).await?;
+            outbox.page_done(n);
+        }
+        while let Some(page) = pages.next_page().await? {
+            if outbox.failed() {
+                break;
+            }
+            n += 1;
+            // A page's commit may overlap the next page's work, not the one after.
+            outbox.settled(n.saturating_sub(2)).await;
+            handle_page(run, page, &mut progress, &handled, &outbox).await?;
+            outbox.page_done(n);
+        }
+        Ok::<(), FlowError>(())
+        // `outbox` is dropped here, which lets the committer finish.
+    };
+    let (worked, committed) = futures::join!(work, commit_in_order(run, rx, settled_tx, &failed));
+    drop(pages);
+    match (worked, committed) {
+        (Err(e), Err(c)) => {
+            // The run's own error is returned; the commit's is not lost from sight.
+            tracing::error!(flow, error = %c, "outcomes of this run were not recorded");
+            return Err(e);
+        }
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => return Err(e),
+        (Ok(()), Ok(())) => {}
+    }
+    let Some(cursor) = progress.cursor(run.started_at) else {
+        return Ok(());
+    };
+    let text = format_cursor(cursor);
+    if stored.as_deref() != Some(text.as_str()) {
+        run.commit(Vec::new(), Some(&text)).await?;
+    }
+    Ok(())
+}
+
+/// The cases of the decisions to try again (re-queued by an operator, or failed and due),
+/// read by id a few at a time.
+async fn cases_to_retry(run: &RunCtx<'_>) -> Result<Vec<Case>, FlowError> {
+    let ctx = run.ctx;
+    let flow = run.flow.name();
     let mut again = ctx.ledger.pending_operator_retries(flow).await?;
     again.extend(
         ctx.ledger
@@ -118,9 +295,12 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
         .collect();
     case_ids.sort_unstable();
     case_ids.dedup();
+    let mut read = stream::iter(case_ids)
+        .map(|id| async move { (id, ctx.primero.get_case(id).await) })
+        .buffered(READS_AT_ONCE);
     let mut cases = Vec::new();
-    for id in case_ids {
-        match ctx.primero.get_case(id).await {
+    while let Some((id, result)) = read.next().await {
+        match result {
             Ok(Some(case)) => cases.push(case),
             // Left for a later run (or for the operator: the case is gone).
             Ok(None) => tracing::warn!(case = id, "decision to retry: case not found"),
@@ -128,54 +308,27 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
             Err(e) => tracing::warn!(case = id, error = %e, "decision to retry: case not read"),
         }
     }
-    let handled: HashSet<String> = cases.iter().map(|c| c.id.clone()).collect();
-    if !cases.is_empty() {
-        let none = HashSet::new();
-        handle_page(run, cases, &Mutex::new(Progress::new(from)), &none).await?;
-    }
-
-    let progress = Mutex::new(Progress::new(from));
-    let query = CaseQuery::updated_since(from);
-    let progress_ref = &progress;
-    let handled_ref = &handled;
-    ctx.primero
-        .for_each_case_page(&query, move |page| {
-            handle_page(run, page, progress_ref, handled_ref)
-        })
-        .await?;
-
-    let progress = progress.into_inner().unwrap_or_else(|e| e.into_inner());
-    let Some(max_seen) = progress.max_seen else {
-        return Ok(());
-    };
-    let mut cursor = max_seen.min(run.started_at);
-    if let Some(hold) = progress.hold {
-        cursor = cursor.min(hold);
-    }
-    let cursor = cursor.max(from);
-    let text = format_cursor(cursor);
-    if stored.as_deref() != Some(text.as_str()) {
-        run.commit(Vec::new(), Some(&text)).await?;
-    }
-    Ok(())
+    Ok(cases)
 }
 
-/// Handles the cases of one page: picks the decisions, sends them, records the outcomes.
-/// Cases in `skip` were handled earlier in this run (only their times count).
+/// Handles the cases of one page: picks the decisions, reads their ledger records in bulk,
+/// sends them, and queues the outcomes in `outbox` (rejections at once, each batch's as it
+/// ends). Cases in `skip` were handled earlier in this run (only their times count). On an
+/// error while sending, the batches in flight are awaited and their outcomes queued first.
 async fn handle_page(
     run: &RunCtx<'_>,
     cases: Vec<Case>,
-    progress: &Mutex<Progress>,
+    progress: &mut Progress,
     skip: &HashSet<String>,
+    outbox: &Outbox<'_>,
 ) -> Result<(), FlowError> {
     let ctx = run.ctx;
-    let flow = run.flow.name();
     let today = run.started_at.date_naive();
     let maps = &ctx.config.maps;
-    let mut changes: Vec<RecordChange> = Vec::new();
-    let mut outgoing: Vec<Outgoing> = Vec::new();
+    let mut rows: Vec<DecisionRow> = Vec::new();
+    let mut unknown: Vec<UnknownStatusRow> = Vec::new();
     for case in &cases {
-        lock(progress).see(case.last_updated_at);
+        progress.see(case.last_updated_at);
         if skip.contains(&case.id) {
             continue;
         }
@@ -186,80 +339,96 @@ async fn handle_page(
             }
             r.fetched += (found.rows.len() + found.unknown.len()) as u64;
         });
-        // R4: a status that is neither a decision nor `pending` is rejected, naming it.
-        for unknown in found.unknown {
-            let key = unknown.key();
-            let record = ctx.ledger.get(flow, &key).await?;
-            let hash = ctx.payload_hash(&json!({
-                "row": format!("{}:{}", unknown.case_uuid, unknown.service_unique_id),
-                "status": unknown.value,
-            }));
-            if unchanged_refusal(record.as_ref(), &hash) {
-                run.report(|r| r.skipped += 1);
-                continue;
-            }
-            let rejection = unknown.rejection();
-            changes.push(
-                run.rejected(&key, rejection.reason, rejection.message)
-                    .with_payload_hash(hash),
-            );
-        }
+        unknown.extend(found.unknown);
         for row in found.rows {
             if run.stopping() {
-                lock(progress).hold_at(row.case_last_updated_at);
-                continue;
-            }
-            let Some((key, record)) = current_instance(run, &row).await? else {
-                run.report(|r| r.skipped += 1);
-                continue;
-            };
-            if let Some(r) = &record {
-                if r.state == RecordState::Failed && r.next_retry_at.is_some_and(|t| t > ctx.now())
-                {
-                    // R9: tried again once due; the cursor waits for it.
-                    run.report(|rep| rep.exclude(EXCLUDED_RETRY_NOT_DUE));
-                    lock(progress).hold_at(row.case_last_updated_at);
-                    continue;
-                }
-            }
-            let attempts = record.as_ref().map_or(0, |r| r.attempts);
-            let built = build_record(run, &row, today, maps).await?;
-            let (record_out, hash) = match built {
-                Ok(rec) => {
-                    let hash = ctx.payload_hash(&flow12::record_json(&rec));
-                    (Ok(rec), hash)
-                }
-                Err(rejection) => {
-                    let hash = ctx.payload_hash(&json!({
-                        "row": row.row_key(),
-                        "decision": row.decision.as_str(),
-                        "number": row.intervention_number,
-                        "reason": rejection.reason,
-                    }));
-                    (Err(rejection), hash)
-                }
-            };
-            if unchanged_refusal(record.as_ref(), &hash) {
-                run.report(|r| r.skipped += 1);
-                continue;
-            }
-            match record_out {
-                Ok(rec) => outgoing.push(Outgoing {
-                    row,
-                    key,
-                    record: rec,
-                    hash,
-                    attempts,
-                }),
-                Err(rejection) => changes.push(
-                    run.rejected(&key, rejection.reason, rejection.message)
-                        .with_decision(row.decision.as_str())
-                        .with_payload_hash(hash),
-                ),
+                progress.hold_at(row.case_last_updated_at);
+            } else {
+                rows.push(row);
             }
         }
     }
-    run.commit(changes, None).await?;
+    drop(cases);
+
+    let unknown_keys: Vec<String> = unknown.iter().map(UnknownStatusRow::key).collect();
+    let (instances, unknown_records) = current_instances(run, &rows, unknown_keys).await?;
+
+    let mut changes: Vec<RecordChange> = Vec::new();
+    // R4: a status that is neither a decision nor `pending` is rejected, naming it.
+    for u in unknown {
+        let key = u.key();
+        let hash = ctx.payload_hash(&json!({
+            "row": format!("{}:{}", u.case_uuid, u.service_unique_id),
+            "status": u.value,
+        }));
+        if unchanged_refusal(unknown_records.get(&key), &hash) {
+            run.report(|r| r.skipped += 1);
+            continue;
+        }
+        let rejection = u.rejection();
+        changes.push(
+            run.rejected(&key, rejection.reason, rejection.message)
+                .with_payload_hash(hash),
+        );
+    }
+
+    // The decisions to build: not sent yet, and due.
+    let mut due: Vec<(DecisionRow, String, Option<Record>)> = Vec::new();
+    for (row, instance) in rows.into_iter().zip(instances) {
+        let Some((key, record)) = instance else {
+            run.report(|r| r.skipped += 1);
+            continue;
+        };
+        if let Some(r) = &record {
+            if r.state == RecordState::Failed && r.next_retry_at.is_some_and(|t| t > ctx.now()) {
+                // R9: tried again once due; the cursor waits for it.
+                run.report(|rep| rep.exclude(EXCLUDED_RETRY_NOT_DUE));
+                progress.hold_at(row.case_last_updated_at);
+                continue;
+            }
+        }
+        due.push((row, key, record));
+    }
+    let facts = legacy_facts(run, due.iter().map(|(row, _, _)| row)).await?;
+
+    let mut outgoing: Vec<Outgoing> = Vec::new();
+    for (row, key, record) in due {
+        let attempts = record.as_ref().map_or(0, |r| r.attempts);
+        let (record_out, hash) = match build_record(&row, &facts, today, maps) {
+            Ok(rec) => {
+                let hash = ctx.payload_hash(&flow12::record_json(&rec));
+                (Ok(rec), hash)
+            }
+            Err(rejection) => {
+                let hash = ctx.payload_hash(&json!({
+                    "row": row.row_key(),
+                    "decision": row.decision.as_str(),
+                    "number": row.intervention_number,
+                    "reason": rejection.reason,
+                }));
+                (Err(rejection), hash)
+            }
+        };
+        if unchanged_refusal(record.as_ref(), &hash) {
+            run.report(|r| r.skipped += 1);
+            continue;
+        }
+        match record_out {
+            Ok(rec) => outgoing.push(Outgoing {
+                row,
+                key,
+                record: rec,
+                hash,
+                attempts,
+            }),
+            Err(rejection) => changes.push(
+                run.rejected(&key, rejection.reason, rejection.message)
+                    .with_decision(row.decision.as_str())
+                    .with_payload_hash(hash),
+            ),
+        }
+    }
+    outbox.send(changes);
     if outgoing.is_empty() {
         return Ok(());
     }
@@ -271,18 +440,94 @@ async fn handle_page(
         }
         return Ok(());
     }
-    // The write-back is a keyed update of the LP intervention (`ExternalId` = case_id), so
-    // sending it again after a crash or a timeout between PING's answer and the ledger commit
-    // (R5) sets the same status and date again, harmlessly; it does add the attachment comment
-    // a second time. PING offers no way to ask whether an attachment exists, and a missed
-    // decision is worse than a repeated comment, so the repeat is accepted; the ledger commit
-    // follows each batch at once, which keeps that window to one batch.
-    let records: Vec<IngestRecord> = outgoing.iter().map(|o| o.record.clone()).collect();
-    let shp = &ctx.config.ping.shipping_processes.transfer_status;
-    let outcome = ingest_isolated(run, shp, &records).await?;
-    let mut changes = Vec::with_capacity(outgoing.len());
+    send(run, &outgoing, progress, outbox).await
+}
+
+/// Sends `outgoing` in batches, several at once, and queues each batch's outcomes as soon as
+/// it ends.
+///
+/// The write-back is a keyed update of the LP intervention (`ExternalId` = case_id), so
+/// sending it again after a crash or a timeout between PING's answer and the ledger commit
+/// (R5) sets the same status and date again, harmlessly; it does add the attachment comment a
+/// second time. PING offers no way to ask whether an attachment exists, and a missed decision
+/// is worse than a repeated comment, so the repeat is accepted; each batch's outcomes go to
+/// the committer as soon as PING has answered, which keeps that window to the batches in
+/// flight and one commit.
+async fn send(
+    run: &RunCtx<'_>,
+    outgoing: &[Outgoing],
+    progress: &mut Progress,
+    outbox: &Outbox<'_>,
+) -> Result<(), FlowError> {
+    let shp = &run.ctx.config.ping.shipping_processes.transfer_status;
+    let mut batches = batches(
+        outgoing.iter().map(|o| o.record.external_id.as_str()),
+        run.ctx.config.ping.batch_size.max(1),
+    )
+    .into_iter();
+    let at_once = run.ctx.config.ping.http.max_concurrency.max(1);
+    let start = |batch: Vec<usize>| async move {
+        let records: Vec<IngestRecord> =
+            batch.iter().map(|&i| outgoing[i].record.clone()).collect();
+        let outcome = ingest_isolated(run, shp, &records).await;
+        (batch, outcome)
+    };
+    let mut in_flight = FuturesUnordered::new();
+    let mut first_error: Option<FlowError> = None;
+    loop {
+        while first_error.is_none() && !outbox.failed() && in_flight.len() < at_once {
+            let Some(batch) = batches.next() else { break };
+            in_flight.push(start(batch));
+        }
+        let Some((batch, outcome)) = in_flight.next().await else {
+            break;
+        };
+        match outcome {
+            Ok(outcome) => outbox.send(outcome_changes(run, outgoing, &batch, outcome, progress)),
+            // Nothing new is started; the batches in flight are awaited and recorded.
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Groups the records (by their `ExternalId`s, in order) into batches of at most `size` with
+/// each `ExternalId` once per batch, as `ingest_isolated` would (a refusal names records by
+/// `ExternalId`, compared trimmed and case-insensitively), so that each batch goes out as one
+/// request.
+fn batches<'a>(external_ids: impl Iterator<Item = &'a str>, size: usize) -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut ids: HashSet<String> = HashSet::new();
+    for (i, id) in external_ids.enumerate() {
+        let id = id.trim().to_lowercase();
+        if current.len() >= size || ids.contains(&id) {
+            out.push(std::mem::take(&mut current));
+            ids.clear();
+        }
+        ids.insert(id);
+        current.push(i);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// The ledger changes of one batch's outcomes (indices in `outcome` are positions in
+/// `batch`, which holds positions in `outgoing`).
+fn outcome_changes(
+    run: &RunCtx<'_>,
+    outgoing: &[Outgoing],
+    batch: &[usize],
+    outcome: IngestOutcomes,
+    progress: &mut Progress,
+) -> Vec<RecordChange> {
+    let mut changes = Vec::with_capacity(batch.len());
     for (i, tx) in outcome.applied {
-        let o = &outgoing[i];
+        let o = &outgoing[batch[i]];
         let mut change = run
             .change(&o.key, RecordState::Confirmed)
             .with_decision(o.row.decision.as_str())
@@ -297,7 +542,7 @@ async fn handle_page(
         changes.push(change);
     }
     for (i, message) in outcome.refused {
-        let o = &outgoing[i];
+        let o = &outgoing[batch[i]];
         changes.push(
             run.rejected(
                 &o.key,
@@ -309,8 +554,8 @@ async fn handle_page(
         );
     }
     for (i, message) in outcome.failed {
-        let o = &outgoing[i];
-        lock(progress).hold_at(o.row.case_last_updated_at);
+        let o = &outgoing[batch[i]];
+        progress.hold_at(o.row.case_last_updated_at);
         changes.push(
             run.failed(
                 &o.key,
@@ -322,58 +567,218 @@ async fn handle_page(
             .with_payload_hash(&o.hash),
         );
     }
-    run.commit(changes, None).await
-}
-
-fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
-    progress.lock().unwrap_or_else(|e| e.into_inner())
+    changes
 }
 
 fn sent(r: &Record) -> bool {
     matches!(r.state, RecordState::Delivered | RecordState::Confirmed)
 }
 
-/// The instances of one status of one service row: the last one sent (if any), and the
-/// number and record of the first one not sent (absent, failed, rejected...).
-async fn instances(
-    run: &RunCtx<'_>,
-    row: &DecisionRow,
-    decision: Decision,
-) -> Result<(Option<Record>, u32, Option<Record>), FlowError> {
-    let mut last_sent = None;
-    let mut n = 1u32;
-    loop {
-        let key = flow12::decision_key(&row.case_uuid, &row.service_unique_id, decision, n);
-        match run.ctx.ledger.get(run.flow.name(), &key).await? {
-            Some(r) if sent(&r) => {
-                last_sent = Some(r);
-                n += 1;
-            }
-            other => return Ok((last_sent, n, other)),
+/// Where the search for one row's current decision instance stands (times are the
+/// `updated_at` of ledger records).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Walk {
+    /// Walking the instances of the row's own status: `n` is the next to look at.
+    Own {
+        n: u32,
+        last_sent: Option<DateTime<Utc>>,
+    },
+    /// The row's status was sent before (last at `own_last`) and `next` is its first instance
+    /// not sent; walking the other status for its last sent instance.
+    Other {
+        n: u32,
+        last_sent: Option<DateTime<Utc>>,
+        own_last: DateTime<Utc>,
+        next: u32,
+    },
+    /// The instance to handle, or `None` when the decision was already sent.
+    Done(Option<u32>),
+}
+
+impl Walk {
+    const START: Walk = Walk::Own {
+        n: 1,
+        last_sent: None,
+    };
+
+    /// Moves on as far as the records in `known` allow; returns the key it needs next, or
+    /// `None` when done.
+    fn advance(
+        &mut self,
+        row: &DecisionRow,
+        known: &HashMap<String, Option<Record>>,
+    ) -> Option<String> {
+        loop {
+            let (decision, n) = match *self {
+                Walk::Own { n, .. } => (row.decision, n),
+                Walk::Other { n, .. } => (row.decision.other(), n),
+                Walk::Done(_) => return None,
+            };
+            let key = flow12::decision_key(&row.case_uuid, &row.service_unique_id, decision, n);
+            let sent_at = match known.get(&key) {
+                None => return Some(key),
+                Some(Some(r)) if sent(r) => Some(r.updated_at),
+                Some(_) => None,
+            };
+            *self = match (*self, sent_at) {
+                (Walk::Own { n, .. }, Some(at)) => Walk::Own {
+                    n: n + 1,
+                    last_sent: Some(at),
+                },
+                (Walk::Own { n, last_sent: None }, None) => Walk::Done(Some(n)),
+                (
+                    Walk::Own {
+                        n,
+                        last_sent: Some(own_last),
+                    },
+                    None,
+                ) => Walk::Other {
+                    n: 1,
+                    last_sent: None,
+                    own_last,
+                    next: n,
+                },
+                (
+                    Walk::Other {
+                        n, own_last, next, ..
+                    },
+                    Some(at),
+                ) => Walk::Other {
+                    n: n + 1,
+                    last_sent: Some(at),
+                    own_last,
+                    next,
+                },
+                // A decision changed back to a status sent earlier (accepted -> rejected ->
+                // accepted) is a new instance when the other status was sent more recently;
+                // otherwise it was sent already (R5).
+                (
+                    Walk::Other {
+                        last_sent,
+                        own_last,
+                        next,
+                        ..
+                    },
+                    None,
+                ) => Walk::Done(last_sent.is_some_and(|o| o > own_last).then_some(next)),
+                (done @ Walk::Done(_), _) => done,
+            };
         }
     }
 }
 
-/// The decision instance to handle for `row` (its key and ledger record), or `None` when
-/// this decision was already sent (R5). A decision changed back to a status sent earlier
-/// (accepted -> rejected -> accepted) is a new instance, with a new key, when the other
-/// status was sent more recently. (The key parts of a record are indexed by the ledger, so
-/// the case and service ids need no separate identifiers.)
-async fn current_instance(
+/// For each row, the decision instance to handle (its key and ledger record), or `None` when
+/// this decision was already sent (R5); and the records of `extra_keys`. Instance `n` of a
+/// status has key `…:{status}` (n = 1) or `…:{status}:{n}`; the current one is the first not
+/// sent, and a status sent before is sent again only when the other status was sent more
+/// recently (a decision changed back). The records are read in bulk: first the likely keys of
+/// every row (its status's first two instances, the other status's first), then only what
+/// rows with more instances still need, one round per further instance. (The key parts of a
+/// record are indexed by the ledger, so the case and service ids need no separate
+/// identifiers.)
+#[allow(clippy::type_complexity)]
+async fn current_instances(
     run: &RunCtx<'_>,
-    row: &DecisionRow,
-) -> Result<Option<(String, Option<Record>)>, FlowError> {
-    let (last_sent, next, next_record) = instances(run, row, row.decision).await?;
-    let current = Some((row.instance_key(next), next_record));
-    let Some(last_sent) = last_sent else {
-        return Ok(current);
-    };
-    let (other_sent, _, _) = instances(run, row, row.decision.other()).await?;
-    if other_sent.is_some_and(|o| o.updated_at > last_sent.updated_at) {
-        Ok(current)
-    } else {
-        Ok(None)
+    rows: &[DecisionRow],
+    extra_keys: Vec<String>,
+) -> Result<
+    (
+        Vec<Option<(String, Option<Record>)>>,
+        HashMap<String, Record>,
+    ),
+    FlowError,
+> {
+    let mut known: HashMap<String, Option<Record>> = HashMap::new();
+    let mut wanted = extra_keys.clone();
+    for row in rows {
+        wanted.push(row.instance_key(1));
+        wanted.push(row.instance_key(2));
+        wanted.push(flow12::decision_key(
+            &row.case_uuid,
+            &row.service_unique_id,
+            row.decision.other(),
+            1,
+        ));
     }
+    let mut walks: Vec<Walk> = vec![Walk::START; rows.len()];
+    loop {
+        wanted.retain(|k| !known.contains_key(k));
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut found = read_records(run, &wanted).await?;
+        for key in wanted.drain(..) {
+            let record = found.remove(&key);
+            known.insert(key, record);
+        }
+        for (walk, row) in walks.iter_mut().zip(rows) {
+            if let Some(key) = walk.advance(row, &known) {
+                wanted.push(key);
+            }
+        }
+        if wanted.is_empty() {
+            break;
+        }
+    }
+    let instances = walks
+        .into_iter()
+        .zip(rows)
+        .map(|(walk, row)| match walk {
+            Walk::Done(Some(n)) => {
+                let key = row.instance_key(n);
+                let record = known.get(&key).cloned().flatten();
+                Some((key, record))
+            }
+            Walk::Done(None) => None,
+            Walk::Own { .. } | Walk::Other { .. } => unreachable!("every walk ends"),
+        })
+        .collect();
+    let extra = extra_keys
+        .into_iter()
+        .filter_map(|k| known.get(&k).cloned().flatten().map(|r| (k, r)))
+        .collect();
+    Ok((instances, extra))
+}
+
+/// The ledger records of `keys` (of this flow), a few statements at once.
+async fn read_records(
+    run: &RunCtx<'_>,
+    keys: &[String],
+) -> Result<HashMap<String, Record>, FlowError> {
+    let flow = run.flow.name();
+    let ledger = &run.ctx.ledger;
+    let parts: Vec<HashMap<String, Record>> = stream::iter(keys.chunks(KEYS_PER_READ))
+        .map(|chunk| ledger.get_many(flow, chunk))
+        .buffer_unordered(READS_AT_ONCE)
+        .try_collect()
+        .await?;
+    Ok(parts.into_iter().flatten().collect())
+}
+
+/// The ledger facts of the legacy intervention numbers among `rows` (numbers without LP id
+/// and business unit), by number; `None` for a number flow 1.1 never recorded.
+async fn legacy_facts<'r>(
+    run: &RunCtx<'_>,
+    rows: impl Iterator<Item = &'r DecisionRow>,
+) -> Result<HashMap<String, Option<Value>>, FlowError> {
+    let mut numbers: Vec<String> = rows
+        .filter_map(|row| {
+            match flow12::split_intervention_number(row.intervention_number.as_deref()) {
+                Ok(InterventionRef::Legacy { number }) => Some(number),
+                _ => None,
+            }
+        })
+        .collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    let ledger = &run.ctx.ledger;
+    stream::iter(numbers)
+        .map(|number| async move {
+            let fact = ledger.fact(FACT_INTERVENTION, &number).await?;
+            Ok::<_, FlowError>((number, fact))
+        })
+        .buffer_unordered(READS_AT_ONCE)
+        .try_collect()
+        .await
 }
 
 /// Whether a rejected or conflict record is to be left alone: same payload as when it was
@@ -387,38 +792,38 @@ fn unchanged_refusal(record: Option<&Record>, hash: &str) -> bool {
 }
 
 /// Steps 3 and 4 for one decision: the LP id and business unit (from the composite number, or
-/// the ledger for a legacy one) and the SHP-2748 record.
-async fn build_record(
-    run: &RunCtx<'_>,
+/// the ledger fact of a legacy one, read beforehand into `facts`) and the SHP-2748 record.
+fn build_record(
     row: &DecisionRow,
+    facts: &HashMap<String, Option<Value>>,
     today: chrono::NaiveDate,
     maps: &pp_mapping::Maps,
-) -> Result<Result<IngestRecord, Rejection>, FlowError> {
-    let (lp, bu) = match flow12::split_intervention_number(row.intervention_number.as_deref()) {
-        Err(rejection) => return Ok(Err(rejection)),
-        Ok(InterventionRef::Composite {
+) -> Result<IngestRecord, Rejection> {
+    let (lp, bu) = match flow12::split_intervention_number(row.intervention_number.as_deref())? {
+        InterventionRef::Composite {
             lp_intervention_id,
             business_unit,
             ..
-        }) => (lp_intervention_id, business_unit),
-        Ok(InterventionRef::Legacy { number }) => {
-            let fact = run.ctx.ledger.fact(FACT_INTERVENTION, &number).await?;
-            match fact.as_ref().and_then(flow12::read_intervention_fact) {
+        } => (lp_intervention_id, business_unit),
+        InterventionRef::Legacy { number } => {
+            let fact = facts.get(&number).and_then(Option::as_ref);
+            match fact.and_then(flow12::read_intervention_fact) {
                 Some(found) => found,
                 None => {
                     let rejection = flow12::unknown_legacy_number(&number);
                     debug_assert_eq!(rejection.reason, LEGACY_INTERVENTION_NUMBER);
-                    return Ok(Err(rejection));
+                    return Err(rejection);
                 }
             }
         }
     };
-    Ok(flow12::decision_record(row, &lp, &bu, maps, today))
+    flow12::decision_record(row, &lp, &bu, maps, today)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pp_mapping::flow12::Decision;
 
     #[test]
     fn a_case_without_last_updated_at_holds_the_cursor_where_the_run_started() {
@@ -434,5 +839,146 @@ mod tests {
             Some(from),
             "a failed decision of a case without a time"
         );
+        assert_eq!(p.cursor(later), Some(from));
+    }
+
+    #[test]
+    fn the_cursor_stops_at_a_held_case_and_at_the_run_start() {
+        let t = |s: &str| -> DateTime<Utc> { s.parse().unwrap() };
+        let mut p = Progress::new(t("2026-03-01T10:00:00Z"));
+        assert_eq!(p.cursor(t("2026-03-02T00:00:00Z")), None, "nothing seen");
+        p.see(Some(t("2026-03-01T11:00:00Z")));
+        p.see(Some(t("2026-03-01T13:00:00Z")));
+        assert_eq!(
+            p.cursor(t("2026-03-01T12:00:00Z")),
+            Some(t("2026-03-01T12:00:00Z")),
+            "never past the run's start"
+        );
+        p.hold_at(Some(t("2026-03-01T11:00:00Z")));
+        assert_eq!(
+            p.cursor(t("2026-03-02T00:00:00Z")),
+            Some(t("2026-03-01T11:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn batches_are_full_and_never_hold_an_external_id_twice() {
+        let ids = ["a", "b", " A ", "c", "d", "e"];
+        assert_eq!(
+            batches(ids.iter().copied(), 2),
+            vec![vec![0, 1], vec![2, 3], vec![4, 5]]
+        );
+        assert_eq!(
+            batches(ids.iter().copied(), 10),
+            vec![vec![0, 1], vec![2, 3, 4, 5]],
+            "the second spelling of case a starts a new batch"
+        );
+        assert!(batches(std::iter::empty(), 3).is_empty());
+    }
+
+    fn row(decision: Decision) -> DecisionRow {
+        DecisionRow {
+            case_uuid: "c".into(),
+            case_id: Some("cid".into()),
+            owned_by: None,
+            service_unique_id: "s".into(),
+            decision,
+            intervention_number: None,
+            rejection_reason: None,
+            case_last_updated_at: None,
+        }
+    }
+
+    fn record(key: &str, state: RecordState, minute: u32) -> Record {
+        let at: DateTime<Utc> = format!("2026-03-01T10:{minute:02}:00Z").parse().unwrap();
+        Record {
+            flow: "decisions-to-progres".into(),
+            key: key.into(),
+            state,
+            attempts: 1,
+            next_retry_at: None,
+            error_class: None,
+            reason_code: None,
+            message: None,
+            dest_ids: Default::default(),
+            ping_transaction_ids: Vec::new(),
+            payload_hash: None,
+            fallback_used: false,
+            contact_substituted: false,
+            decision: None,
+            operator_retry: false,
+            created_at: at,
+            updated_at: at,
+            last_run_id: None,
+        }
+    }
+
+    /// Walks `row` over a ledger holding `records` (every other key absent), reading
+    /// whatever the walk asks for; returns the outcome and the keys read one by one.
+    fn walk(row: &DecisionRow, records: &[Record]) -> (Option<(String, Option<Record>)>, usize) {
+        let ledger: HashMap<String, Record> =
+            records.iter().map(|r| (r.key.clone(), r.clone())).collect();
+        let mut known = HashMap::new();
+        let mut w = Walk::START;
+        let mut reads = 0;
+        while let Some(key) = w.advance(row, &known) {
+            reads += 1;
+            let r = ledger.get(&key).cloned();
+            known.insert(key, r);
+        }
+        match w {
+            Walk::Done(d) => (
+                d.map(|n| {
+                    let key = row.instance_key(n);
+                    let record = ledger.get(&key).cloned();
+                    (key, record)
+                }),
+                reads,
+            ),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn the_walk_finds_the_current_instance_of_a_decision() {
+        let acc = row(Decision::Accepted);
+        // New: the first instance.
+        let (d, _) = walk(&acc, &[]);
+        assert_eq!(
+            d.map(|(k, r)| (k, r.is_none())),
+            Some(("c:s:accepted".into(), true))
+        );
+        // A failed first instance is the one to handle, with its record.
+        let failed = record("c:s:accepted", RecordState::Failed, 1);
+        let (d, reads) = walk(&acc, &[failed]);
+        let (key, rec) = d.unwrap();
+        assert_eq!(
+            (key.as_str(), rec.unwrap().state, reads),
+            ("c:s:accepted", RecordState::Failed, 1)
+        );
+        // Sent, and the other status never sent: nothing to do.
+        let sent = record("c:s:accepted", RecordState::Confirmed, 1);
+        assert_eq!(walk(&acc, std::slice::from_ref(&sent)).0, None);
+        // Sent, then rejected later, and now accepted again: the second instance.
+        let rejected = record("c:s:rejected", RecordState::Confirmed, 2);
+        let (d, _) = walk(&acc, &[sent.clone(), rejected.clone()]);
+        assert_eq!(d.unwrap().0, "c:s:accepted:2");
+        // Rejected first, then accepted (sent): accepted again is nothing new.
+        let older_rejection = record("c:s:rejected", RecordState::Confirmed, 0);
+        assert_eq!(walk(&acc, &[sent.clone(), older_rejection]).0, None);
+        // accepted, rejected, accepted:2, rejected:2, and accepted now: instance 3.
+        let records = [
+            sent,
+            rejected,
+            record("c:s:accepted:2", RecordState::Confirmed, 3),
+            record("c:s:rejected:2", RecordState::Confirmed, 4),
+        ];
+        let (d, reads) = walk(&acc, &records);
+        assert_eq!(d.unwrap().0, "c:s:accepted:3");
+        assert_eq!(reads, 6, "accepted 1-3, rejected 1-3");
+        // A rejected record of the other status does not count as sent.
+        let refused = record("c:s:rejected", RecordState::Rejected, 9);
+        let sent = record("c:s:accepted", RecordState::Confirmed, 1);
+        assert_eq!(walk(&acc, &[sent, refused]).0, None);
     }
 }

@@ -1,0 +1,452 @@
+//! Flow 1.2 `decisions-to-progres` over several case pages, against both simulators over HTTP
+//! (PING behind a small proxy that can refuse chosen write-backs): the listing asks Primero for
+//! the fields the flow reads and nothing else, with the same outcomes; every page's outcomes
+//! are recorded and the cursor stops at a decision of page 2 whose batch failed transiently;
+//! and when the run ends on refused credentials, every decision PING applied is recorded.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pp_flows::{run_flow, Flow, FlowError, RunOptions};
+use pp_ledger::RecordState;
+use serde_json::{json, Value};
+use support::TestEnv;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BU: &str = "577ccdf6-86de-e811-80d8-001dd8b71fe3";
+const F12: &str = "decisions-to-progres";
+
+fn guid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// An LP intervention proGres knows (not a pending referral).
+fn intervention(lp: &str, number: &str) -> Value {
+    json!({
+        "progres_lpinterventionid": lp,
+        "progres_interventionnumber": number,
+        "progres_businessunit": BU,
+        "intervention_type_description": "BIA",
+        "progres_interventionstartdate": "2026-11-02",
+        "progres_interventiondescription": "Needs care",
+        "progres_reasonforreferral": "Risk",
+        "individual": {
+            "progres_id": format!("ind-{number}"),
+            "progres_registrationgroupid": "0a0a0a0a-1111-2222-3333-444444444444",
+            "progres_registrationgroupidname": "803-00012345",
+            "progres_givenname": "Amanimarker",
+            "progres_familyname": "Okello",
+            "progres_dateofbirth": "2014-03-02",
+            "progres_sex": 125080000
+        },
+        "systemuser": {"title": "Protection Officer"},
+        "languages": ["Nuer"]
+    })
+}
+
+/// One decided referral: the LP intervention in PING, and its case in Primero.
+struct Decided {
+    lp: String,
+    case_uuid: String,
+    case_id: String,
+    unique_id: String,
+    decision: &'static str,
+}
+
+impl Decided {
+    fn key(&self) -> String {
+        format!("{}:{}:{}", self.case_uuid, self.unique_id, self.decision)
+    }
+}
+
+/// Seeds `n` decided referrals, case `i` created and last updated at second `i` after
+/// 10:00:00 (Primero lists the newest first), every fourth one rejected with a reason.
+async fn seed_decisions(env: &TestEnv, n: usize) -> Vec<Decided> {
+    let mut ivs = Vec::new();
+    let mut cases = Vec::new();
+    let mut out = Vec::new();
+    for i in 0..n {
+        let d = Decided {
+            lp: guid(),
+            case_uuid: guid(),
+            case_id: format!("case-{i:03}"),
+            unique_id: guid(),
+            decision: if i % 4 == 3 { "rejected" } else { "accepted" },
+        };
+        let number = format!("803-26-PRTITV-80{i:05}");
+        ivs.push(intervention(&d.lp, &number));
+        let at = format!("2026-03-01T10:00:{i:02}.000Z");
+        let mut row = json!({
+            "unique_id": d.unique_id,
+            "service_type": "food",
+            "service_request_agency": "UNHCR",
+            "service_referral": "external_referral",
+            "unhcr_referral_status": d.decision,
+            "progres_interventionnumber": format!("{number},{},{BU}", d.lp),
+        });
+        if d.decision == "rejected" {
+            row["unhcr_referral_rejection_reason"] = json!(format!("No capacity {i}"));
+        }
+        cases.push(json!({
+            "id": d.case_uuid,
+            "case_id": d.case_id,
+            "unhcr_individual_no": format!("ind-{number}"),
+            "module_id": "primeromodule-cp",
+            "owned_by": format!("cw_{i}"),
+            "name_first": "Nyakimmarker",
+            "created_at": at,
+            "last_updated_at": at,
+            "services_section": [row]
+        }));
+        out.push(d);
+    }
+    env.ping_post("/_sim/seed", json!({ "interventions": ivs }))
+        .await;
+    env.primero_post("/_sim/seed", json!({ "cases": cases }))
+        .await;
+    out
+}
+
+async fn ping_intervention(env: &TestEnv, lp: &str) -> Value {
+    let state = env.ping_get("/_sim/state").await;
+    state["interventions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["progres_lpinterventionid"] == lp)
+        .cloned()
+        .unwrap_or_else(|| panic!("intervention {lp} in the PING simulator"))
+}
+
+async fn state_of(env: &TestEnv, key: &str) -> Option<RecordState> {
+    env.ledger.get(F12, key).await.unwrap().map(|r| r.state)
+}
+
+/// The decoded query parameters of each case listing request so far.
+async fn listings(env: &TestEnv) -> Vec<Vec<(String, String)>> {
+    let log = env.primero_get("/_sim/requests?endpoint=cases_list").await;
+    log.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let q = e["query"].as_str().unwrap_or("");
+            let url = reqwest::Url::parse(&format!("http://x/?{q}")).unwrap();
+            url.query_pairs().into_owned().collect()
+        })
+        .collect()
+}
+
+fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    query
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A clock hours ahead of the real one: every failed record's backoff has passed.
+struct Ahead;
+
+impl pp_flows::Clock for Ahead {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + chrono::Duration::hours(7)
+    }
+}
+
+/// What the proxy does with a PING request whose body holds one of `markers`: answers
+/// `status` (after `delay`) instead of passing it on.
+#[derive(Clone, Default)]
+struct Refuse {
+    markers: Arc<Mutex<Vec<String>>>,
+    status: u16,
+    delay: Duration,
+}
+
+impl Refuse {
+    fn set(&self, markers: &[&str]) {
+        *self.markers.lock().unwrap() = markers.iter().map(|m| m.to_string()).collect();
+    }
+}
+
+/// A test environment whose PING API calls (not the token endpoint) pass through a proxy that
+/// applies `refuse`; Primero clamps pages to `per`.
+async fn env_with(
+    refuse: Refuse,
+    per: usize,
+    tweak: impl FnOnce(&mut pp_config::Config),
+) -> TestEnv {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", listener.local_addr().unwrap());
+    let mut target = String::new();
+    let env = TestEnv::start_with(|c| {
+        target = c.ping.base_url.as_str().trim_end_matches('/').to_owned();
+        c.ping.base_url = proxy_url.parse().unwrap();
+        tweak(c);
+    })
+    .await;
+    env.primero_post("/_sim/options", json!({ "per_clamp": per }))
+        .await;
+    let http = reqwest::Client::new();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let (http, target, refuse) = (http.clone(), target.clone(), refuse.clone());
+            tokio::spawn(async move {
+                let _ = proxy_one(&mut sock, &http, &target, &refuse).await;
+            });
+        }
+    });
+    env
+}
+
+async fn proxy_one(
+    sock: &mut tokio::net::TcpStream,
+    http: &reqwest::Client,
+    target: &str,
+    refuse: &Refuse,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 8192];
+    let head_end = loop {
+        let n = sock.read(&mut tmp).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&tmp[..n]);
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or_default().split(' ');
+    let method = first.next().unwrap_or("GET").to_owned();
+    let path = first.next().unwrap_or("/").to_owned();
+    let mut headers = Vec::new();
+    let mut len = 0usize;
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            if k.trim().eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+            headers.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    while buf.len() < head_end + len {
+        let n = sock.read(&mut tmp).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    }
+    let body = buf[head_end..].to_vec();
+    let text = String::from_utf8_lossy(&body).to_string();
+    let refused = refuse
+        .markers
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|m| text.contains(m.as_str()));
+    let (status, answer) = if refused {
+        tokio::time::sleep(refuse.delay).await;
+        (
+            refuse.status,
+            r#"{"Message":"refused by the test proxy"}"#.to_owned(),
+        )
+    } else {
+        let mut req = http.request(method.parse().unwrap(), format!("{target}{path}"));
+        for (k, v) in &headers {
+            let k_lower = k.to_ascii_lowercase();
+            if ["authorization", "ocp-apim-subscription-key", "content-type"]
+                .contains(&k_lower.as_str())
+            {
+                req = req.header(k.as_str(), v.as_str());
+            }
+        }
+        let Ok(resp) = req.body(body).send().await else {
+            return Ok(());
+        };
+        (
+            resp.status().as_u16(),
+            resp.text().await.unwrap_or_default(),
+        )
+    };
+    let out = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+        answer.len()
+    );
+    sock.write_all(out.as_bytes()).await?;
+    sock.shutdown().await
+}
+
+#[tokio::test]
+async fn the_listing_asks_only_for_the_fields_the_flow_reads_with_the_same_outcomes() {
+    let env = env_with(Refuse::default(), 1000, |_| {}).await;
+    let decided = seed_decisions(&env, 4).await;
+    let report = env.run(Flow::DecisionsToProgres).await;
+    assert_eq!((report.fetched, report.confirmed), (4, 4), "{report}");
+
+    let log = listings(&env).await;
+    assert_eq!(log.len(), 1);
+    let mut fields: Vec<&str> = param(&log[0], "fields")
+        .expect("the listing names its fields")
+        .split(',')
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        ["case_id", "last_updated_at", "owned_by", "services_section"]
+    );
+    assert_eq!(
+        param(&log[0], "last_updated_at"),
+        Some("2000-01-01T00:00:00Z..")
+    );
+
+    // Everything the decision needs came with those fields: case_id, owner, the row's
+    // decision, number and rejection reason.
+    for (i, d) in decided.iter().enumerate() {
+        let iv = ping_intervention(&env, &d.lp).await;
+        assert_eq!(iv["progres_primeroid"], json!(d.case_id));
+        assert_eq!(iv["progres_primerocaseworker"], json!(format!("cw_{i}")));
+        assert_eq!(iv["progres_businessunit"], json!(BU));
+        let (status, comment) = match d.decision {
+            "accepted" => (125080003, "Referral acknowledged by PRIMERO".to_owned()),
+            _ => (
+                125080004,
+                format!("Referral rejected by PRIMERO: No capacity {i}"),
+            ),
+        };
+        assert_eq!(iv["progres_primerotransferstatus"], json!(status));
+        assert_eq!(iv["attachment_comments"], json!([comment]));
+        let rec = env.ledger.get(F12, &d.key()).await.unwrap().unwrap();
+        assert_eq!(rec.state, RecordState::Confirmed);
+        assert_eq!(rec.dest_ids.get("case_id"), Some(&d.case_id));
+        assert_eq!(rec.ping_transaction_ids.len(), 1);
+    }
+    assert_eq!(
+        env.ledger.cursor(F12).await.unwrap().as_deref(),
+        Some("2026-03-01T10:00:03Z")
+    );
+    // Nothing new on a second run, which reads the last second again.
+    let again = env.run(Flow::DecisionsToProgres).await;
+    assert_eq!(
+        (again.fetched, again.skipped, again.confirmed),
+        (1, 1, 0),
+        "{again}"
+    );
+}
+
+#[tokio::test]
+async fn three_pages_are_all_recorded_and_a_failed_batch_of_page_two_holds_the_cursor() {
+    let refuse = Refuse {
+        status: 503,
+        ..Refuse::default()
+    };
+    let env = env_with(refuse.clone(), 3, |c| {
+        c.ping.batch_size = 2;
+        c.ping.http.retry.max_attempts = 2;
+    })
+    .await;
+    // Newest first, 3 a page: page 1 = cases 6, 5, 4; page 2 = 3, 2, 1; page 3 = 0. Page 2's
+    // first batch (cases 3 and 2) fails on every attempt.
+    let decided = seed_decisions(&env, 7).await;
+    refuse.set(&[&decided[2].case_id]);
+    let first = env.run(Flow::DecisionsToProgres).await;
+    assert_eq!(
+        (first.fetched, first.confirmed, first.failed),
+        (7, 5, 2),
+        "{first}"
+    );
+    let pages: Vec<Option<String>> = listings(&env)
+        .await
+        .iter()
+        .map(|q| param(q, "page").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        pages,
+        [Some("1".into()), Some("2".into()), Some("3".into())]
+    );
+    for (i, d) in decided.iter().enumerate() {
+        let want = if i == 2 || i == 3 {
+            RecordState::Failed
+        } else {
+            RecordState::Confirmed
+        };
+        assert_eq!(state_of(&env, &d.key()).await, Some(want), "case {i}");
+        let applied =
+            !ping_intervention(&env, &d.lp).await["progres_primerotransferstatus"].is_null();
+        assert_eq!(applied, want == RecordState::Confirmed, "case {i}");
+    }
+    assert_eq!(
+        env.ledger.cursor(F12).await.unwrap().as_deref(),
+        Some("2026-03-01T10:00:02Z"),
+        "held at the older of the failed cases, although pages 1 and 3 are newer"
+    );
+
+    // PING works again: once due, the two are sent (read by id) and the cursor moves on.
+    refuse.set(&[]);
+    env.clear_requests().await;
+    let ctx = env.ctx.clone().with_clock(Arc::new(Ahead));
+    let second = run_flow(&ctx, Flow::DecisionsToProgres, RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((second.confirmed, second.failed), (2, 0), "{second}");
+    for d in &decided {
+        assert_eq!(state_of(&env, &d.key()).await, Some(RecordState::Confirmed));
+    }
+    assert_eq!(
+        env.ledger.cursor(F12).await.unwrap().as_deref(),
+        Some("2026-03-01T10:00:06Z")
+    );
+}
+
+#[tokio::test]
+async fn refused_credentials_mid_run_leave_no_applied_decision_unrecorded() {
+    let refuse = Refuse {
+        status: 401,
+        delay: Duration::from_millis(300),
+        ..Refuse::default()
+    };
+    let env = env_with(refuse.clone(), 1000, |c| {
+        c.ping.batch_size = 1;
+        c.ping.http.max_concurrency = 8;
+    })
+    .await;
+    let decided = seed_decisions(&env, 6).await;
+    // The batch of case 2 is refused (slowly) with 401, twice: the run ends on credentials,
+    // after the other batches, already sent, were applied by PING.
+    refuse.set(&[&decided[2].case_id]);
+    let err = env.try_run(Flow::DecisionsToProgres).await.unwrap_err();
+    assert!(matches!(err, FlowError::Auth { .. }), "{err}");
+    let mut applied = 0;
+    for (i, d) in decided.iter().enumerate() {
+        let in_ping =
+            !ping_intervention(&env, &d.lp).await["progres_primerotransferstatus"].is_null();
+        let state = state_of(&env, &d.key()).await;
+        if in_ping {
+            applied += 1;
+            assert_eq!(
+                state,
+                Some(RecordState::Confirmed),
+                "case {i}: applied in PING"
+            );
+        } else {
+            assert_eq!(state, None, "case {i}: not applied");
+        }
+    }
+    assert_eq!(applied, 5, "every batch but case 2's went out at once");
+    assert!(
+        ping_intervention(&env, &decided[2].lp).await["progres_primerotransferstatus"].is_null()
+    );
+    assert_eq!(
+        env.ledger.cursor(F12).await.unwrap(),
+        None,
+        "the cursor stays"
+    );
+
+    // With credentials accepted again, the next run sends only case 2's decision.
+    refuse.set(&[]);
+    env.clear_requests().await;
+    let next = env.run(Flow::DecisionsToProgres).await;
+    assert_eq!((next.confirmed, next.skipped), (1, 5), "{next}");
+}
