@@ -44,14 +44,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Utc};
 use futures::channel::mpsc;
-use futures::stream::{self, FuturesUnordered, StreamExt, TryStreamExt};
+use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 use pp_ledger::{Record, RecordChange, RecordState};
 use pp_mapping::flow11::{self, Rejection, TRANSIENT, VALIDATION_ERROR};
 use pp_mapping::flow12::{
     self, DecisionRow, InterventionRef, UnknownStatusRow, LEGACY_INTERVENTION_NUMBER,
 };
 use pp_ping::IngestRecord;
-use pp_primero::{format_cursor, Case, CaseQuery};
+use pp_primero::{format_cursor, Case, CaseQuery, PrimeroClient, PrimeroError};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
@@ -289,26 +289,41 @@ async fn cases_to_retry(run: &RunCtx<'_>) -> Result<Vec<Case>, FlowError> {
             .due_for_retry(flow, run.started_at, RETRIES_PER_RUN)
             .await?,
     );
-    let mut case_ids: Vec<&str> = again
+    let mut case_ids: Vec<String> = again
         .iter()
-        .filter_map(|r| r.key.split(':').next())
+        .filter_map(|r| r.key.split(':').next().map(str::to_owned))
         .collect();
     case_ids.sort_unstable();
     case_ids.dedup();
-    let mut read = stream::iter(case_ids)
-        .map(|id| async move { (id, ctx.primero.get_case(id).await) })
-        .buffered(READS_AT_ONCE);
+    let mut ids = case_ids.into_iter();
+    let mut reading = FuturesOrdered::new();
     let mut cases = Vec::new();
-    while let Some((id, result)) = read.next().await {
+    loop {
+        while reading.len() < READS_AT_ONCE {
+            let Some(id) = ids.next() else { break };
+            reading.push_back(read_case(&ctx.primero, id));
+        }
+        let Some((id, result)) = reading.next().await else {
+            break;
+        };
         match result {
             Ok(Some(case)) => cases.push(case),
             // Left for a later run (or for the operator: the case is gone).
-            Ok(None) => tracing::warn!(case = id, "decision to retry: case not found"),
+            Ok(None) => tracing::warn!(case = %id, "decision to retry: case not found"),
             Err(e) if e.class() == pp_http::ErrorClass::Auth => return Err(e.into()),
-            Err(e) => tracing::warn!(case = id, error = %e, "decision to retry: case not read"),
+            Err(e) => tracing::warn!(case = %id, error = %e, "decision to retry: case not read"),
         }
     }
     Ok(cases)
+}
+
+/// One case by id, with the id (for the log).
+async fn read_case(
+    primero: &PrimeroClient,
+    id: String,
+) -> (String, Result<Option<Case>, PrimeroError>) {
+    let result = primero.get_case(&id).await;
+    (id, result)
 }
 
 /// Handles the cases of one page: picks the decisions, reads their ledger records in bulk,
@@ -466,18 +481,12 @@ async fn send(
     )
     .into_iter();
     let at_once = run.ctx.config.ping.http.max_concurrency.max(1);
-    let start = |batch: Vec<usize>| async move {
-        let records: Vec<IngestRecord> =
-            batch.iter().map(|&i| outgoing[i].record.clone()).collect();
-        let outcome = ingest_isolated(run, shp, &records).await;
-        (batch, outcome)
-    };
     let mut in_flight = FuturesUnordered::new();
     let mut first_error: Option<FlowError> = None;
     loop {
         while first_error.is_none() && !outbox.failed() && in_flight.len() < at_once {
             let Some(batch) = batches.next() else { break };
-            in_flight.push(start(batch));
+            in_flight.push(send_batch(run, shp, outgoing, batch));
         }
         let Some((batch, outcome)) = in_flight.next().await else {
             break;
@@ -491,6 +500,19 @@ async fn send(
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// Sends one batch (positions in `outgoing`) with record isolation; the batch comes back with
+/// its outcomes.
+async fn send_batch(
+    run: &RunCtx<'_>,
+    shp: &str,
+    outgoing: &[Outgoing],
+    batch: Vec<usize>,
+) -> (Vec<usize>, Result<IngestOutcomes, FlowError>) {
+    let records: Vec<IngestRecord> = batch.iter().map(|&i| outgoing[i].record.clone()).collect();
+    let outcome = ingest_isolated(run, shp, &records).await;
+    (batch, outcome)
 }
 
 /// Groups the records (by their `ExternalId`s, in order) into batches of at most `size` with
@@ -746,12 +768,20 @@ async fn read_records(
 ) -> Result<HashMap<String, Record>, FlowError> {
     let flow = run.flow.name();
     let ledger = &run.ctx.ledger;
-    let parts: Vec<HashMap<String, Record>> = stream::iter(keys.chunks(KEYS_PER_READ))
-        .map(|chunk| ledger.get_many(flow, chunk))
-        .buffer_unordered(READS_AT_ONCE)
-        .try_collect()
-        .await?;
-    Ok(parts.into_iter().flatten().collect())
+    let mut chunks = keys.chunks(KEYS_PER_READ);
+    let mut reading = FuturesUnordered::new();
+    let mut found = HashMap::with_capacity(keys.len());
+    loop {
+        while reading.len() < READS_AT_ONCE {
+            let Some(chunk) = chunks.next() else { break };
+            reading.push(ledger.get_many(flow, chunk));
+        }
+        let Some(part) = reading.next().await else {
+            break;
+        };
+        found.extend(part?);
+    }
+    Ok(found)
 }
 
 /// The ledger facts of the legacy intervention numbers among `rows` (numbers without LP id
@@ -771,14 +801,30 @@ async fn legacy_facts<'r>(
     numbers.sort_unstable();
     numbers.dedup();
     let ledger = &run.ctx.ledger;
-    stream::iter(numbers)
-        .map(|number| async move {
-            let fact = ledger.fact(FACT_INTERVENTION, &number).await?;
-            Ok::<_, FlowError>((number, fact))
-        })
-        .buffer_unordered(READS_AT_ONCE)
-        .try_collect()
-        .await
+    let mut numbers = numbers.into_iter();
+    let mut reading = FuturesUnordered::new();
+    let mut facts = HashMap::new();
+    loop {
+        while reading.len() < READS_AT_ONCE {
+            let Some(number) = numbers.next() else { break };
+            reading.push(read_fact(ledger, number));
+        }
+        let Some(read) = reading.next().await else {
+            break;
+        };
+        let (number, fact) = read?;
+        facts.insert(number, fact);
+    }
+    Ok(facts)
+}
+
+/// The `intervention` fact of one number, with the number.
+async fn read_fact(
+    ledger: &pp_ledger::Ledger,
+    number: String,
+) -> Result<(String, Option<Value>), FlowError> {
+    let fact = ledger.fact(FACT_INTERVENTION, &number).await?;
+    Ok((number, fact))
 }
 
 /// Whether a rejected or conflict record is to be left alone: same payload as when it was
@@ -824,6 +870,17 @@ fn build_record(
 mod tests {
     use super::*;
     use pp_mapping::flow12::Decision;
+
+    /// Compile-time guard: the daemon spawns runs on the multi-threaded runtime, so a run's
+    /// future must be `Send` for every lifetime (stream combinators over closures that take
+    /// borrowed arguments break that, and only show up where a run is spawned).
+    #[allow(dead_code)]
+    fn a_run_can_be_spawned(ctx: crate::FlowContext) {
+        tokio::spawn(async move {
+            let r = RunCtx::new(&ctx, crate::Flow::DecisionsToProgres, None, None, true);
+            run(&r).await
+        });
+    }
 
     #[test]
     fn a_case_without_last_updated_at_holds_the_cursor_where_the_run_started() {
