@@ -14,7 +14,9 @@
 //! records to `/asyncdata` (SHP-2731) in batches whose `ExternalId`s (`case_id`) are unique,
 //! records them `delivered`, and polls check-status until each is confirmed or rejected, or
 //! the timeout leaves it `delivered` (results are matched by `progres_orgreferralid`, or by an
-//! `ExternalId` naming one record, never by position);
+//! `ExternalId` naming one record, never by position); a page's deliveries go on while the
+//! next page is prepared (steps 2-4), at most two pages in delivery at once, and the ledger
+//! records of a page's rows are read in one query;
 //! (6) retries the records whose retry time has come; (7) moves the cursor to the greatest
 //! `last_updated_at` seen (never "now"), after checking that offset paging skipped no case.
 //! Records are keyed by the service row's `unique_id`, so re-reading a case (Primero's filter
@@ -24,6 +26,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use pp_config::CaseworkerPolicy as ConfigPolicy;
 use pp_http::ErrorClass;
@@ -150,18 +153,60 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
         r
     };
     let consume = async {
+        // Deliveries (ingestion, check-status, ledger) of earlier pages go on while the next
+        // pages' referrals are read; at most `DELIVERIES_IN_FLIGHT` pages are in delivery, so
+        // memory stays bounded by a few pages (R10).
+        let mut inflight: Inflight<'_> = FuturesUnordered::new();
         let mut result = Ok::<(), FlowError>(());
-        while let Some(page) = rx.recv().await {
+        loop {
+            let page = match alongside(Box::pin(rx.recv()), &mut inflight).await {
+                Ok(Some(page)) => page,
+                Ok(None) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
             if run.stopping() {
                 break;
             }
-            result = process_cases(run, &settings, &mut state, page).await;
+            let prepared = alongside(
+                Box::pin(prepare_cases(run, &settings, &mut state, page)),
+                &mut inflight,
+            )
+            .await
+            .and_then(|r| r);
+            match prepared {
+                Ok(outgoing) if !outgoing.is_empty() => {
+                    inflight.push(Box::pin(deliver(run, outgoing)))
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+            while inflight.len() >= DELIVERIES_IN_FLIGHT {
+                if let Some(Err(e)) = inflight.next().await {
+                    result = Err(e);
+                    break;
+                }
+            }
             if result.is_err() {
                 break;
             }
         }
         // Unblocks the listing when the consumer stopped early.
         rx.close();
+        // Deliveries already started finish (their records are sent: their outcome must
+        // reach the ledger), even when a later page failed.
+        while let Some(done) = inflight.next().await {
+            if let Err(e) = done {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
         result
     };
     let (listed, consumed) = tokio::join!(listing, consume);
@@ -325,12 +370,48 @@ async fn process_cases(
     state: &mut State,
     cases: Vec<Case>,
 ) -> Result<(), FlowError> {
+    let outgoing = prepare_cases(run, settings, state, cases).await?;
+    if outgoing.is_empty() {
+        return Ok(());
+    }
+    deliver(run, outgoing).await
+}
+
+/// Pages whose deliveries may be in progress while the next page is prepared.
+const DELIVERIES_IN_FLIGHT: usize = 2;
+
+/// Deliveries in flight (boxed: the futures borrow the run, and a boxed, explicitly `Send`
+/// future keeps the run's future `Send` for the daemon's tasks).
+type Inflight<'a> = FuturesUnordered<BoxFuture<'a, Result<(), FlowError>>>;
+
+/// Awaits `fut` while driving the deliveries in flight; the first delivery error wins.
+async fn alongside<'f, 'a, T>(
+    fut: BoxFuture<'f, T>,
+    inflight: &mut Inflight<'a>,
+) -> Result<T, FlowError> {
+    let mut fut = fut;
+    loop {
+        tokio::select! {
+            out = &mut fut => return Ok(out),
+            Some(done) = inflight.next(), if !inflight.is_empty() => done?,
+        }
+    }
+}
+
+/// Steps 2-5 up to the sending: the rows of `cases` to send (rejections and failures are
+/// recorded here).
+async fn prepare_cases(
+    run: &RunCtx<'_>,
+    settings: &Settings,
+    state: &mut State,
+    cases: Vec<Case>,
+) -> Result<Vec<Outgoing>, FlowError> {
     let ctx = run.ctx;
     let flow = run.flow.name();
     let primero_cfg = &ctx.config.primero;
 
-    // Step 2: UNHCR rows not handled yet.
-    let mut wanted: Vec<(Case, Vec<(String, Prior)>)> = Vec::new();
+    // Step 2: UNHCR rows not handled yet (their ledger records read in one go).
+    let mut candidates: Vec<(Case, Vec<String>)> = Vec::new();
     for case in cases {
         if let Some(t) = case.last_updated_at {
             if state.max_seen.is_none_or(|m| t > m) {
@@ -355,17 +436,33 @@ async fn process_cases(
                 continue;
             }
             run.report(|r| r.fetched += 1);
-            let record = ctx.ledger.get(flow, &key).await?;
-            if let Some(p) = prior(run, record) {
-                rows.push((key, p));
-            }
+            rows.push(key);
         }
+        if !rows.is_empty() {
+            candidates.push((case, rows));
+        }
+    }
+    let keys: Vec<String> = candidates
+        .iter()
+        .flat_map(|(_, rows)| rows.iter().cloned())
+        .collect();
+    let mut records = if keys.is_empty() {
+        HashMap::new()
+    } else {
+        ctx.ledger.get_many(flow, &keys).await?
+    };
+    let mut wanted: Vec<(Case, Vec<(String, Prior)>)> = Vec::new();
+    for (case, keys) in candidates {
+        let rows: Vec<(String, Prior)> = keys
+            .into_iter()
+            .filter_map(|key| prior(run, records.remove(&key)).map(|p| (key, p)))
+            .collect();
         if !rows.is_empty() {
             wanted.push((case, rows));
         }
     }
     if wanted.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
 
     // Step 3: the referrals of those cases, one call per case, concurrently.
@@ -463,9 +560,6 @@ async fn process_cases(
         }
     }
     run.commit(changes, None).await?;
-    if outgoing.is_empty() {
-        return Ok(());
-    }
     if run.dry_run {
         for o in &outgoing {
             run.preview(
@@ -477,9 +571,9 @@ async fn process_cases(
                 o.mapped.field_names(),
             );
         }
-        return Ok(());
+        return Ok(Vec::new());
     }
-    deliver(run, outgoing).await
+    Ok(outgoing)
 }
 
 /// Sends the records in batches of `ping.batch_size` in which every `ExternalId` (`case_id`)

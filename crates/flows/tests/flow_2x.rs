@@ -1224,3 +1224,109 @@ async fn clear_faults(env: &TestEnv) {
             .unwrap();
     }
 }
+
+/// Creates `n` cases with one service each referred to UNHCR; returns the services' ids.
+async fn refer_many(env: &TestEnv, n: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let case = refer(
+            env,
+            json!({"case": {"name_first": format!("Child{i}"), "name_last": "Gatluak",
+                             "sex": if i % 2 == 0 { "female" } else { "male" },
+                             "date_of_birth": "2014-03-02",
+                             "unhcr_individual_no": format!("945-{i:08}")},
+                   "services": [{"service_type": "medical"}]}),
+        )
+        .await;
+        ids.extend(service_ids(&case));
+    }
+    ids
+}
+
+#[tokio::test]
+async fn a_listing_of_several_pages_is_delivered_page_by_page_each_service_once() {
+    // Primero lists at most 1,000 cases per page: 1,030 cases make two pages, and page 1's
+    // deliveries overlap page 2's preparation.
+    let env = TestEnv::start_with(|c| c.ping.batch_size = 250).await;
+    let uids = refer_many(&env, 1030).await;
+
+    let report = env.run(F21).await;
+    assert_eq!(report.fetched, 1030, "{report}");
+    assert_eq!(report.confirmed, 1030, "{report}");
+    assert_eq!(report.rejected_total(), 0, "{report}");
+    assert!(primero_calls(&env, "cases_list").await >= 2, "two pages");
+    let refs = interop_referrals(&env).await;
+    assert_eq!(refs.len(), 1030, "each service reached proGres once");
+    let states = env.ledger.get_many(F21.name(), &uids).await.unwrap();
+    assert_eq!(states.len(), 1030);
+    assert!(states.values().all(|r| r.state == RecordState::Confirmed));
+
+    let again = env.run(F21).await;
+    assert_eq!((again.delivered, again.confirmed), (0, 0), "{again}");
+    assert_eq!(interop_referrals(&env).await.len(), 1030);
+}
+
+#[tokio::test]
+async fn deliveries_in_flight_are_recorded_when_a_later_page_ends_the_run() {
+    // Page 1 (1,000 cases) is being delivered slowly (2.5 s per ingestion) when page 2's
+    // preparation meets refused credentials: the run ends with the auth error, and page 1's records, which PING
+    // received, still reach the ledger (none is left pending or lost).
+    let env = TestEnv::start_with(|c| c.ping.batch_size = 500).await;
+    let uids = refer_many(&env, 1010).await;
+    // Page 1 arrives after 3 s; page 2, asked for as soon as page 1 is in, after 6 s.
+    env.primero_post(
+        "/_sim/faults",
+        json!({"rules": [{"endpoint": "cases_list", "kind": "latency", "ms": 3000}]}),
+    )
+    .await;
+    env.ping_post(
+        "/_sim/faults",
+        json!({"rules": [{"endpoint": "asyncdata", "kind": "latency", "ms": 2500}]}),
+    )
+    .await;
+    env.clear_requests().await;
+
+    let running = {
+        let ctx = env.ctx.clone();
+        tokio::spawn(async move { run_flow(&ctx, F21, RunOptions::default()).await })
+    };
+    // Once page 1's referrals are read (its deliveries start), refuse Primero's referral
+    // listings: page 2 is still on its way.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while primero_calls(&env, "referrals_list").await < 1000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "page 1 was not prepared"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        primero_calls(&env, "cases_list").await,
+        2,
+        "page 2 was asked for while page 1 was prepared"
+    );
+    env.primero_post(
+        "/_sim/faults",
+        json!({"rules": [{"endpoint": "referrals_list", "kind": "status", "status": 401}]}),
+    )
+    .await;
+    let ended = running.await.unwrap();
+    assert!(ended.is_err(), "refused credentials end the run");
+
+    let states = env.ledger.get_many(F21.name(), &uids).await.unwrap();
+    let confirmed = states
+        .values()
+        .filter(|r| r.state == RecordState::Confirmed)
+        .count();
+    assert_eq!(confirmed, 1000, "page 1's deliveries were all recorded");
+    assert!(
+        states.values().all(|r| r.state == RecordState::Confirmed),
+        "no record of page 2 was started"
+    );
+    assert_eq!(interop_referrals(&env).await.len(), 1000);
+
+    clear_faults(&env).await;
+    let next = env.run(F21).await;
+    assert_eq!(next.confirmed, 10, "{next}");
+    assert_eq!(interop_referrals(&env).await.len(), 1010);
+}
