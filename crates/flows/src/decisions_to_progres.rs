@@ -27,20 +27,31 @@
 //! operator re-queued, or that failed and are due again, are read by id first (they may be
 //! older than the cursor).
 //!
-//! Shape, so that a run costs little more than its API calls: the next case page is read in
-//! the background while the current one is handled (memory: about two pages, R10); a page's
-//! ledger records are read in bulk, a few statements per page (the likely instance keys of
-//! every row at once, further instances only for rows that have them); and outcomes are
-//! recorded by one committer running beside the work, in order: each batch's outcomes are
-//! queued as soon as PING answers, and whatever is queued while a commit runs goes into the
-//! next one, so commits overlap the batches still in flight and the next page. A page is not
-//! started before the page before the previous one is committed; the cursor is written only
-//! after every outcome is. When the run fails (an error while sending, a ledger commit
-//! refused), no new batch or page is started, the batches in flight are awaited and every
-//! outcome already known is still offered to the ledger before the error is returned.
+//! Shape, so that a run costs little more than its API calls: four stages run side by side,
+//! joined by small bounded queues.
+//! - The *lister* reads the cases to retry, then the case pages; the next page is read in the
+//!   background while the current one is picked over ([`pp_primero::PrimeroClient::case_pages`]),
+//!   and only the decided rows go on, one page at a time.
+//! - The *preparer* takes a page's rows a few batches' worth at a time: their ledger records
+//!   are read in bulk (the likely instance keys of every row at once, further instances only
+//!   for rows that have them), legacy numbers resolved, records built, and full batches handed
+//!   on, so the first batches leave while the rest of the page is prepared. A page is started
+//!   only once the page before the previous one is committed (memory stays bounded by about
+//!   two pages, R10).
+//! - The *sender* keeps up to `ping.http.max_concurrency` batches in flight, whatever page
+//!   they come from, so one page's last batches and the next page's first ones overlap.
+//! - The *committer* records outcomes in order, one commit at a time: each batch's outcomes
+//!   are queued as soon as PING answers, and whatever is queued while a commit runs goes into
+//!   the next one, so commits overlap the batches still in flight.
+//!
+//! The cursor is written only after every outcome is. When a stage fails (credentials
+//! refused, a ledger read or commit refused), nothing new is started, the batches in flight
+//! are awaited and every outcome already known is still offered to the ledger before the
+//! error is returned.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use futures::channel::mpsc;
@@ -124,17 +135,38 @@ struct Outgoing {
     record: IngestRecord,
     hash: String,
     attempts: i64,
+    /// Whether a failure holds the cursor (not for the cases read by id).
+    holds: bool,
 }
 
-/// What the work sends the committer.
+/// The decision rows of one page, as the lister hands them to the preparer.
+struct PageRows {
+    /// Page number in this run, from 1 (the cases read by id, if any, are page 1).
+    n: u64,
+    /// Whether the rows hold the cursor (false for the cases read by id).
+    holds: bool,
+    rows: Vec<DecisionRow>,
+    unknown: Vec<UnknownStatusRow>,
+}
+
+/// What the preparer hands the sender.
+enum Work {
+    /// One batch of page `page`.
+    Batch { page: u64, batch: Vec<Outgoing> },
+    /// Every batch of page `n` has been handed over.
+    PageEnd(u64),
+}
+
+/// What the stages send the committer.
 enum Note {
     /// Outcomes to record.
     Changes(Vec<RecordChange>),
-    /// Every outcome of page `n` (counted from 1) has been sent.
+    /// Every outcome of page `n` has been sent.
     PageDone(u64),
 }
 
-/// The work's end of the committer: queue outcomes, mark pages, see whether a commit failed.
+/// A stage's end of the committer: queue outcomes, mark pages, see whether a commit failed.
+#[derive(Clone)]
 struct Outbox<'f> {
     tx: mpsc::UnboundedSender<Note>,
     /// The last page whose outcomes are all committed (or refused).
@@ -146,7 +178,7 @@ struct Outbox<'f> {
 impl Outbox<'_> {
     fn send(&self, changes: Vec<RecordChange>) {
         if !changes.is_empty() {
-            // The committer lives as long as the work (they are joined): sending cannot fail.
+            // The committer lives as long as the stages (they are joined): sending cannot fail.
             let _ = self.tx.unbounded_send(Note::Changes(changes));
         }
     }
@@ -161,16 +193,16 @@ impl Outbox<'_> {
 
     /// Waits until page `n` is committed (returns at once for `n == 0`).
     async fn settled(&mut self, n: u64) {
-        // An error means the committer ended, which it only does after the work: not here.
+        // An error means the committer ended, which it only does after the stages: not here.
         let _ = self.settled.wait_for(|&done| done >= n).await;
     }
 }
 
-/// Records the outcomes the work queues, in order, one commit at a time; whatever was queued
-/// while a commit ran goes into the next. A refused commit is remembered (and the work told
-/// to start nothing new), but later outcomes are still offered to the ledger: they may
-/// concern decisions PING has already applied. Ends when the work has ended and everything
-/// queued is handled; returns the first commit error.
+/// Records the outcomes the stages queue, in order, one commit at a time; whatever was
+/// queued while a commit ran goes into the next. A refused commit is remembered (and the
+/// stages told to start nothing new), but later outcomes are still offered to the ledger:
+/// they may concern decisions PING has already applied. Ends when every stage has ended and
+/// everything queued is handled; returns the first commit error.
 async fn commit_in_order(
     run: &RunCtx<'_>,
     mut rx: mpsc::UnboundedReceiver<Note>,
@@ -221,53 +253,70 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
     let query = CaseQuery::updated_since(from).with_fields(CASE_FIELDS.iter().copied());
     let mut pages = ctx.primero.case_pages(&query)?;
 
-    let (tx, rx) = mpsc::unbounded();
-    let (settled_tx, settled_rx) = watch::channel(0u64);
+    let progress = Mutex::new(Progress::new(from));
     let failed = AtomicBool::new(false);
-    let mut progress = Progress::new(from);
-    let work = async {
-        let mut outbox = Outbox {
-            tx,
-            settled: settled_rx,
-            failed: &failed,
-        };
-        // Records an operator re-queued, and failed ones that are due again: their cases may
-        // be older than the cursor, so they are read by id. Their times do not move the
-        // cursor, and the cursor pass leaves these cases alone (each record is handled once
-        // per run).
-        let retried = cases_to_retry(run).await?;
-        let handled: HashSet<String> = retried.iter().map(|c| c.id.clone()).collect();
-        let mut n = 0u64;
-        if !retried.is_empty() {
-            n += 1;
-            let none = HashSet::new();
-            handle_page(run, retried, &mut Progress::new(from), &none, &outbox).await?;
-            outbox.page_done(n);
-        }
-        while let Some(page) = pages.next_page().await? {
-            if outbox.failed() {
-                break;
-            }
-            n += 1;
-            // A page's commit may overlap the next page's work, not the one after.
-            outbox.settled(n.saturating_sub(2)).await;
-            handle_page(run, page, &mut progress, &handled, &outbox).await?;
-            outbox.page_done(n);
-        }
-        Ok::<(), FlowError>(())
-        // `outbox` is dropped here, which lets the committer finish.
+    let (note_tx, note_rx) = mpsc::unbounded();
+    let (settled_tx, settled_rx) = watch::channel(0u64);
+    let outbox = Outbox {
+        tx: note_tx,
+        settled: settled_rx,
+        failed: &failed,
     };
-    let (worked, committed) = futures::join!(work, commit_in_order(run, rx, settled_tx, &failed));
-    drop(pages);
-    match (worked, committed) {
-        (Err(e), Err(c)) => {
-            // The run's own error is returned; the commit's is not lost from sight.
-            tracing::error!(flow, error = %c, "outcomes of this run were not recorded");
-            return Err(e);
+    // One page of rows waits for the preparer; prepared batches wait for the sender.
+    let (rows_tx, rows_rx) = tokio::sync::mpsc::channel::<PageRows>(1);
+    let at_once = ctx.config.ping.http.max_concurrency.max(1);
+    let (work_tx, work_rx) = tokio::sync::mpsc::channel::<Work>(at_once);
+
+    let lister = {
+        let outbox = outbox.clone();
+        let (progress, pages) = (&progress, &mut pages);
+        async move {
+            // Records an operator re-queued, and failed ones that are due again: their cases
+            // may be older than the cursor, so they are read by id. Their times do not move
+            // the cursor, and the cursor pass leaves these cases alone (each record is
+            // handled once per run).
+            let retried = cases_to_retry(run).await?;
+            let handled: HashSet<String> = retried.iter().map(|c| c.id.clone()).collect();
+            let mut n = 0u64;
+            if !retried.is_empty() {
+                n += 1;
+                let rows = page_rows(run, n, retried, None, &HashSet::new());
+                if rows_tx.send(rows).await.is_err() {
+                    return Ok(());
+                }
+            }
+            while let Some(cases) = pages.next_page().await? {
+                if outbox.failed() {
+                    break;
+                }
+                n += 1;
+                let rows = page_rows(run, n, cases, Some(progress), &handled);
+                if rows_tx.send(rows).await.is_err() {
+                    // A later stage stopped (and says why).
+                    break;
+                }
+            }
+            Ok::<(), FlowError>(())
         }
-        (Err(e), Ok(())) | (Ok(()), Err(e)) => return Err(e),
-        (Ok(()), Ok(())) => {}
+    };
+    let preparer = prepare(run, rows_rx, work_tx, &progress, outbox.clone());
+    let sender = send_all(run, work_rx, &progress, outbox.clone());
+    drop(outbox);
+    let committer = commit_in_order(run, note_rx, settled_tx, &failed);
+    let (listed, prepared, sent, committed) = futures::join!(lister, preparer, sender, committer);
+    drop(pages);
+    // The stage that failed first says why; the others stopped because of it.
+    let mut errors = [listed, prepared, sent, committed]
+        .into_iter()
+        .filter_map(Result::err);
+    if let Some(e) = errors.next() {
+        for other in errors {
+            tracing::error!(flow, error = %other, "also failed in this run");
+        }
+        return Err(e);
     }
+
+    let progress = progress.into_inner().unwrap_or_else(|e| e.into_inner());
     let Some(cursor) = progress.cursor(run.started_at) else {
         return Ok(());
     };
@@ -276,6 +325,10 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
         run.commit(Vec::new(), Some(&text)).await?;
     }
     Ok(())
+}
+
+fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
+    progress.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The cases of the decisions to try again (re-queued by an operator, or failed and due),
@@ -326,57 +379,132 @@ async fn read_case(
     (id, result)
 }
 
-/// Handles the cases of one page: picks the decisions, reads their ledger records in bulk,
-/// sends them, and queues the outcomes in `outbox` (rejections at once, each batch's as it
-/// ends). Cases in `skip` were handled earlier in this run (only their times count). On an
-/// error while sending, the batches in flight are awaited and their outcomes queued first.
-async fn handle_page(
+/// Step 2 for the cases of page `n`: the decided rows and the rows with an unknown status,
+/// counted in the report. With `progress` (the cursor pass), each case's time is seen and a
+/// row not started because of shutdown holds the cursor; cases in `skip` were handled
+/// earlier in this run (only their times count).
+fn page_rows(
     run: &RunCtx<'_>,
+    n: u64,
     cases: Vec<Case>,
-    progress: &mut Progress,
+    progress: Option<&Mutex<Progress>>,
     skip: &HashSet<String>,
-    outbox: &Outbox<'_>,
-) -> Result<(), FlowError> {
-    let ctx = run.ctx;
-    let today = run.started_at.date_naive();
-    let maps = &ctx.config.maps;
-    let mut rows: Vec<DecisionRow> = Vec::new();
-    let mut unknown: Vec<UnknownStatusRow> = Vec::new();
+) -> PageRows {
+    let config = &run.ctx.config;
+    let mut page = PageRows {
+        n,
+        holds: progress.is_some(),
+        rows: Vec::new(),
+        unknown: Vec::new(),
+    };
     for case in &cases {
-        progress.see(case.last_updated_at);
+        if let Some(p) = progress {
+            lock(p).see(case.last_updated_at);
+        }
         if skip.contains(&case.id) {
             continue;
         }
-        let found = flow12::decided_rows(case, |a| ctx.config.primero.is_unhcr_agency(a));
+        let found = flow12::decided_rows(case, |a| config.primero.is_unhcr_agency(a));
         run.report(|r| {
             for reason in &found.excluded {
                 r.exclude(reason);
             }
             r.fetched += (found.rows.len() + found.unknown.len()) as u64;
         });
-        unknown.extend(found.unknown);
+        page.unknown.extend(found.unknown);
         for row in found.rows {
             if run.stopping() {
-                progress.hold_at(row.case_last_updated_at);
+                if let Some(p) = progress {
+                    lock(p).hold_at(row.case_last_updated_at);
+                }
             } else {
-                rows.push(row);
+                page.rows.push(row);
             }
         }
     }
-    drop(cases);
+    page
+}
 
-    let unknown_keys: Vec<String> = unknown.iter().map(UnknownStatusRow::key).collect();
-    let (instances, unknown_records) = current_instances(run, &rows, unknown_keys).await?;
+/// The preparer: for each page, rejects the unknown statuses, then takes the decided rows a
+/// few batches' worth at a time (their ledger records read in bulk, legacy numbers resolved,
+/// records built) and hands full batches to the sender, so the first batches leave while the
+/// rest of the page is prepared. A page is started only once the page before the previous
+/// one is committed. Stops quietly when the sender has stopped (it says why).
+async fn prepare(
+    run: &RunCtx<'_>,
+    mut rows_rx: tokio::sync::mpsc::Receiver<PageRows>,
+    work_tx: tokio::sync::mpsc::Sender<Work>,
+    progress: &Mutex<Progress>,
+    mut outbox: Outbox<'_>,
+) -> Result<(), FlowError> {
+    let batch_size = run.ctx.config.ping.batch_size.max(1);
+    let rows_at_once = batch_size.saturating_mul(2);
+    while let Some(page) = rows_rx.recv().await {
+        if outbox.failed() {
+            break;
+        }
+        let n = page.n;
+        tokio::select! {
+            _ = outbox.settled(n.saturating_sub(2)) => {}
+            _ = work_tx.closed() => break,
+        }
+        outbox.send(unknown_rejections(run, page.unknown).await?);
+        let mut batcher = Batcher::new(batch_size);
+        let mut rows = page.rows.into_iter();
+        loop {
+            let chunk: Vec<DecisionRow> = rows.by_ref().take(rows_at_once).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let (outgoing, rejections) = prepare_rows(run, chunk, page.holds, progress).await?;
+            outbox.send(rejections);
+            if run.dry_run {
+                for o in &outgoing {
+                    let mut fields: Vec<String> =
+                        vec!["ExternalId".into(), "Attachments.Comment".into()];
+                    fields.extend(o.record.fields.iter().map(|(n, _)| n.clone()));
+                    run.preview(&o.key, "ingest SHP-2748", fields);
+                }
+                continue;
+            }
+            for o in outgoing {
+                if let Some(batch) = batcher.push(o) {
+                    if work_tx.send(Work::Batch { page: n, batch }).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if let Some(batch) = batcher.finish() {
+            if work_tx.send(Work::Batch { page: n, batch }).await.is_err() {
+                return Ok(());
+            }
+        }
+        if work_tx.send(Work::PageEnd(n)).await.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
 
-    let mut changes: Vec<RecordChange> = Vec::new();
-    // R4: a status that is neither a decision nor `pending` is rejected, naming it.
-    for u in unknown {
-        let key = u.key();
-        let hash = ctx.payload_hash(&json!({
+/// R4: the rows whose status is neither a decision nor `pending` are rejected, naming it
+/// (unless rejected before for the same value).
+async fn unknown_rejections(
+    run: &RunCtx<'_>,
+    unknown: Vec<UnknownStatusRow>,
+) -> Result<Vec<RecordChange>, FlowError> {
+    if unknown.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<String> = unknown.iter().map(UnknownStatusRow::key).collect();
+    let records = read_records(run, &keys).await?;
+    let mut changes = Vec::new();
+    for (u, key) in unknown.into_iter().zip(keys) {
+        let hash = run.ctx.payload_hash(&json!({
             "row": format!("{}:{}", u.case_uuid, u.service_unique_id),
             "status": u.value,
         }));
-        if unchanged_refusal(unknown_records.get(&key), &hash) {
+        if unchanged_refusal(records.get(&key), &hash) {
             run.report(|r| r.skipped += 1);
             continue;
         }
@@ -386,7 +514,21 @@ async fn handle_page(
                 .with_payload_hash(hash),
         );
     }
+    Ok(changes)
+}
 
+/// Steps 2 (R5, R9), 3 and 4 for some decided rows: the decisions to send, and the
+/// rejections (legacy numbers unknown, rows that cannot be sent).
+async fn prepare_rows(
+    run: &RunCtx<'_>,
+    rows: Vec<DecisionRow>,
+    holds: bool,
+    progress: &Mutex<Progress>,
+) -> Result<(Vec<Outgoing>, Vec<RecordChange>), FlowError> {
+    let ctx = run.ctx;
+    let today = run.started_at.date_naive();
+    let maps = &ctx.config.maps;
+    let instances = current_instances(run, &rows).await?;
     // The decisions to build: not sent yet, and due.
     let mut due: Vec<(DecisionRow, String, Option<Record>)> = Vec::new();
     for (row, instance) in rows.into_iter().zip(instances) {
@@ -398,15 +540,17 @@ async fn handle_page(
             if r.state == RecordState::Failed && r.next_retry_at.is_some_and(|t| t > ctx.now()) {
                 // R9: tried again once due; the cursor waits for it.
                 run.report(|rep| rep.exclude(EXCLUDED_RETRY_NOT_DUE));
-                progress.hold_at(row.case_last_updated_at);
+                if holds {
+                    lock(progress).hold_at(row.case_last_updated_at);
+                }
                 continue;
             }
         }
         due.push((row, key, record));
     }
     let facts = legacy_facts(run, due.iter().map(|(row, _, _)| row)).await?;
-
-    let mut outgoing: Vec<Outgoing> = Vec::new();
+    let mut outgoing = Vec::new();
+    let mut changes = Vec::new();
     for (row, key, record) in due {
         let attempts = record.as_ref().map_or(0, |r| r.attempts);
         let (record_out, hash) = match build_record(&row, &facts, today, maps) {
@@ -435,6 +579,7 @@ async fn handle_page(
                 record: rec,
                 hash,
                 attempts,
+                holds,
             }),
             Err(rejection) => changes.push(
                 run.rejected(&key, rejection.reason, rejection.message)
@@ -443,23 +588,52 @@ async fn handle_page(
             ),
         }
     }
-    outbox.send(changes);
-    if outgoing.is_empty() {
-        return Ok(());
-    }
-    if run.dry_run {
-        for o in &outgoing {
-            let mut fields: Vec<String> = vec!["ExternalId".into(), "Attachments.Comment".into()];
-            fields.extend(o.record.fields.iter().map(|(n, _)| n.clone()));
-            run.preview(&o.key, "ingest SHP-2748", fields);
-        }
-        return Ok(());
-    }
-    send(run, &outgoing, progress, outbox).await
+    Ok((outgoing, changes))
 }
 
-/// Sends `outgoing` in batches, several at once, and queues each batch's outcomes as soon as
-/// it ends.
+/// Groups decisions, in order, into batches of at most `size` with each `ExternalId` once per
+/// batch, as `ingest_isolated` would (a refusal names records by `ExternalId`, compared
+/// trimmed and case-insensitively), so that each batch goes out as one request.
+struct Batcher {
+    size: usize,
+    current: Vec<Outgoing>,
+    ids: HashSet<String>,
+}
+
+impl Batcher {
+    fn new(size: usize) -> Self {
+        Batcher {
+            size: size.max(1),
+            current: Vec::new(),
+            ids: HashSet::new(),
+        }
+    }
+
+    /// Adds a decision; returns the batch it closed, if any.
+    fn push(&mut self, o: Outgoing) -> Option<Vec<Outgoing>> {
+        let id = o.record.external_id.trim().to_lowercase();
+        let closed = if self.current.len() >= self.size || self.ids.contains(&id) {
+            self.ids.clear();
+            Some(std::mem::take(&mut self.current))
+        } else {
+            None
+        };
+        self.ids.insert(id);
+        self.current.push(o);
+        closed
+    }
+
+    /// The last batch, if not empty.
+    fn finish(&mut self) -> Option<Vec<Outgoing>> {
+        self.ids.clear();
+        let rest = std::mem::take(&mut self.current);
+        (!rest.is_empty()).then_some(rest)
+    }
+}
+
+/// The sender: keeps up to `ping.http.max_concurrency` batches in flight, whatever page they
+/// come from, and queues each batch's outcomes as soon as PING has answered; tells the
+/// committer when every batch of a page is done (pages in order).
 ///
 /// The write-back is a keyed update of the LP intervention (`ExternalId` = case_id), so
 /// sending it again after a crash or a timeout between PING's answer and the ledger commit
@@ -468,88 +642,92 @@ async fn handle_page(
 /// is worse than a repeated comment, so the repeat is accepted; each batch's outcomes go to
 /// the committer as soon as PING has answered, which keeps that window to the batches in
 /// flight and one commit.
-async fn send(
+///
+/// After an error (credentials refused) or a refused commit, no new batch is started; the
+/// batches in flight are awaited and their outcomes queued before the error is returned.
+async fn send_all(
     run: &RunCtx<'_>,
-    outgoing: &[Outgoing],
-    progress: &mut Progress,
-    outbox: &Outbox<'_>,
+    mut work_rx: tokio::sync::mpsc::Receiver<Work>,
+    progress: &Mutex<Progress>,
+    outbox: Outbox<'_>,
 ) -> Result<(), FlowError> {
-    let shp = &run.ctx.config.ping.shipping_processes.transfer_status;
-    let mut batches = batches(
-        outgoing.iter().map(|o| o.record.external_id.as_str()),
-        run.ctx.config.ping.batch_size.max(1),
-    )
-    .into_iter();
+    let shp = run
+        .ctx
+        .config
+        .ping
+        .shipping_processes
+        .transfer_status
+        .as_str();
     let at_once = run.ctx.config.ping.http.max_concurrency.max(1);
     let mut in_flight = FuturesUnordered::new();
+    // Batches not done yet, by page; pages whose batches have all been handed over.
+    let mut open: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut ended: BTreeSet<u64> = BTreeSet::new();
+    let mut input = true;
     let mut first_error: Option<FlowError> = None;
     loop {
-        while first_error.is_none() && !outbox.failed() && in_flight.len() < at_once {
-            let Some(batch) = batches.next() else { break };
-            in_flight.push(send_batch(run, shp, outgoing, batch));
-        }
-        let Some((batch, outcome)) = in_flight.next().await else {
+        let take = input && first_error.is_none() && !outbox.failed() && in_flight.len() < at_once;
+        if !take && in_flight.is_empty() {
             break;
-        };
-        match outcome {
-            Ok(outcome) => outbox.send(outcome_changes(run, outgoing, &batch, outcome, progress)),
-            // Nothing new is started; the batches in flight are awaited and recorded.
-            Err(e) => {
-                first_error.get_or_insert(e);
+        }
+        tokio::select! {
+            work = work_rx.recv(), if take => match work {
+                Some(Work::Batch { page, batch }) => {
+                    *open.entry(page).or_default() += 1;
+                    in_flight.push(send_batch(run, shp, page, batch));
+                }
+                Some(Work::PageEnd(n)) => {
+                    ended.insert(n);
+                }
+                None => input = false,
+            },
+            Some((page, batch, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Some(left) = open.get_mut(&page) {
+                    *left = left.saturating_sub(1);
+                }
+                match outcome {
+                    Ok(outcome) => outbox.send(outcome_changes(run, &batch, outcome, progress)),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
             }
+        }
+        while let Some(&n) = ended.first() {
+            if open.get(&n).copied().unwrap_or(0) > 0 {
+                break;
+            }
+            ended.remove(&n);
+            open.remove(&n);
+            outbox.page_done(n);
         }
     }
     first_error.map_or(Ok(()), Err)
 }
 
-/// Sends one batch (positions in `outgoing`) with record isolation; the batch comes back with
-/// its outcomes.
+/// Sends one batch with record isolation; the batch comes back with its outcomes.
 async fn send_batch(
     run: &RunCtx<'_>,
     shp: &str,
-    outgoing: &[Outgoing],
-    batch: Vec<usize>,
-) -> (Vec<usize>, Result<IngestOutcomes, FlowError>) {
-    let records: Vec<IngestRecord> = batch.iter().map(|&i| outgoing[i].record.clone()).collect();
+    page: u64,
+    batch: Vec<Outgoing>,
+) -> (u64, Vec<Outgoing>, Result<IngestOutcomes, FlowError>) {
+    let records: Vec<IngestRecord> = batch.iter().map(|o| o.record.clone()).collect();
     let outcome = ingest_isolated(run, shp, &records).await;
-    (batch, outcome)
-}
-
-/// Groups the records (by their `ExternalId`s, in order) into batches of at most `size` with
-/// each `ExternalId` once per batch, as `ingest_isolated` would (a refusal names records by
-/// `ExternalId`, compared trimmed and case-insensitively), so that each batch goes out as one
-/// request.
-fn batches<'a>(external_ids: impl Iterator<Item = &'a str>, size: usize) -> Vec<Vec<usize>> {
-    let mut out = Vec::new();
-    let mut current: Vec<usize> = Vec::new();
-    let mut ids: HashSet<String> = HashSet::new();
-    for (i, id) in external_ids.enumerate() {
-        let id = id.trim().to_lowercase();
-        if current.len() >= size || ids.contains(&id) {
-            out.push(std::mem::take(&mut current));
-            ids.clear();
-        }
-        ids.insert(id);
-        current.push(i);
-    }
-    if !current.is_empty() {
-        out.push(current);
-    }
-    out
+    (page, batch, outcome)
 }
 
 /// The ledger changes of one batch's outcomes (indices in `outcome` are positions in
-/// `batch`, which holds positions in `outgoing`).
+/// `batch`); a failed decision holds the cursor.
 fn outcome_changes(
     run: &RunCtx<'_>,
-    outgoing: &[Outgoing],
-    batch: &[usize],
+    batch: &[Outgoing],
     outcome: IngestOutcomes,
-    progress: &mut Progress,
+    progress: &Mutex<Progress>,
 ) -> Vec<RecordChange> {
     let mut changes = Vec::with_capacity(batch.len());
     for (i, tx) in outcome.applied {
-        let o = &outgoing[batch[i]];
+        let o = &batch[i];
         let mut change = run
             .change(&o.key, RecordState::Confirmed)
             .with_decision(o.row.decision.as_str())
@@ -564,7 +742,7 @@ fn outcome_changes(
         changes.push(change);
     }
     for (i, message) in outcome.refused {
-        let o = &outgoing[batch[i]];
+        let o = &batch[i];
         changes.push(
             run.rejected(
                 &o.key,
@@ -576,8 +754,10 @@ fn outcome_changes(
         );
     }
     for (i, message) in outcome.failed {
-        let o = &outgoing[batch[i]];
-        progress.hold_at(o.row.case_last_updated_at);
+        let o = &batch[i];
+        if o.holds {
+            lock(progress).hold_at(o.row.case_last_updated_at);
+        }
         changes.push(
             run.failed(
                 &o.key,
@@ -690,28 +870,19 @@ impl Walk {
 }
 
 /// For each row, the decision instance to handle (its key and ledger record), or `None` when
-/// this decision was already sent (R5); and the records of `extra_keys`. Instance `n` of a
-/// status has key `…:{status}` (n = 1) or `…:{status}:{n}`; the current one is the first not
-/// sent, and a status sent before is sent again only when the other status was sent more
-/// recently (a decision changed back). The records are read in bulk: first the likely keys of
+/// this decision was already sent (R5). Instance `n` of a status has key `…:{status}` (n = 1)
+/// or `…:{status}:{n}`; the current one is the first not sent, and a status sent before is
+/// sent again only when the other status was sent more recently (a decision changed back). The records are read in bulk: first the likely keys of
 /// every row (its status's first two instances, the other status's first), then only what
 /// rows with more instances still need, one round per further instance. (The key parts of a
 /// record are indexed by the ledger, so the case and service ids need no separate
 /// identifiers.)
-#[allow(clippy::type_complexity)]
 async fn current_instances(
     run: &RunCtx<'_>,
     rows: &[DecisionRow],
-    extra_keys: Vec<String>,
-) -> Result<
-    (
-        Vec<Option<(String, Option<Record>)>>,
-        HashMap<String, Record>,
-    ),
-    FlowError,
-> {
+) -> Result<Vec<Option<(String, Option<Record>)>>, FlowError> {
     let mut known: HashMap<String, Option<Record>> = HashMap::new();
-    let mut wanted = extra_keys.clone();
+    let mut wanted = Vec::with_capacity(rows.len() * 3);
     for row in rows {
         wanted.push(row.instance_key(1));
         wanted.push(row.instance_key(2));
@@ -741,7 +912,7 @@ async fn current_instances(
             break;
         }
     }
-    let instances = walks
+    Ok(walks
         .into_iter()
         .zip(rows)
         .map(|(walk, row)| match walk {
@@ -753,12 +924,7 @@ async fn current_instances(
             Walk::Done(None) => None,
             Walk::Own { .. } | Walk::Other { .. } => unreachable!("every walk ends"),
         })
-        .collect();
-    let extra = extra_keys
-        .into_iter()
-        .filter_map(|k| known.get(&k).cloned().flatten().map(|r| (k, r)))
-        .collect();
-    Ok((instances, extra))
+        .collect())
 }
 
 /// The ledger records of `keys` (of this flow), a few statements at once.
@@ -918,19 +1084,48 @@ mod tests {
         );
     }
 
+    fn outgoing(external_id: &str) -> Outgoing {
+        Outgoing {
+            row: row(Decision::Accepted),
+            key: format!("k-{external_id}"),
+            record: IngestRecord::new(external_id),
+            hash: String::new(),
+            attempts: 0,
+            holds: true,
+        }
+    }
+
+    /// The batches (as `ExternalId`s) a batcher of `size` makes of `ids`.
+    fn batched(ids: &[&str], size: usize) -> Vec<Vec<String>> {
+        let mut b = Batcher::new(size);
+        let mut out: Vec<Vec<Outgoing>> =
+            ids.iter().filter_map(|id| b.push(outgoing(id))).collect();
+        out.extend(b.finish());
+        out.iter()
+            .map(|batch| batch.iter().map(|o| o.record.external_id.clone()).collect())
+            .collect()
+    }
+
     #[test]
     fn batches_are_full_and_never_hold_an_external_id_twice() {
         let ids = ["a", "b", " A ", "c", "d", "e"];
         assert_eq!(
-            batches(ids.iter().copied(), 2),
-            vec![vec![0, 1], vec![2, 3], vec![4, 5]]
+            batched(&ids, 2),
+            [vec!["a", "b"], vec![" A ", "c"], vec!["d", "e"]]
         );
         assert_eq!(
-            batches(ids.iter().copied(), 10),
-            vec![vec![0, 1], vec![2, 3, 4, 5]],
+            batched(&ids, 10),
+            [vec!["a", "b"], vec![" A ", "c", "d", "e"]],
             "the second spelling of case a starts a new batch"
         );
-        assert!(batches(std::iter::empty(), 3).is_empty());
+        assert!(batched(&[], 3).is_empty());
+        let mut b = Batcher::new(3);
+        assert!(b.push(outgoing("x")).is_none());
+        assert_eq!(b.finish().map(|v| v.len()), Some(1));
+        assert!(
+            b.finish().is_none(),
+            "finished batches are not handed over twice"
+        );
     }
 
     fn row(decision: Decision) -> DecisionRow {

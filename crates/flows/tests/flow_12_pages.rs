@@ -2,7 +2,8 @@
 //! (PING behind a small proxy that can refuse chosen write-backs): the listing asks Primero for
 //! the fields the flow reads and nothing else, with the same outcomes; every page's outcomes
 //! are recorded and the cursor stops at a decision of page 2 whose batch failed transiently;
-//! and when the run ends on refused credentials, every decision PING applied is recorded.
+//! a page's batches go out while a slow batch of the page before is still out; and when the
+//! run ends on refused credentials, every decision PING applied is recorded.
 
 mod support;
 
@@ -155,17 +156,37 @@ impl pp_flows::Clock for Ahead {
 }
 
 /// What the proxy does with a PING request whose body holds one of `markers`: answers
-/// `status` (after `delay`) instead of passing it on.
+/// `status` (after `delay`) instead of passing it on. A request holding one of `slow` is
+/// passed on after `delay`. Requests holding one of `watched` are logged in `events` as
+/// `in <marker>` when they arrive and `out <marker>` when answered.
 #[derive(Clone, Default)]
 struct Refuse {
     markers: Arc<Mutex<Vec<String>>>,
     status: u16,
     delay: Duration,
+    slow: Arc<Mutex<Vec<String>>>,
+    watched: Arc<Mutex<Vec<String>>>,
+    events: Arc<Mutex<Vec<String>>>,
 }
 
 impl Refuse {
     fn set(&self, markers: &[&str]) {
         *self.markers.lock().unwrap() = markers.iter().map(|m| m.to_string()).collect();
+    }
+
+    /// The markers of `list` that `text` holds.
+    fn found(list: &Mutex<Vec<String>>, text: &str) -> Vec<String> {
+        list.lock()
+            .unwrap()
+            .iter()
+            .filter(|m| text.contains(m.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    fn log(&self, what: &str, markers: &[String]) {
+        let mut events = self.events.lock().unwrap();
+        events.extend(markers.iter().map(|m| format!("{what} {m}")));
     }
 }
 
@@ -241,19 +262,18 @@ async fn proxy_one(
     }
     let body = buf[head_end..].to_vec();
     let text = String::from_utf8_lossy(&body).to_string();
-    let refused = refuse
-        .markers
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|m| text.contains(m.as_str()));
-    let (status, answer) = if refused {
+    let watched = Refuse::found(&refuse.watched, &text);
+    refuse.log("in", &watched);
+    let (status, answer) = if !Refuse::found(&refuse.markers, &text).is_empty() {
         tokio::time::sleep(refuse.delay).await;
         (
             refuse.status,
             r#"{"Message":"refused by the test proxy"}"#.to_owned(),
         )
     } else {
+        if !Refuse::found(&refuse.slow, &text).is_empty() {
+            tokio::time::sleep(refuse.delay).await;
+        }
         let mut req = http.request(method.parse().unwrap(), format!("{target}{path}"));
         for (k, v) in &headers {
             let k_lower = k.to_ascii_lowercase();
@@ -271,6 +291,7 @@ async fn proxy_one(
             resp.text().await.unwrap_or_default(),
         )
     };
+    refuse.log("out", &watched);
     let out = format!(
         "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
         answer.len()
@@ -449,4 +470,39 @@ async fn refused_credentials_mid_run_leave_no_applied_decision_unrecorded() {
     env.clear_requests().await;
     let next = env.run(Flow::DecisionsToProgres).await;
     assert_eq!((next.confirmed, next.skipped), (1, 5), "{next}");
+}
+
+#[tokio::test]
+async fn the_next_page_is_sent_while_a_batch_of_the_previous_page_is_still_out() {
+    let refuse = Refuse {
+        delay: Duration::from_millis(700),
+        ..Refuse::default()
+    };
+    let env = env_with(refuse.clone(), 3, |c| c.ping.batch_size = 3).await;
+    // Page 1 = cases 5, 4, 3 (one batch), page 2 = cases 2, 1, 0 (one batch). PING takes its
+    // time over page 1's batch.
+    let decided = seed_decisions(&env, 6).await;
+    let (first, second) = (&decided[5].case_id, &decided[2].case_id);
+    *refuse.slow.lock().unwrap() = vec![first.clone()];
+    *refuse.watched.lock().unwrap() = vec![first.clone(), second.clone()];
+    let report = env.run(Flow::DecisionsToProgres).await;
+    assert_eq!(report.confirmed, 6, "{report}");
+    let events = refuse.events.lock().unwrap().clone();
+    assert_eq!(
+        events,
+        [
+            format!("in {first}"),
+            format!("in {second}"),
+            format!("out {second}"),
+            format!("out {first}")
+        ],
+        "page 2's batch did not wait for page 1's"
+    );
+    for d in &decided {
+        assert_eq!(state_of(&env, &d.key()).await, Some(RecordState::Confirmed));
+    }
+    assert_eq!(
+        env.ledger.cursor(F12).await.unwrap().as_deref(),
+        Some("2026-03-01T10:00:05Z")
+    );
 }
