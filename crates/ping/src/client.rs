@@ -39,6 +39,69 @@ pub struct RetrieveSummary {
     pub transaction_ids: Vec<String>,
 }
 
+/// A retrieval read page by page ([`PingClient::pages`]).
+pub struct Pages<'a> {
+    client: &'a PingClient,
+    shp: &'a str,
+    record_ids: &'a [String],
+    /// Where the next page starts (`None`: the first page).
+    position: Option<NextPage>,
+    done: bool,
+    summary: RetrieveSummary,
+}
+
+impl Pages<'_> {
+    /// The rows of the next page, `None` once PING said no more records are available. Each
+    /// page is retried on its own; a page already returned is not read again. Page 2+ echo
+    /// `PagingCookie` and ask for `PageNumber + 1`. After an error, the retrieval is over.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<Row>>, PingError> {
+        if self.done {
+            return Ok(None);
+        }
+        // Over unless this page says there is more.
+        self.done = true;
+        let page = self
+            .client
+            .retrieve_page(self.shp, self.record_ids, self.position.as_ref())
+            .await?;
+        self.summary.pages += 1;
+        self.summary.rows += page.rows.len() as u64;
+        if let Some(tx) = page.transaction_id {
+            self.summary.transaction_ids.push(tx);
+        }
+        if let Some(next) = page.next {
+            if self.position.as_ref() == Some(&next) || self.summary.pages >= MAX_PAGES {
+                return Err(PingError::Unexpected {
+                    detail: format!(
+                        "{}: paging does not advance (page {})",
+                        self.shp, next.page_number
+                    ),
+                });
+            }
+            self.position = Some(next);
+            self.done = false;
+        } else {
+            tracing::debug!(
+                shp = self.shp,
+                pages = self.summary.pages,
+                rows = self.summary.rows,
+                "PING retrieval done"
+            );
+        }
+        Ok(Some(page.rows))
+    }
+
+    /// What the retrieval saw so far: pages, rows and `SPHTransactionId`s.
+    pub fn summary(&self) -> &RetrieveSummary {
+        &self.summary
+    }
+
+    /// [`Pages::summary`], by value.
+    pub fn into_summary(self) -> RetrieveSummary {
+        self.summary
+    }
+}
+
 /// A 2xx answer, or a 4xx the endpoint handler interprets (`body` is `Null` when not JSON).
 #[derive(Debug)]
 struct Reply {
@@ -235,6 +298,9 @@ impl PingClient {
             }
         };
         let json: Option<Value> = serde_json::from_str(&text).ok();
+        // The raw text is not kept next to its parsed form (a page of 1,000 rows is both).
+        let text_len = text.len();
+        drop(text);
         let tx = json.as_ref().and_then(transaction_id);
         pp_http::record_request("ping", "POST", route, Some(status), elapsed, tx.as_deref());
 
@@ -245,7 +311,7 @@ impl PingClient {
             return match json {
                 Some(body) => Ok(Sent::Reply(Reply { status, body })),
                 None => Err(PingError::Malformed {
-                    detail: format!("{route} status {status}, {} bytes", text.len()),
+                    detail: format!("{route} status {status}, {text_len} bytes"),
                 }),
             };
         }
@@ -325,7 +391,8 @@ impl PingClient {
 
     /// Reads every page of a retrieval: `record_ids` empty sends `QueryParameters: []`, one id
     /// sends that id, several send the bracketed list `[g1,g2]`. All rows are held in memory;
-    /// use [`PingClient::retrieve_pages`] to bound memory by the page size.
+    /// use [`PingClient::retrieve_pages`] or [`PingClient::pages`] to bound memory by the page
+    /// size.
     pub async fn retrieve(&self, shp: &str, record_ids: &[String]) -> Result<Retrieved, PingError> {
         let mut rows = Vec::new();
         let summary = self
@@ -353,7 +420,7 @@ impl PingClient {
         let body = retrieve_body(shp, &s.partner_id, &s.interop_id, &params, cursor);
         self.call(ROUTE_RETRIEVE, &self.inner.url_retrieve, &body, |reply| {
             if (200..300).contains(&reply.status) {
-                parse_page(&reply.body, requested)
+                parse_page(reply.body, requested)
             } else {
                 Err(Self::refused(&reply))
             }
@@ -364,6 +431,7 @@ impl PingClient {
     /// Reads a retrieval page by page, handing each page's rows to `on_page` before the next
     /// page is requested (rule R10). Each page is retried on its own; pages already handed
     /// over are not read again. Page 2+ echo `PagingCookie` and ask for `PageNumber + 1`.
+    /// [`PingClient::pages`] does the same for a caller that awaits between pages.
     pub async fn retrieve_pages<F>(
         &self,
         shp: &str,
@@ -373,40 +441,25 @@ impl PingClient {
     where
         F: FnMut(Vec<Row>),
     {
-        let mut summary = RetrieveSummary::default();
-        let mut position: Option<NextPage> = None;
-        loop {
-            let page = self
-                .retrieve_page(shp, record_ids, position.as_ref())
-                .await?;
-            summary.pages += 1;
-            summary.rows += page.rows.len() as u64;
-            if let Some(tx) = page.transaction_id {
-                summary.transaction_ids.push(tx);
-            }
-            on_page(page.rows);
-            match page.next {
-                None => break,
-                Some(next) => {
-                    if position.as_ref() == Some(&next) || summary.pages >= MAX_PAGES {
-                        return Err(PingError::Unexpected {
-                            detail: format!(
-                                "{shp}: paging does not advance (page {})",
-                                next.page_number
-                            ),
-                        });
-                    }
-                    position = Some(next);
-                }
-            }
+        let mut pages = self.pages(shp, record_ids);
+        while let Some(rows) = pages.next_page().await? {
+            on_page(rows);
         }
-        tracing::debug!(
+        Ok(pages.into_summary())
+    }
+
+    /// A retrieval read one page at a time by the caller ([`Pages::next_page`]), which may
+    /// await other work (the ledger, say) between pages: memory stays bounded by one page plus
+    /// what the caller keeps (rule R10). Nothing is requested before the first `next_page`.
+    pub fn pages<'a>(&'a self, shp: &'a str, record_ids: &'a [String]) -> Pages<'a> {
+        Pages {
+            client: self,
             shp,
-            pages = summary.pages,
-            rows = summary.rows,
-            "PING retrieval done"
-        );
-        Ok(summary)
+            record_ids,
+            position: None,
+            done: false,
+            summary: RetrieveSummary::default(),
+        }
     }
 
     /// Synchronous ingestion (`/data`). The batch size is the caller's choice.

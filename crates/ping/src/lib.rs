@@ -23,7 +23,7 @@ mod token;
 pub mod wire;
 
 pub use checkstatus::{repair_data_string, CheckStatus, RecordResult, RepairError};
-pub use client::{PingClient, RetrieveSummary, Retrieved};
+pub use client::{Pages, PingClient, RetrieveSummary, Retrieved};
 pub use error::{PingError, RecordFailure};
 pub use ingest::{IngestOutcome, IngestRecord};
 pub use row::Row;

@@ -32,6 +32,16 @@ pub fn get_ci<'a>(obj: &'a Value, key: &str) -> Option<&'a Value> {
         .map(|(_, v)| v)
 }
 
+/// Removes `obj[key]` (key compared as [`get_ci`] does) and returns it.
+fn take_ci(obj: &mut Value, key: &str) -> Option<Value> {
+    let map = obj.as_object_mut()?;
+    if let Some(v) = map.remove(key) {
+        return Some(v);
+    }
+    let found = map.keys().find(|k| k.eq_ignore_ascii_case(key))?.clone();
+    map.remove(&found)
+}
+
 /// A non-null string-ish value as text (strings as they are, numbers printed).
 pub fn text_of(v: &Value) -> String {
     match v {
@@ -137,21 +147,22 @@ pub struct Page {
 }
 
 /// Reads a retrieval response (2xx). `requested_page` is the page number we asked for (1 for
-/// the first request), used when PING omits `PageNumber`.
-pub fn parse_page(body: &Value, requested_page: i64) -> Result<Page, PingError> {
+/// the first request), used when PING omits `PageNumber`. The body is taken by value: the
+/// rows are moved out of it, not copied, so a page is held once (R10).
+pub fn parse_page(mut body: Value, requested_page: i64) -> Result<Page, PingError> {
     if !body.is_object() {
         return Err(PingError::Unexpected {
             detail: "retrieval response is not a JSON object".into(),
         });
     }
-    let transaction_id = transaction_id(body);
-    if let Some(message) = error_message(body) {
+    let transaction_id = transaction_id(&body);
+    if let Some(message) = error_message(&body) {
         return Err(PingError::Permanent {
             status: 200,
             message,
         });
     }
-    let rows = match get_ci(body, "Data") {
+    let rows = match take_ci(&mut body, "Data") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) if s.trim().eq_ignore_ascii_case(NO_DATA) || s.trim().is_empty() => {
             Vec::new()
@@ -160,7 +171,7 @@ pub fn parse_page(body: &Value, requested_page: i64) -> Result<Page, PingError> 
             let mut rows = Vec::with_capacity(items.len());
             for item in items {
                 match item {
-                    Value::Object(m) => rows.push(Row::new(m.clone())),
+                    Value::Object(m) => rows.push(Row::new(m)),
                     _ => {
                         return Err(PingError::Unexpected {
                             detail: "a retrieval Data item is not an object".into(),
@@ -170,14 +181,14 @@ pub fn parse_page(body: &Value, requested_page: i64) -> Result<Page, PingError> 
             }
             rows
         }
-        Some(Value::Object(m)) => vec![Row::new(m.clone())],
+        Some(Value::Object(m)) => vec![Row::new(m)],
         Some(_) => {
             return Err(PingError::Unexpected {
                 detail: "retrieval Data is neither a list nor \"No Data Available\"".into(),
             })
         }
     };
-    let summary = get_ci(body, "PagingSummary").filter(|v| v.is_object());
+    let summary = get_ci(&body, "PagingSummary").filter(|v| v.is_object());
     let page_number = summary
         .and_then(|s| get_ci(s, "PageNumber"))
         .and_then(|v| v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()));
@@ -227,7 +238,7 @@ mod tests {
     #[test]
     fn pages() {
         let p = parse_page(
-            &json!({"Data":"No Data Available","RecordCount":null,"SPHTransactionId":"t"}),
+            json!({"Data":"No Data Available","RecordCount":null,"SPHTransactionId":"t"}),
             1,
         )
         .unwrap();
@@ -235,7 +246,7 @@ mod tests {
         assert_eq!(p.transaction_id.as_deref(), Some("t"));
 
         let p = parse_page(
-            &json!({"Data":[{"a":1}],"PagingSummary":{"PagingCookie":"c1","PageNumber":1,"IsMoreRecordsAvailable":true}}),
+            json!({"Data":[{"a":1}],"PagingSummary":{"PagingCookie":"c1","PageNumber":1,"IsMoreRecordsAvailable":true}}),
             1,
         )
         .unwrap();
@@ -248,11 +259,23 @@ mod tests {
         );
 
         let e = parse_page(
-            &json!({"Data":null,"ErrorMessage":"Unknown ShippingProcessId SHP-1"}),
+            json!({"Data":null,"ErrorMessage":"Unknown ShippingProcessId SHP-1"}),
             1,
         )
         .unwrap_err();
         assert!(matches!(e, PingError::Permanent { status: 200, .. }));
-        assert!(parse_page(&json!({"Data": 5}), 1).is_err());
+        assert!(parse_page(json!({"Data": 5}), 1).is_err());
+        assert!(parse_page(json!({"Data": [1]}), 1).is_err());
+
+        // Keys in another case, as some PING deployments send them.
+        let p = parse_page(
+            json!({"data": [{"a": 1}, {"a": 2}], "sphtransactionid": "t2"}),
+            1,
+        )
+        .unwrap();
+        assert_eq!(p.rows.len(), 2);
+        assert_eq!(p.rows[1].get_i64("a"), Some(2));
+        assert_eq!(p.transaction_id.as_deref(), Some("t2"));
+        assert!(p.next.is_none());
     }
 }

@@ -20,7 +20,7 @@ fn fixture(name: &str) -> serde_json::Value {
 #[test]
 fn pending_referrals_fixture_parses_into_rows_and_referrals() {
     let body = fixture("shp-2747-pending-referrals.json");
-    let page = parse_page(&body, 1).expect("a valid retrieval page");
+    let page = parse_page(body, 1).expect("a valid retrieval page");
     assert_eq!(page.rows.len(), 3);
     assert!(page.next.is_none(), "IsMoreRecordsAvailable is false");
     assert_eq!(

@@ -291,6 +291,41 @@ async fn every_page_is_read_once() {
 }
 
 #[tokio::test]
+async fn pages_are_requested_one_at_a_time_as_the_caller_asks() {
+    let sim = start(7, 0).await;
+    let c = client(&sim);
+    sim.set_options(&json!({"page_size": 3})).unwrap();
+    let before = requests(&sim, "retrieve").await.len();
+
+    let mut pages = c.pages(shp::PENDING_REFERRALS, &[]);
+    assert_eq!(
+        requests(&sim, "retrieve").await.len(),
+        before,
+        "nothing before the first page"
+    );
+    let mut sizes = Vec::new();
+    let mut ids = Vec::new();
+    while let Some(rows) = pages.next_page().await.unwrap() {
+        sizes.push(rows.len());
+        ids.extend(pending_ids(&rows));
+        // The next page is requested only when the caller asks for it.
+        assert_eq!(requests(&sim, "retrieve").await.len() - before, sizes.len());
+    }
+    assert_eq!(sizes, [3, 3, 1]);
+    assert!(
+        pages.next_page().await.unwrap().is_none(),
+        "over stays over"
+    );
+    assert_eq!(requests(&sim, "retrieve").await.len() - before, 3);
+    let summary = pages.into_summary();
+    assert_eq!((summary.pages, summary.rows), (3, 7));
+    assert_eq!(summary.transaction_ids.len(), 3);
+    let all = c.retrieve(shp::PENDING_REFERRALS, &[]).await.unwrap();
+    assert_eq!(ids, pending_ids(&all.rows), "same rows, same order");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn no_data_available_is_an_empty_result() {
     let sim = start(0, 0).await;
     let c = client(&sim);
