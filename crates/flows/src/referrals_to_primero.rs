@@ -3,11 +3,12 @@
 //! (SHP-2748) for the records that reached Primero (flows.md, Flow 1.1).
 //!
 //! Shape of a run:
-//! 1. read the pending list; LP ids are trimmed and GUIDs lowercased, as in the SHP-2358 rows;
-//!    a row without a usable LP intervention id is rejected under a key made from its other
-//!    identifiers (or a keyed hash of the row), an id the ledger would refuse as
-//!    `malformed_identifier` (R1: the others go on); confirmed LP ids are skipped (R5), failed
-//!    ones whose `next_retry_at` has not come are counted as `retry_not_due` (R9);
+//! 1. read the pending list page by page, keeping only the identifiers of each row (R10);
+//!    LP ids are trimmed and GUIDs lowercased, as in the SHP-2358 rows; a row without a
+//!    usable LP intervention id is rejected under a key made from its other identifiers (or a
+//!    keyed hash of the row), an id the ledger would refuse as `malformed_identifier` (R1: the
+//!    others go on); confirmed LP ids are skipped (R5), failed ones whose `next_retry_at` has
+//!    not come are counted as `retry_not_due` (R9);
 //! 2. per chunk of about 50 referrals (an individual's referrals kept in one chunk): read the
 //!    details with one SHP-2358 call (bracketed id list), group, validate and map in pure
 //!    code (`pp_mapping::flow11`), and look the chunk's individuals up in Primero: the ledger
@@ -120,17 +121,37 @@ impl Ids {
     }
 }
 
-/// A referral from the pending list.
+/// A referral from the pending list. Every pending referral is held until the list is
+/// chunked, so this keeps identifiers only: not the SHP-2747 row, nor the whole ledger record.
 struct Pending {
-    lp: String,
-    /// Identifiers of the SHP-2747 row.
+    /// LP id (the key), intervention number and business unit of the SHP-2747 row (the
+    /// business unit is used when SHP-2358 lacks it).
     ids: Ids,
-    /// `progres_businessunit` of the SHP-2747 row (used when SHP-2358 lacks it).
-    business_unit: Option<String>,
     /// `progres_individual.indiv.progres_id` of the SHP-2747 row (keeps an individual's
     /// referrals in one chunk).
     individual: Option<String>,
-    record: Option<Record>,
+    /// What the ledger knew of the referral before this run.
+    prior: Option<Prior>,
+}
+
+/// The part of a referral's ledger record that a run reads: 10,000 pending referrals hold
+/// this, not their whole [`Record`] (identifiers, messages, transaction ids).
+struct Prior {
+    state: RecordState,
+    attempts: i64,
+    operator_retry: bool,
+    payload_hash: Option<String>,
+}
+
+impl From<Record> for Prior {
+    fn from(r: Record) -> Self {
+        Prior {
+            state: r.state,
+            attempts: r.attempts,
+            operator_retry: r.operator_retry,
+            payload_hash: r.payload_hash,
+        }
+    }
 }
 
 /// A mapped referral ready for Primero.
@@ -138,7 +159,8 @@ struct Ready {
     mapped: MappedReferral,
     ids: Ids,
     hash: String,
-    record: Option<Record>,
+    /// Delivery attempts before this run.
+    attempts: i64,
 }
 
 /// A referral in Primero, waiting for its write-back.
@@ -194,75 +216,30 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
     let shp = &ctx.config.ping.shipping_processes;
     let flow = run.flow.name();
 
-    // 1. The pending list (an unreachable list endpoint or refused credentials end the run).
-    let listed = ctx.ping.retrieve(&shp.pending_referrals, &[]).await?;
+    // 1. The pending list, page by page (R10): each row becomes a small `Pending` (or a
+    // rejection, committed with its page) before the next page is read, so only the ids of
+    // the pending referrals outlive their page. An unreachable list endpoint or refused
+    // credentials end the run.
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut pages = ctx.ping.pages(&shp.pending_referrals, &[]);
+    while let Some(rows) = pages.next_page().await? {
+        let unusable = take_pending(run, rows, &mut pending, &mut seen);
+        reject_unusable_rows(run, unusable).await?;
+    }
+    let listed = pages.into_summary();
+    drop(seen);
     run.report(|r| {
         for tx in &listed.transaction_ids {
             r.add_transaction(tx);
         }
     });
-    let mut pending: Vec<Pending> = Vec::new();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut early: Vec<RecordChange> = Vec::new();
-    for row in &listed.rows {
-        let lp = match PendingReferral::from_row(row) {
-            Ok(p) => p
-                .lp_intervention_id
-                .map(|lp| (lp, p.business_unit, p.individual_id, p.intervention_number)),
-            // A malformed optional key does not matter: SHP-2358 gives the details.
-            Err(_) => row.get_text(keys_2747::LP_INTERVENTION_ID).map(|lp| {
-                (
-                    lp,
-                    row.get_text(keys_2747::BUSINESS_UNIT),
-                    row.get_text(keys_2747::INDIVIDUAL_ID),
-                    row.get_text(keys_2747::INTERVENTION_NUMBER),
-                )
-            }),
-        };
-        // The same spelling as the SHP-2358 rows and the ledger key: trimmed, GUIDs lowercase.
-        let lp = lp
-            .map(|(lp, bu, ind, number)| (normalize_lp_id(&lp), bu, ind, number))
-            .filter(|(lp, ..)| !lp.is_empty());
-        match lp {
-            Some((lp, bu, individual, number)) if is_ident(&lp) => {
-                if seen.insert(lp.clone()) {
-                    run.report(|r| r.fetched += 1);
-                    pending.push(Pending {
-                        ids: Ids {
-                            lp: lp.clone(),
-                            number,
-                            business_unit: bu.clone(),
-                        },
-                        lp,
-                        business_unit: bu,
-                        individual,
-                        record: None,
-                    });
-                }
-            }
-            // R1: an id the ledger would refuse (over-long, control characters) is rejected
-            // under a key of its own instead of ending the run.
-            Some(_) => {
-                run.report(|r| r.fetched += 1);
-                if let Some(change) = reject_unusable_row(run, row, true).await? {
-                    early.push(change);
-                }
-            }
-            None => {
-                run.report(|r| r.fetched += 1);
-                if let Some(change) = reject_unusable_row(run, row, false).await? {
-                    early.push(change);
-                }
-            }
-        }
-    }
-    run.commit(early, None).await?;
 
     // 2. Ledger state of each referral; confirmed ones are done (R5).
     let mut open: Vec<Pending> = Vec::new();
     for mut p in pending {
-        p.record = ctx.ledger.get(flow, &p.lp).await?;
-        match &p.record {
+        let record = ctx.ledger.get(flow, &p.ids.lp).await?;
+        match &record {
             Some(r) if r.state == RecordState::Confirmed => run.report(|r| r.skipped += 1),
             // R9: a failed referral is tried again once its backoff has passed (an operator's
             // re-queue makes it `pending`, due at once).
@@ -272,7 +249,10 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
             {
                 run.report(|r| r.exclude(EXCLUDED_RETRY_NOT_DUE));
             }
-            _ => open.push(p),
+            _ => {
+                p.prior = record.map(Prior::from);
+                open.push(p);
+            }
         }
     }
     if open.is_empty() {
@@ -373,6 +353,83 @@ const PREPARE_IN_FLIGHT: usize = 4;
 /// Individuals prepared ahead of delivery (about four chunks).
 const WORK_AHEAD: usize = 200;
 
+/// Turns one page of SHP-2747 rows into [`Pending`] referrals (each LP id once per run, the
+/// rows consumed as they are read); returns the rows without a usable LP intervention id,
+/// with whether their id is malformed (present but unfit for the ledger) rather than absent.
+fn take_pending(
+    run: &RunCtx<'_>,
+    rows: Vec<Row>,
+    pending: &mut Vec<Pending>,
+    seen: &mut HashSet<String>,
+) -> Vec<(Row, bool)> {
+    let mut unusable = Vec::new();
+    for row in rows {
+        let lp = match PendingReferral::from_row(&row) {
+            Ok(p) => p
+                .lp_intervention_id
+                .map(|lp| (lp, p.business_unit, p.individual_id, p.intervention_number)),
+            // A malformed optional key does not matter: SHP-2358 gives the details.
+            Err(_) => row.get_text(keys_2747::LP_INTERVENTION_ID).map(|lp| {
+                (
+                    lp,
+                    row.get_text(keys_2747::BUSINESS_UNIT),
+                    row.get_text(keys_2747::INDIVIDUAL_ID),
+                    row.get_text(keys_2747::INTERVENTION_NUMBER),
+                )
+            }),
+        };
+        // The same spelling as the SHP-2358 rows and the ledger key: trimmed, GUIDs lowercase.
+        let lp = lp
+            .map(|(lp, bu, ind, number)| (normalize_lp_id(&lp), bu, ind, number))
+            .filter(|(lp, ..)| !lp.is_empty());
+        match lp {
+            Some((lp, business_unit, individual, number)) if is_ident(&lp) => {
+                if seen.insert(lp.clone()) {
+                    run.report(|r| r.fetched += 1);
+                    pending.push(Pending {
+                        ids: Ids {
+                            lp,
+                            number,
+                            business_unit,
+                        },
+                        individual,
+                        prior: None,
+                    });
+                }
+            }
+            // R1: an id the ledger would refuse (over-long, control characters) is rejected
+            // under a key of its own instead of ending the run.
+            Some(_) => {
+                run.report(|r| r.fetched += 1);
+                unusable.push((row, true));
+            }
+            None => {
+                run.report(|r| r.fetched += 1);
+                unusable.push((row, false));
+            }
+        }
+    }
+    unusable
+}
+
+/// Rejects the SHP-2747 rows of one page that have no usable LP intervention id (see
+/// [`reject_unusable_row`]) and commits the rejections.
+async fn reject_unusable_rows(
+    run: &RunCtx<'_>,
+    unusable: Vec<(Row, bool)>,
+) -> Result<(), FlowError> {
+    if unusable.is_empty() {
+        return Ok(());
+    }
+    let mut changes: Vec<RecordChange> = Vec::new();
+    for (row, malformed) in &unusable {
+        if let Some(change) = reject_unusable_row(run, row, *malformed).await? {
+            changes.push(change);
+        }
+    }
+    run.commit(changes, None).await
+}
+
 /// Packs the referrals into chunks of about [`DETAILS_PER_CALL`], keeping the referrals of one
 /// individual (as SHP-2747 names them) in one chunk so they are delivered one after another.
 fn chunk_by_individual(open: Vec<Pending>) -> Vec<Vec<Pending>> {
@@ -410,7 +467,7 @@ async fn prepare_chunk(
     open: Vec<Pending>,
 ) -> Result<Vec<(Lookup, Vec<Ready>)>, FlowError> {
     let ctx = run.ctx;
-    let ids: Vec<String> = open.iter().map(|p| p.lp.clone()).collect();
+    let ids: Vec<String> = open.iter().map(|p| p.ids.lp.clone()).collect();
     let details = fetch_details(run, &ids).await?;
     let today = run.started_at.date_naive();
     let maps = &ctx.config.maps;
@@ -440,35 +497,36 @@ async fn prepare_chunk(
     let mut changes: Vec<RecordChange> = Vec::new();
     let mut ready: Vec<Ready> = Vec::new();
     for p in open {
-        let attempts = p.record.as_ref().map_or(0, |r| r.attempts);
-        if let Some(message) = details.failed.get(&p.lp) {
+        let attempts = p.prior.as_ref().map_or(0, |r| r.attempts);
+        let lp = p.ids.lp.as_str();
+        if let Some(message) = details.failed.get(lp) {
             changes.push(
                 p.ids
-                    .apply(run.failed(&p.lp, TRANSIENT, message.clone(), attempts)),
+                    .apply(run.failed(lp, TRANSIENT, message.clone(), attempts)),
             );
             continue;
         }
-        if let Some(message) = details.refused.get(&p.lp) {
+        if let Some(message) = details.refused.get(lp) {
             changes.push(
                 p.ids
-                    .apply(run.rejected(&p.lp, VALIDATION_ERROR, message.clone())),
+                    .apply(run.rejected(lp, VALIDATION_ERROR, message.clone())),
             );
             continue;
         }
-        let rows = rows_by_lp.remove(&p.lp).unwrap_or_default();
+        let rows = rows_by_lp.remove(lp).unwrap_or_default();
         let ids = p.ids.with_details(rows.first());
         let hash = ctx.payload_hash(&rows_source(&rows));
-        if unchanged_refusal(p.record.as_ref(), &hash) {
+        if unchanged_refusal(p.prior.as_ref(), &hash) {
             run.report(|r| r.skipped += 1);
             continue;
         }
-        if let Some(problem) = malformed.get(&p.lp) {
+        if let Some(problem) = malformed.get(lp) {
             changes.push(
                 ids.apply(
                     run.rejected(
-                        &p.lp,
+                        lp,
                         MISSING_REQUIRED_FIELDS,
-                        format!("SHP-2358 rows of LP intervention {}: {problem}", p.lp),
+                        format!("SHP-2358 rows of LP intervention {lp}: {problem}"),
                     )
                     .with_payload_hash(&hash),
                 ),
@@ -477,11 +535,11 @@ async fn prepare_chunk(
         }
         if rows.is_empty() {
             changes.push(ids.apply(run.failed(
-                &p.lp,
+                lp,
                 TRANSIENT,
                 format!(
                     "SHP-2358 returned no rows for LP intervention {} although SHP-2747 lists it",
-                    p.lp
+                    lp
                 ),
                 attempts,
             )));
@@ -491,7 +549,7 @@ async fn prepare_chunk(
         let (_, group) = groups.remove(0);
         let mapped = group.and_then(|mut g: ReferralGroup| {
             if g.base.business_unit.is_none() {
-                g.base.business_unit = p.business_unit.clone();
+                g.base.business_unit = p.ids.business_unit.clone();
             }
             flow11::map_referral(&g, maps, module_id, today)
         });
@@ -500,11 +558,11 @@ async fn prepare_chunk(
                 mapped,
                 ids,
                 hash,
-                record: p.record,
+                attempts,
             }),
             Err(rejection) => changes.push(
                 ids.apply(
-                    run.rejected(&p.lp, rejection.reason, rejection.message)
+                    run.rejected(lp, rejection.reason, rejection.message)
                         .with_payload_hash(&hash),
                 ),
             ),
@@ -634,8 +692,8 @@ async fn reject_unusable_row(
             )
         }
     };
-    let record = run.ctx.ledger.get(run.flow.name(), &key).await?;
-    if unchanged_refusal(record.as_ref(), &hash) {
+    let prior = run.ctx.ledger.get(run.flow.name(), &key).await?;
+    if unchanged_refusal(prior.map(Prior::from).as_ref(), &hash) {
         run.report(|r| r.skipped += 1);
         return Ok(None);
     }
@@ -658,8 +716,8 @@ async fn reject_unusable_row(
 
 /// Whether a rejected or conflict record is to be left alone: same source as when it was
 /// refused, and no operator asked for another try (an operator's re-queue makes it pending).
-fn unchanged_refusal(record: Option<&Record>, hash: &str) -> bool {
-    record.is_some_and(|r| {
+fn unchanged_refusal(prior: Option<&Prior>, hash: &str) -> bool {
+    prior.is_some_and(|r| {
         matches!(r.state, RecordState::Rejected | RecordState::Conflict)
             && !r.operator_retry
             && r.payload_hash.as_deref() == Some(hash)
@@ -927,7 +985,7 @@ async fn deliver_one(
     let ctx = run.ctx;
     let m = &item.mapped;
     let key = m.lp_intervention_id.as_str();
-    let attempts = item.record.as_ref().map_or(0, |r| r.attempts);
+    let attempts = item.attempts;
 
     let cases = match find_cases(run, &m.individual_id, lookup).await {
         Ok(c) => c,

@@ -1750,3 +1750,47 @@ async fn a_refused_batched_case_search_falls_back_to_one_search_per_individual()
         assert_eq!(cases_of(&env, ind).await.len(), 1);
     }
 }
+
+#[tokio::test]
+async fn the_pending_list_is_read_page_by_page_and_individuals_span_pages() {
+    let env = TestEnv::start().await;
+    // Two rows per page: one individual's referrals are on the first and the third page, an
+    // unusable LP id on the last one.
+    env.ping.set_options(&json!({"page_size": 2})).unwrap();
+    let lps: Vec<String> = (0..5).map(|_| guid()).collect();
+    let long_lp = "l".repeat(600);
+    let person = "803-100000100";
+    seed_ping(
+        &env,
+        vec![
+            intervention(&lps[0], "803-26-PRTITV-0000100", person),
+            intervention(&lps[1], "803-26-PRTITV-0000101", "803-100000101"),
+            intervention(&lps[2], "803-26-PRTITV-0000102", "803-100000102"),
+            intervention(&lps[3], "803-26-PRTITV-0000103", "803-100000103"),
+            intervention(&lps[4], "803-26-PRTITV-0000104", person),
+            intervention(&long_lp, "803-26-PRTITV-0000105", "803-100000105"),
+        ],
+    )
+    .await;
+    env.clear_requests().await;
+    let report = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!(report.fetched, 6, "{report}");
+    assert_eq!(report.confirmed, 5, "{report}");
+    assert_eq!(
+        report.rejected.get("malformed_identifier"),
+        Some(&1),
+        "{report}"
+    );
+    // Three SHP-2747 pages, each with its own transaction id in the report.
+    assert!(requests(&env, true, "retrieve").await >= 3);
+    assert!(report.ping_transaction_ids.len() >= 3, "{report}");
+    // The individual's two referrals, read on different pages, went into one case.
+    let cases = cases_of(&env, person).await;
+    assert_eq!(cases.len(), 1, "no twin case");
+    assert_eq!(rows(&cases[0]).len(), 2);
+    for lp in &lps {
+        assert_eq!(state_of(&env, F11, lp).await, Some(RecordState::Confirmed));
+    }
+    let again = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!((again.confirmed, again.rejected_total()), (0, 0), "{again}");
+}
