@@ -98,23 +98,24 @@ fn ident_str<'a>(c: &'a CaseRec, name: &str) -> Option<&'a str> {
 }
 
 /// Whether the case satisfies one filter condition. `id` is compared without building a
-/// value for it; a string `last_updated_at` is compared through its cached parse.
+/// value for it; a time range on a string `last_updated_at` is answered from the parse
+/// cached at save time, without reading the data.
 fn cond_holds(c: &CaseRec, name: &str, cond: &Cond) -> bool {
-    match name {
-        "id" => match cond {
-            Cond::Exact(values) => values.contains(&c.id),
-            _ => filters::matches(Some(&Value::String(c.id.clone())), cond),
-        },
-        "last_updated_at" => match c.data.get(name) {
-            Some(Value::String(s)) => {
+    match (name, cond) {
+        ("id", Cond::Exact(values)) => values.contains(&c.id),
+        ("id", _) => filters::matches(Some(&Value::String(c.id.clone())), cond),
+        ("last_updated_at", Cond::Range(lo, hi)) => match c.updated_at {
+            Some(time) => {
                 debug_assert_eq!(
-                    c.updated_at,
-                    filters::value_time(&Value::String(s.clone())),
+                    c.data
+                        .get(name)
+                        .map(|v| (v.is_string(), filters::value_time(v))),
+                    Some((true, time)),
                     "cached last_updated_at out of date"
                 );
-                filters::matches_string_at(s, c.updated_at, cond)
+                filters::string_in_range_at(time, lo, hi)
             }
-            v => filters::matches(v, cond),
+            None => filters::matches(c.data.get(name), cond),
         },
         _ => filters::matches(c.data.get(name), cond),
     }
@@ -689,7 +690,12 @@ mod tests {
              "created_at": "2026-02-20", "last_updated_at": "2026-02-21"},
             {"id": "00000000-0000-4000-8000-000000000004", "case_id": "",
              "unhcr_individual_no": "", "owned_by": "cw_amina",
-             "last_updated_at": "not a time"}
+             "last_updated_at": "not a time"},
+            {"id": "00000000-0000-4000-8000-000000000005", "owned_by": "cw_amina",
+             "created_at": "2026-02-16T00:00:00.000Z", "last_updated_at": 1771200000},
+            {"id": "00000000-0000-4000-8000-000000000006", "owned_by": "cw_john",
+             "created_at": "2026-02-16T00:00:00.000Z",
+             "last_updated_at": ["2026-02-20T10:00:00.000Z", "2026-01-01"]}
         ]});
         seed(&mut st, extra).expect("seed extra");
         st

@@ -5,8 +5,9 @@
 //! Every change to a case's data ends in [`Store::put_case`] or [`Store::touch_case`]; both
 //! refresh what `GET /cases` reads without scanning: the exact-identifier index
 //! ([`Store::ident_idx`] for [`INDEXED_IDENTIFIERS`]; `id` through [`Store::case_idx`]) and the
-//! parsed `last_updated_at` ([`CaseRec::updated_at`]). Stored maps are rebuilt at their exact
-//! size on each save, so that a case does not keep the spare capacity of its growth.
+//! parsed `last_updated_at` ([`CaseRec::updated_at`]). Maps stored by `put_case` and
+//! `put_referral` (seeded and created records) are rebuilt at their exact size, so that
+//! thousands of records do not keep the spare capacity of their growth.
 
 use crate::faults::FaultRule;
 use crate::filters::value_time;
@@ -34,8 +35,10 @@ pub struct CaseRec {
     pub seq: u64,
     /// When the case was last saved (search-lag simulation).
     pub saved_at: Instant,
-    /// `filters::value_time` of `data["last_updated_at"]`, refreshed on every save.
-    pub updated_at: Option<DateTime<Utc>>,
+    /// When `data["last_updated_at"]` is a string: `Some(filters::value_time(it))`; `None`
+    /// when it is absent or not a string. Refreshed on every save, so that time ranges on
+    /// `last_updated_at` need not read (or parse) the data.
+    pub updated_at: Option<Option<DateTime<Utc>>>,
     /// The keys under which [`Store::ident_idx`] holds this case: (position in
     /// [`INDEXED_IDENTIFIERS`], value), without duplicates.
     indexed: Vec<(usize, String)>,
@@ -316,7 +319,7 @@ impl Store {
         data.insert("last_updated_at".into(), Value::String(ts));
         data.insert("last_updated_by".into(), Value::String(user.to_string()));
         let c = &mut self.cases[idx];
-        c.data = compact_map(data);
+        c.data = data;
         c.saved_at = Instant::now();
         self.refresh_case(idx);
     }
@@ -325,7 +328,10 @@ impl Store {
     /// `last_updated_at`) in line with its data.
     fn refresh_case(&mut self, idx: usize) {
         let c = &mut self.cases[idx];
-        c.updated_at = c.data.get("last_updated_at").and_then(value_time);
+        c.updated_at = match c.data.get("last_updated_at") {
+            Some(v @ Value::String(_)) => Some(value_time(v)),
+            _ => None,
+        };
         let mut keys: Vec<(usize, String)> = Vec::new();
         for (f, name) in INDEXED_IDENTIFIERS.iter().enumerate() {
             let mut add = |s: &str| {
