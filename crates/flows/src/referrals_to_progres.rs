@@ -7,7 +7,8 @@
 //! becomes a `conflict`, `check_status_unresolved`), and searches proGres for the records
 //! whose `/asyncdata` call failed transiently (`ingestion_unconfirmed`: PING may have them)
 //! before they are sent again; (2) reads the cases changed since the
-//! cursor, all pages, ordered by `last_updated_at`, and keeps the service rows implemented by
+//! cursor, all pages, ordered by `last_updated_at`, with only the fields the mapping reads
+//! (`flow21::CASE_FIELDS`), and keeps the service rows implemented by
 //! UNHCR (configured values, case-insensitive); (3) reads the referrals of those cases, one
 //! call per case, concurrently, and keeps the referred rows the ledger has not handled; (4)
 //! reads the users once and maps each row in pure code (`pp_mapping::flow21`); (5) sends the
@@ -133,7 +134,9 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
             .unwrap_or(ctx.config.service.start_from)
             .resolve(run.started_at),
     };
-    let query = CaseQuery::updated_since(start).ordered_by("last_updated_at", SortDirection::Asc);
+    let query = CaseQuery::updated_since(start)
+        .ordered_by("last_updated_at", SortDirection::Asc)
+        .with_fields(flow21::CASE_FIELDS.iter().copied());
     let mut state = State {
         users: None,
         max_seen: None,
@@ -330,6 +333,23 @@ pub(crate) fn is_ident(s: &str) -> bool {
 pub const EXCLUDED_BAD_UNIQUE_ID: &str = "service_row_with_unusable_unique_id";
 
 /// The keyed hash of what a rejected row was mapped from (so that a changed source is retried).
+/// The case fields of a rejected row's source hash (all among [`flow21::CASE_FIELDS`], the
+/// fields the listing asks for).
+const SOURCE_HASH_FIELDS: [&str; 12] = [
+    "case_id",
+    "sex",
+    "date_of_birth",
+    "name_first",
+    "name_middle",
+    "name_last",
+    "telephone_current",
+    "address_current",
+    "unhcr_id_no",
+    "unhcr_individual_no",
+    "protection_concerns",
+    "owned_by",
+];
+
 fn source_hash(
     run: &RunCtx<'_>,
     case: &Case,
@@ -337,21 +357,7 @@ fn source_hash(
     referral: &Referral,
     owner_complete: [bool; 3],
 ) -> String {
-    let keys = [
-        "case_id",
-        "sex",
-        "date_of_birth",
-        "name_first",
-        "name_middle",
-        "name_last",
-        "telephone_current",
-        "address_current",
-        "unhcr_id_no",
-        "unhcr_individual_no",
-        "protection_concerns",
-        "owned_by",
-    ];
-    let fields: serde_json::Map<String, serde_json::Value> = keys
+    let fields: serde_json::Map<String, serde_json::Value> = SOURCE_HASH_FIELDS
         .iter()
         .filter_map(|k| case.data.get(*k).map(|v| ((*k).to_owned(), v.clone())))
         .collect();
@@ -1536,6 +1542,13 @@ mod tests {
             data: org
                 .map(|o| [("progres_orgreferralid".to_owned(), o.to_owned())].into())
                 .unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn the_source_hash_reads_only_listed_fields() {
+        for f in SOURCE_HASH_FIELDS {
+            assert!(flow21::CASE_FIELDS.contains(&f), "{f} is not listed");
         }
     }
 

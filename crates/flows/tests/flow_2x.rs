@@ -1255,6 +1255,25 @@ async fn a_listing_of_several_pages_is_delivered_page_by_page_each_service_once(
     assert_eq!(report.confirmed, 1030, "{report}");
     assert_eq!(report.rejected_total(), 0, "{report}");
     assert!(primero_calls(&env, "cases_list").await >= 2, "two pages");
+    // Only the fields the mapping reads are asked for (flow21::CASE_FIELDS), on every page.
+    let listings = env.primero_get("/_sim/requests?endpoint=cases_list").await;
+    for l in listings.as_array().unwrap() {
+        let query = l["query"].as_str().unwrap_or_default();
+        if query.contains("order_by") {
+            let url = reqwest::Url::parse(&format!("http://sim/?{query}")).unwrap();
+            let fields: String = url
+                .query_pairs()
+                .find(|(k, _)| k == "fields")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_else(|| panic!("no fields in {query}"));
+            let mut asked: Vec<&str> = fields.split(',').collect();
+            asked.sort_unstable();
+            asked.dedup();
+            let mut wanted: Vec<&str> = pp_mapping::flow21::CASE_FIELDS.to_vec();
+            wanted.sort_unstable();
+            assert_eq!(asked, wanted, "{query}");
+        }
+    }
     let refs = interop_referrals(&env).await;
     assert_eq!(refs.len(), 1030, "each service reached proGres once");
     let states = env.ledger.get_many(F21.name(), &uids).await.unwrap();

@@ -27,6 +27,27 @@ pub const EXCLUDED_NO_UNIQUE_ID: &str = "service_row_without_unique_id";
 pub const EXCLUDED_NOT_REFERRED: &str = "service_not_referred";
 pub const EXCLUDED_REFERRAL_REVOKED: &str = "referral_revoked";
 
+/// The case fields flow 2.1 reads (the mapping, the rejected-row hash and the flow): the case
+/// listing asks Primero for these only, so a page of 1,000 cases costs the server, the network
+/// and this process only what the referral needs. A test maps a case cut down to these fields
+/// and compares it with the whole case.
+pub const CASE_FIELDS: &[&str] = &[
+    "case_id",
+    "owned_by",
+    "last_updated_at",
+    "services_section",
+    "sex",
+    "date_of_birth",
+    "name_first",
+    "name_middle",
+    "name_last",
+    "telephone_current",
+    "address_current",
+    "unhcr_id_no",
+    "unhcr_individual_no",
+    "protection_concerns",
+];
+
 /// Default `progres_reasonforreferral` when the row has no notes.
 pub const DEFAULT_REASON_FOR_REFERRAL: &str = "Primero referral";
 /// Added to the reason for referral when the focal point's contact replaces the caseworker's.

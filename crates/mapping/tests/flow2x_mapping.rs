@@ -745,3 +745,36 @@ fn the_synced_write_back_record() {
         ]
     );
 }
+
+#[test]
+fn the_listed_case_fields_are_all_the_mapping_reads() {
+    // A case as Primero answers `fields=CASE_FIELDS` (plus `id`, always returned), next to
+    // the whole case with extra fields: the mapped referral must be identical, or the
+    // listing would silently drop something the mapping needs.
+    let mut whole = base_case();
+    whole["name_nickname"] = json!("Nya");
+    whole["nationality"] = json!(["south_sudan"]);
+    whole["family_details_section"] = json!([{"relation": "mother"}]);
+    let mut cut = serde_json::Map::new();
+    cut.insert("id".into(), whole["id"].clone());
+    for f in flow21::CASE_FIELDS {
+        if let Some(v) = whole.get(*f) {
+            cut.insert((*f).to_owned(), v.clone());
+        }
+    }
+    let whole = Case::from_json(whole).unwrap();
+    let cut = Case::from_json(Value::Object(cut)).unwrap();
+    let referral = referral(Some("2026-03-01T10:00:00Z"));
+    let owner = amina();
+    let settings = settings(CaseworkerPolicy::Reject);
+    let maps = Maps::gambella();
+    let map = |case: &Case| {
+        let row = case.services().into_iter().next().unwrap();
+        flow21::map_referral(&maps, &settings, case, &row, &referral, Some(&owner))
+            .map(|m| m.payload_json())
+            .map_err(|r| r.reason)
+    };
+    let full = map(&whole);
+    assert!(full.is_ok(), "{full:?}");
+    assert_eq!(map(&cut), full);
+}
