@@ -9,7 +9,7 @@ use crate::options::{FieldType, SimUser};
 use crate::schema::{core_fields, filter_and_validate, is_uuid};
 use crate::store::{
     changed_json, recompute_associated, record_json, CaseRec, RecordView, Store,
-    INDEXED_IDENTIFIERS, SUMMARY_FIELDS,
+    INDEXED_IDENTIFIERS, SORT_CACHED, SUMMARY_FIELDS,
 };
 use crate::time::{fmt_date, fmt_ts};
 use axum::body::Body;
@@ -234,15 +234,24 @@ pub fn list(st: &mut Store, user: &SimUser, req: &Req) -> Result<Response, ApiEr
     };
     let order_by = req.param("order_by").unwrap_or("created_at");
     let asc = req.param("order") == Some("asc");
-    // (sort value, case): `id` sorts as the record id's string.
+    // (sort value, case): `id` sorts as the record id's string; the usual time fields come
+    // from the case's copies.
+    let cached = SORT_CACHED.iter().position(|f| *f == order_by);
     let mut keyed: Vec<(Option<&Value>, &CaseRec)> = hits
         .iter()
         .map(|&i| {
             let c = &st.cases[i];
-            let v = if order_by == "id" {
-                None
-            } else {
-                c.data.get(order_by)
+            let v = match cached {
+                _ if order_by == "id" => None,
+                Some(slot) => {
+                    debug_assert_eq!(
+                        c.sort_values[slot].as_ref(),
+                        c.data.get(order_by),
+                        "cached sort value out of date"
+                    );
+                    c.sort_values[slot].as_ref()
+                }
+                None => c.data.get(order_by),
             };
             (v, c)
         })

@@ -22,6 +22,11 @@ use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
+/// Fields whose values each case keeps a copy of ([`CaseRec::sort_values`], same order), so
+/// that ordering thousands of hits by them (the default `created_at`, the flows'
+/// `last_updated_at`) does not look each up in its map.
+pub const SORT_CACHED: [&str; 2] = ["created_at", "last_updated_at"];
+
 /// Identifier fields with an exact-value index ([`Store::ident_idx`], same order). `id` is
 /// answered by [`Store::case_idx`].
 pub const INDEXED_IDENTIFIERS: [&str; 2] = ["case_id", "unhcr_individual_no"];
@@ -39,6 +44,8 @@ pub struct CaseRec {
     /// when it is absent or not a string. Refreshed on every save, so that time ranges on
     /// `last_updated_at` need not read (or parse) the data.
     pub updated_at: Option<Option<DateTime<Utc>>>,
+    /// Copies of `data[f]` for the fields `f` of [`SORT_CACHED`], refreshed on every save.
+    pub sort_values: [Option<Value>; 2],
     /// The keys under which [`Store::ident_idx`] holds this case: (position in
     /// [`INDEXED_IDENTIFIERS`], value), without duplicates.
     indexed: Vec<(usize, String)>,
@@ -332,6 +339,12 @@ impl Store {
             Some(v @ Value::String(_)) => Some(value_time(v)),
             _ => None,
         };
+        for (slot, name) in SORT_CACHED.iter().enumerate() {
+            let v = c.data.get(*name);
+            if c.sort_values[slot].as_ref() != v {
+                c.sort_values[slot] = v.cloned();
+            }
+        }
         let mut keys: Vec<(usize, String)> = Vec::new();
         for (f, name) in INDEXED_IDENTIFIERS.iter().enumerate() {
             let mut add = |s: &str| {
@@ -389,6 +402,7 @@ impl Store {
                     seq,
                     saved_at: Instant::now(),
                     updated_at: None,
+                    sort_values: [None, None],
                     indexed: Vec::new(),
                     data: compact_map(data),
                 });
@@ -907,6 +921,7 @@ mod tests {
             seq: 1,
             saved_at: Instant::now(),
             updated_at: None,
+            sort_values: [None, None],
             indexed: Vec::new(),
             data,
         };
