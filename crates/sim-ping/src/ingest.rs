@@ -139,9 +139,9 @@ impl RecordIn {
 }
 
 /// Checks the top-level `Data` member: a non-empty array.
-pub(crate) fn check_data_array(data: Option<&Value>) -> Result<Vec<Value>, String> {
+pub(crate) fn check_data_array(data: Option<Value>) -> Result<Vec<Value>, String> {
     match data {
-        Some(Value::Array(a)) if !a.is_empty() => Ok(a.clone()),
+        Some(Value::Array(a)) if !a.is_empty() => Ok(a),
         Some(Value::Array(_)) => Err("Data must contain at least one record".into()),
         Some(_) => Err("Data must be an array of records".into()),
         None => Err("Data is required".into()),

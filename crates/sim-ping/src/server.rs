@@ -611,7 +611,7 @@ fn ingest_prelude(
     if partner != opts.partner_id {
         return Err("PartnerId in the path does not match this partner".into());
     }
-    let body = parse_body(body)?;
+    let mut body = parse_body(body)?;
     let shp = check_ids(opts, &body, false)?;
     let kind = IngestKind::of(opts, &shp)
         .ok_or_else(|| format!("Shipping process {shp} is not defined for ingestion"))?;
@@ -622,7 +622,12 @@ fn ingest_prelude(
             format!("Shipping process {shp} is asynchronous; use /asyncdata")
         });
     }
-    let records = check_data_array(member(&body, "Data"))?;
+    // Taken out of the body rather than copied (`member`'s first case-insensitive match).
+    let data_key = body
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case("Data"))
+        .cloned();
+    let records = check_data_array(data_key.and_then(|k| body.remove(&k)))?;
     Ok((kind, shp, records))
 }
 
