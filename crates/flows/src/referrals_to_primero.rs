@@ -22,7 +22,9 @@
 //!    another, individuals concurrently (the clients' limiters bound the requests in
 //!    flight). A referral whose row is already in the case is not written again (R5), which
 //!    also covers a crash between the Primero write and the write-back; a created case gets
-//!    an id derived from the individual, so repeating the create returns the same case;
+//!    an id and a `case_id` derived from the individual (keyed hashes), so repeating the
+//!    create returns the same case, and Primero's empty 204 answer leaves nothing to read back
+//!    (one call per new case);
 //! 4. write back, in batches of `ping.batch_size`, while deliveries go on; a refused batch
 //!    is narrowed down to the refused records (R1). A record becomes `confirmed` after its
 //!    write-back.
@@ -1040,6 +1042,16 @@ async fn deliver_one(
         // the ledger knew, while search cannot see the case yet) returns that case instead
         // of creating a twin.
         payload.insert("id".into(), json!(derived_case_uuid(run, &m.individual_id)));
+        // So is its case_id (Primero keeps a supplied one, unique like its own), so that the
+        // create's 204 tells all the flow needs and the case is not read back.
+        payload.insert(
+            "case_id".into(),
+            json!(derived_uuid(
+                run,
+                "primero_case_id_of_individual",
+                &m.individual_id
+            )),
+        );
         if run.dry_run {
             run.preview(key, "create case", MappedReferral::field_names(&payload));
             run.preview(key, "ingest SHP-2748", write_back_fields());
@@ -1177,9 +1189,15 @@ fn has_row(case: &Case, number: &str) -> bool {
 /// the keyed hash of the individual id, so it is the same on every run of this deployment and
 /// reveals nothing.
 fn derived_case_uuid(run: &RunCtx<'_>, individual_id: &str) -> String {
-    let hash = run
-        .ctx
-        .payload_hash(&json!({ "primero_case_of_individual": individual_id }));
+    derived_uuid(run, "primero_case_of_individual", individual_id)
+}
+
+/// A UUID (version 4 layout) made from the keyed hash of `label` and the individual id: the
+/// same on every run of this deployment, different per label, revealing nothing.
+fn derived_uuid(run: &RunCtx<'_>, label: &str, individual_id: &str) -> String {
+    let mut key = serde_json::Map::new();
+    key.insert(label.to_owned(), json!(individual_id));
+    let hash = run.ctx.payload_hash(&Value::Object(key));
     let mut hex: Vec<u8> = hash.bytes().take(32).collect();
     hex[12] = b'4';
     hex[16] = b"89ab"[usize::from(hex[16]) % 4];

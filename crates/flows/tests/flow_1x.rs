@@ -216,6 +216,12 @@ async fn referral_with_languages_and_needs_becomes_one_case_pending_in_progres()
     let record = env.ledger.get(F11, &lp).await.unwrap().unwrap();
     assert_eq!(record.state, RecordState::Confirmed);
     assert_eq!(record.dest_ids["case_uuid"], case["id"].as_str().unwrap());
+    // The case_id was chosen by the flow (derived, UUID-shaped, not the record id) and
+    // Primero kept it; the ledger (and 1.2's write-back, by ExternalId) use that one.
+    let case_id = case["case_id"].as_str().unwrap();
+    assert_eq!(record.dest_ids["case_id"], case_id);
+    assert_eq!(case_id.len(), 36);
+    assert_ne!(case_id, case["id"].as_str().unwrap());
     assert_eq!(record.ping_transaction_ids.len(), 1);
     assert!(report
         .ping_transaction_ids
@@ -261,6 +267,9 @@ async fn many_referrals_take_at_most_two_and_a_half_calls_each() {
         .len();
     let per_referral = (ping_calls + primero_calls) as f64 / 20.0;
     assert!(per_referral <= 2.5, "{per_referral} API calls per referral");
+    // One write per new case: Primero's 204 is not followed by a read-back.
+    assert_eq!(requests(&env, false, "case_create").await, 20);
+    assert_eq!(requests(&env, false, "case_get").await, 0);
 }
 
 #[tokio::test]

@@ -285,7 +285,8 @@ impl PrimeroClient {
     }
 
     /// Creates a case and returns it as stored (with the server's `id`, `case_id`, `short_id`,
-    /// ...). `data` must hold a non-blank `module_id` (checked before sending: without it
+    /// ...), read back when Primero answers 204 without a body, except when the caller chose
+    /// both `id` and `case_id`: then the case as sent is returned, saving a request. `data` must hold a non-blank `module_id` (checked before sending: without it
     /// Primero stores core fields only). A record `id` (UUID) is generated when `data` has none,
     /// so that a retry after a lost answer cannot create a second case. With a caller-chosen
     /// `id`, a 409 (the case exists) returns the existing case, so a later run repeating the
@@ -311,6 +312,12 @@ impl PrimeroClient {
             Some(_) => return Err(PrimeroError::invalid("case id must be a UUID")),
         };
         assign_row_ids(&mut data);
+        // With both the record id and the case_id chosen by the caller, Primero's 204 leaves
+        // nothing to learn: the case is what was sent (plus server fields such as short_id and
+        // created_at, which no caller of this method reads), so it is not read back.
+        let known = caller_id
+            && matches!(data.get("case_id"), Some(Value::String(c)) if !c.trim().is_empty());
+        let sent = known.then(|| data.clone());
         let body = json!({ "data": Value::Object(data) });
         let url = self.url(&["cases"]);
         let (body, url) = (&body, &url);
@@ -336,6 +343,9 @@ impl PrimeroClient {
                 status: 200,
                 body: Some(body),
             })?),
+            Created::Reply(Reply { status: 204, .. }) if sent.is_some() => {
+                Case::from_data(sent.unwrap_or_default())
+            }
             Created::Reply(Reply { status, .. }) => self.get_case(&id).await?.ok_or_else(|| {
                 PrimeroError::malformed(status, "the created case could not be read back")
             }),

@@ -1013,3 +1013,52 @@ async fn create_with_a_caller_id_is_idempotent_across_runs() {
         .unwrap();
     assert_eq!(all.len(), 1);
 }
+
+#[tokio::test]
+async fn a_create_with_caller_id_and_case_id_is_not_read_back() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let id = "7a2d3b8f-6c1e-4d2f-8b9c-1e3f4a5b6c7d";
+    let case_id = "0b9e8d7c-6f5a-4e3d-9c2b-1a0f9e8d7c6b";
+    let created = c
+        .create_case(obj(serde_json::json!({
+            "id": id,
+            "case_id": case_id,
+            "module_id": "primeromodule-cp",
+            "sex": "female"
+        })))
+        .await
+        .expect("created");
+    assert_eq!(created.id, id);
+    assert_eq!(created.case_id.as_deref(), Some(case_id));
+    assert!(
+        requests(&sim, "case_get").await.is_empty(),
+        "the 204 tells everything: no read-back"
+    );
+    // Primero kept the supplied case_id.
+    let stored = c.get_case(id).await.unwrap().expect("stored");
+    assert_eq!(stored.case_id.as_deref(), Some(case_id));
+
+    // With a caller id only, the server's case_id must be read back.
+    let other = c
+        .create_case(obj(serde_json::json!({
+            "id": "8b3e4c9a-7d2f-4e3a-9cad-2f4a5b6c7d8e",
+            "module_id": "primeromodule-cp"
+        })))
+        .await
+        .expect("created");
+    assert!(other.case_id.is_some());
+    assert_eq!(requests(&sim, "case_get").await.len(), 2);
+
+    // Repeating the first create (an earlier run's answer lost) finds the existing case.
+    let again = c
+        .create_case(obj(serde_json::json!({
+            "id": id,
+            "case_id": case_id,
+            "module_id": "primeromodule-cp",
+            "sex": "female"
+        })))
+        .await
+        .expect("repeated create");
+    assert_eq!(again.case_id.as_deref(), Some(case_id));
+}
