@@ -506,20 +506,21 @@ fn targets(b: &FlowBench, peak: Option<u64>) -> Vec<Target> {
             met: (m.records > 0).then_some(m.calls_per_record <= 2.5),
         });
     }
-    let through: f64 = b
-        .flows
-        .iter()
-        .filter(|m| m.id == "1.1" || m.id == "2.1")
-        .map(|m| m.wall_secs)
-        .sum();
-    out.push(Target {
-        target: "1,000 referrals through 1.1 and 2.1 at 50 ms latency under 15 s".into(),
-        measured: format!(
-            "{through:.2} s at {} referrals, {} ms",
-            b.referrals, b.latency_ms
-        ),
-        met: (b.referrals == 1000 && b.latency_ms == 50).then_some(through < 15.0),
-    });
+    // Issues 5 and 6 each set this target for their flow: 1,000 referrals through 1.1, and
+    // 1,000 Primero referrals through 2.1, each under 15 s at 50 ms latency.
+    for m in b.flows.iter().filter(|m| m.id == "1.1" || m.id == "2.1") {
+        out.push(Target {
+            target: format!(
+                "1,000 referrals through {} at 50 ms latency under 15 s",
+                m.id
+            ),
+            measured: format!(
+                "{:.2} s for {} records ({} referrals seeded, {} ms)",
+                m.wall_secs, m.records, b.referrals, b.latency_ms
+            ),
+            met: (b.referrals == 1000 && b.latency_ms == 50).then_some(m.wall_secs < 15.0),
+        });
+    }
     out.push(Target {
         target: "peak memory under 100 MB at 10,000 referrals".into(),
         measured: peak.map_or("unknown".into(), |p| {
