@@ -72,6 +72,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,
@@ -93,6 +94,23 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(dispatch(cli))
+}
+
+/// glibc's malloc gives each thread that allocates concurrently an arena of its own, up to
+/// eight per core, and keeps what is freed in each: with the runtime's workers, the ledger's
+/// connection threads and the blocking pool, the resident size grew to about twice the live
+/// heap (heaptrack: 41 MB live, 95 MB resident at 1,000 referrals). Two arenas keep it close
+/// to the live heap (72 MB there) at no measured cost in speed on the two cores the service
+/// is sized for. An operator's `MALLOC_ARENA_MAX` is left as set.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: `mallopt` only sets an allocator tunable; it is called before any other
+        // thread exists, and a refusal (return value 0) leaves glibc's default in place.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
 }
 
 async fn dispatch(cli: Cli) -> ExitCode {
