@@ -262,7 +262,7 @@ impl PingClient {
         &self,
         route: &'static str,
         url: &url::Url,
-        body: &Value,
+        body: &[u8],
         token: &Token,
     ) -> Result<Sent, PingError> {
         let i = &self.inner;
@@ -276,7 +276,8 @@ impl PingClient {
                 i.settings.subscription_key.expose_secret(),
             )
             .bearer_auth(token.value.expose_secret())
-            .json(body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec())
             .send()
             .await;
         let resp = match sent {
@@ -339,7 +340,7 @@ impl PingClient {
         &self,
         route: &'static str,
         url: &url::Url,
-        body: &Value,
+        body: &[u8],
     ) -> Result<Reply, PingError> {
         let token = self.token().await?;
         match self.send_once(route, url, body, &token).await? {
@@ -366,13 +367,21 @@ impl PingClient {
 
     /// An API call under the shared retry policy; `handle` turns a reply into the result
     /// (its errors are classified like any other, so a transient one is retried).
+    ///
+    /// The body is kept as JSON text, not as a tree: an ingestion batch's tree is several
+    /// times the size of its text, and a call may wait for the limiter and for its retries
+    /// with it (R10).
     async fn call<T>(
         &self,
         route: &'static str,
         url: &url::Url,
-        body: &Value,
+        body: Value,
         handle: impl Fn(Reply) -> Result<T, PingError>,
     ) -> Result<T, PingError> {
+        let text = body.to_string().into_bytes();
+        // Shadowing would keep the tree alive until the call ends.
+        drop(body);
+        let body = text.as_slice();
         let policy = &self.inner.settings.http.retry;
         pp_http::with_retries(policy, "ping", |_| async {
             let reply = self.attempt(route, url, body).await?;
@@ -418,7 +427,7 @@ impl PingClient {
         let s = &self.inner.settings;
         let requested = cursor.map_or(1, |p| p.page_number);
         let body = retrieve_body(shp, &s.partner_id, &s.interop_id, &params, cursor);
-        self.call(ROUTE_RETRIEVE, &self.inner.url_retrieve, &body, |reply| {
+        self.call(ROUTE_RETRIEVE, &self.inner.url_retrieve, body, |reply| {
             if (200..300).contains(&reply.status) {
                 parse_page(reply.body, requested)
             } else {
@@ -484,7 +493,7 @@ impl PingClient {
             "InteropId": self.inner.settings.interop_id,
             "Data": records.iter().map(|r| r.to_wire(true)).collect::<Vec<_>>(),
         });
-        self.call(ROUTE_DATA, &self.inner.url_data, &body, |reply| {
+        self.call(ROUTE_DATA, &self.inner.url_data, body, |reply| {
             let failed = parse_failed_records(&reply.body);
             let transaction_id = transaction_id(&reply.body);
             if (200..300).contains(&reply.status) {
@@ -534,7 +543,7 @@ impl PingClient {
             "APIVersion": "V2",
             "Data": records.iter().map(|r| r.to_wire(false)).collect::<Vec<_>>(),
         });
-        self.call(ROUTE_ASYNCDATA, &self.inner.url_async, &body, |reply| {
+        self.call(ROUTE_ASYNCDATA, &self.inner.url_async, body, |reply| {
             let tx = transaction_id(&reply.body);
             if (200..300).contains(&reply.status) {
                 if let Some(message) = error_message(&reply.body) {
@@ -581,7 +590,7 @@ impl PingClient {
             "PartnerId": s.partner_id,
             "SPHTransactionId": transaction_id,
         });
-        self.call(ROUTE_CHECKSTATUS, &self.inner.url_check, &body, |reply| {
+        self.call(ROUTE_CHECKSTATUS, &self.inner.url_check, body, |reply| {
             if (200..300).contains(&reply.status) {
                 parse_check_status(&reply.body)
             } else {
