@@ -260,7 +260,8 @@ impl fmt::Display for ReferralStatus {
     }
 }
 
-/// A Primero referral (a transition of type `Referral`).
+/// A Primero referral (a transition of type `Referral`): the fields the flows read, not the
+/// whole object (a page of cases holds a list of these per case, R10).
 #[derive(Clone, PartialEq)]
 pub struct Referral {
     pub id: String,
@@ -275,8 +276,6 @@ pub struct Referral {
     pub created_at: Option<DateTime<Utc>>,
     /// Free text: personal, redacted in `Debug`.
     pub rejected_reason: Option<String>,
-    /// The referral as Primero sent it.
-    pub raw: Map<String, Value>,
 }
 
 impl Referral {
@@ -295,7 +294,6 @@ impl Referral {
             transitioned_by: owned(raw.get("transitioned_by")),
             created_at: parse_time(raw.get("created_at")),
             rejected_reason: owned(raw.get("rejected_reason")),
-            raw,
         })
     }
 
@@ -323,7 +321,6 @@ impl fmt::Debug for Referral {
             .field("transitioned_by", &self.transitioned_by)
             .field("created_at", &self.created_at)
             .field("rejected_reason", &redacted(&self.rejected_reason))
-            .field("fields", &Keys(&self.raw))
             .finish()
     }
 }
@@ -555,7 +552,6 @@ mod tests {
         );
         assert_eq!(refs[1].transitioned_to.as_deref(), Some("unhcr_cw"));
         assert_eq!(refs[1].service_record_id, None);
-        assert_eq!(refs[1].raw["service_record_id"], "");
     }
 
     #[test]
