@@ -13,8 +13,7 @@ use std::time::Duration;
 use pp_flows::{run_flow, Flow, FlowError, RunOptions};
 use pp_ledger::RecordState;
 use serde_json::{json, Value};
-use support::TestEnv;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{proxy, TestEnv};
 
 const BU: &str = "577ccdf6-86de-e811-80d8-001dd8b71fe3";
 const F12: &str = "decisions-to-progres";
@@ -209,95 +208,36 @@ async fn env_with(
     env.primero_post("/_sim/options", json!({ "per_clamp": per }))
         .await;
     let http = reqwest::Client::new();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let (http, target, refuse) = (http.clone(), target.clone(), refuse.clone());
-            tokio::spawn(async move {
-                let _ = proxy_one(&mut sock, &http, &target, &refuse).await;
-            });
-        }
+    proxy::serve(listener, move |request: proxy::Request| {
+        let (http, target, refuse) = (http.clone(), target.clone(), refuse.clone());
+        async move { refuse.answer(&http, &target, request).await }
     });
     env
 }
 
-async fn proxy_one(
-    sock: &mut tokio::net::TcpStream,
-    http: &reqwest::Client,
-    target: &str,
-    refuse: &Refuse,
-) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 8192];
-    let head_end = loop {
-        let n = sock.read(&mut tmp).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&tmp[..n]);
-        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next().unwrap_or_default().split(' ');
-    let method = first.next().unwrap_or("GET").to_owned();
-    let path = first.next().unwrap_or("/").to_owned();
-    let mut headers = Vec::new();
-    let mut len = 0usize;
-    for line in lines {
-        if let Some((k, v)) = line.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap_or(0);
+impl Refuse {
+    /// The proxy's answer to one PING request.
+    async fn answer(
+        &self,
+        http: &reqwest::Client,
+        target: &str,
+        request: proxy::Request,
+    ) -> Option<proxy::Answer> {
+        let text = request.text();
+        let watched = Refuse::found(&self.watched, &text);
+        self.log("in", &watched);
+        let answer = if !Refuse::found(&self.markers, &text).is_empty() {
+            tokio::time::sleep(self.delay).await;
+            proxy::Answer::json(self.status, r#"{"Message":"refused by the test proxy"}"#)
+        } else {
+            if !Refuse::found(&self.slow, &text).is_empty() {
+                tokio::time::sleep(self.delay).await;
             }
-            headers.push((k.trim().to_owned(), v.trim().to_owned()));
-        }
-    }
-    while buf.len() < head_end + len {
-        let n = sock.read(&mut tmp).await?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-    }
-    let body = buf[head_end..].to_vec();
-    let text = String::from_utf8_lossy(&body).to_string();
-    let watched = Refuse::found(&refuse.watched, &text);
-    refuse.log("in", &watched);
-    let (status, answer) = if !Refuse::found(&refuse.markers, &text).is_empty() {
-        tokio::time::sleep(refuse.delay).await;
-        (
-            refuse.status,
-            r#"{"Message":"refused by the test proxy"}"#.to_owned(),
-        )
-    } else {
-        if !Refuse::found(&refuse.slow, &text).is_empty() {
-            tokio::time::sleep(refuse.delay).await;
-        }
-        let mut req = http.request(method.parse().unwrap(), format!("{target}{path}"));
-        for (k, v) in &headers {
-            let k_lower = k.to_ascii_lowercase();
-            if ["authorization", "ocp-apim-subscription-key", "content-type"]
-                .contains(&k_lower.as_str())
-            {
-                req = req.header(k.as_str(), v.as_str());
-            }
-        }
-        let Ok(resp) = req.body(body).send().await else {
-            return Ok(());
+            proxy::forward(http, target, &request).await?
         };
-        (
-            resp.status().as_u16(),
-            resp.text().await.unwrap_or_default(),
-        )
-    };
-    refuse.log("out", &watched);
-    let out = format!(
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-        answer.len()
-    );
-    sock.write_all(out.as_bytes()).await?;
-    sock.shutdown().await
+        self.log("out", &watched);
+        Some(answer)
+    }
 }
 
 #[tokio::test]

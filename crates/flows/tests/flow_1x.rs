@@ -13,8 +13,7 @@ mod support;
 use pp_flows::{run_flow, Flow, FlowContext, FlowError, RunOptions};
 use pp_ledger::{Cause, Ledger, RecordChange, RecordState, RetryTarget};
 use serde_json::{json, Value};
-use support::TestEnv;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{proxy, TestEnv};
 
 const BU: &str = "577ccdf6-86de-e811-80d8-001dd8b71fe3";
 const F11: &str = "referrals-to-primero";
@@ -654,72 +653,20 @@ async fn start_mangling_proxy(listener: std::net::TcpListener, target: String, l
     listener.set_nonblocking(true).unwrap();
     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
     let http = reqwest::Client::new();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let (http, target, lp) = (http.clone(), target.clone(), lp.clone());
-            tokio::spawn(async move {
-                let _ = proxy_one(&mut sock, &http, &target, &lp).await;
-            });
+    proxy::serve(listener, move |request: proxy::Request| {
+        let (http, target, mangle) = (http.clone(), target.clone(), lp.clone());
+        async move {
+            let mut answer = proxy::forward(&http, &target, &request).await?;
+            let text = String::from_utf8_lossy(&answer.body).into_owned();
+            answer.body = mangled(&mangle, &request.text(), text).into_bytes();
+            answer.content_type = "application/json".into();
+            Some(answer)
         }
     });
 }
 
-async fn proxy_one(
-    sock: &mut tokio::net::TcpStream,
-    http: &reqwest::Client,
-    target: &str,
-    mangle: &Mangle,
-) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 8192];
-    let head_end = loop {
-        let n = sock.read(&mut tmp).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&tmp[..n]);
-        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next().unwrap_or_default().split(' ');
-    let method = first.next().unwrap_or("GET").to_owned();
-    let path = first.next().unwrap_or("/").to_owned();
-    let mut headers = Vec::new();
-    let mut len = 0usize;
-    for line in lines {
-        if let Some((k, v)) = line.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-            headers.push((k.trim().to_owned(), v.trim().to_owned()));
-        }
-    }
-    while buf.len() < head_end + len {
-        let n = sock.read(&mut tmp).await?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-    }
-    let body = buf[head_end..].to_vec();
-    let mut req = http.request(method.parse().unwrap(), format!("{target}{path}"));
-    for (k, v) in &headers {
-        let k_lower = k.to_ascii_lowercase();
-        if ["authorization", "ocp-apim-subscription-key", "content-type"]
-            .contains(&k_lower.as_str())
-        {
-            req = req.header(k.as_str(), v.as_str());
-        }
-    }
-    let Ok(resp) = req.body(body.clone()).send().await else {
-        return Ok(());
-    };
-    let status = resp.status().as_u16();
-    let mut text = resp.text().await.unwrap_or_default();
-    let request = String::from_utf8_lossy(&body).to_string();
+/// The answer `text` to a PING `request` body, mangled as `mangle` says.
+fn mangled(mangle: &Mangle, request: &str, mut text: String) -> String {
     if let Ok(mut v) = serde_json::from_str::<Value>(&text) {
         if let Some(rows) = v["Data"].as_array_mut() {
             let mut seen = 0;
@@ -774,12 +721,7 @@ async fn proxy_one(
         }
         text = v.to_string();
     }
-    let out = format!(
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
-        text.len()
-    );
-    sock.write_all(out.as_bytes()).await?;
-    sock.shutdown().await
+    text
 }
 
 #[tokio::test]

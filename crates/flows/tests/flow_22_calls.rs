@@ -19,8 +19,7 @@ use chrono::{DateTime, Utc};
 use pp_flows::{run_flow, Clock, Flow, FlowContext, Report, RunOptions};
 use pp_ledger::RecordState;
 use serde_json::{json, Value};
-use support::TestEnv;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{proxy, TestEnv};
 
 const F22: Flow = Flow::DecisionsToPrimero;
 const ACCEPTED: i64 = 125080001;
@@ -250,106 +249,35 @@ async fn twin_proxy(upstream: Arc<Mutex<String>>, twins: HashSet<String>) -> Str
     let base = format!("http://{}", listener.local_addr().unwrap());
     let twins = Arc::new(twins);
     let http = reqwest::Client::new();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            let upstream = upstream.lock().unwrap().clone();
-            let (twins, http) = (twins.clone(), http.clone());
-            tokio::spawn(async move {
-                let Some((method, target, headers, body)) = read_request(&mut sock).await else {
-                    return;
-                };
-                let mut req = http.request(
-                    reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
-                    format!("{upstream}{target}"),
-                );
-                for (k, v) in &headers {
-                    if ["authorization", "content-type", "accept"].contains(&k.as_str()) {
-                        req = req.header(k.as_str(), v.as_str());
+    proxy::serve(listener, move |request: proxy::Request| {
+        let upstream = upstream.lock().unwrap().clone();
+        let (twins, http) = (twins.clone(), http.clone());
+        async move {
+            let mut answer = proxy::forward(&http, &upstream, &request).await?;
+            if request.method == "GET" && request.path() == "/api/v2/cases" && answer.status == 200
+            {
+                let mut v: Value = serde_json::from_slice(&answer.body).unwrap();
+                let data = v["data"].as_array().cloned().unwrap_or_default();
+                let mut out = Vec::new();
+                for case in data {
+                    if case["case_id"].as_str().is_some_and(|c| twins.contains(c)) {
+                        let mut twin = case.clone();
+                        twin["id"] = json!(uuid::Uuid::new_v4().to_string());
+                        out.push(twin);
                     }
+                    out.push(case);
                 }
-                let resp = req.body(body).send().await.unwrap();
-                let status = resp.status().as_u16();
-                let content_type = resp
-                    .headers()
-                    .get("content-type")
-                    .map(|v| v.to_str().unwrap().to_owned())
-                    .unwrap_or_else(|| "application/json".into());
-                let mut bytes = resp.bytes().await.unwrap().to_vec();
-                let path = target.split('?').next().unwrap_or_default();
-                if method == "GET" && path == "/api/v2/cases" && status == 200 {
-                    let mut v: Value = serde_json::from_slice(&bytes).unwrap();
-                    let data = v["data"].as_array().cloned().unwrap_or_default();
-                    let mut out = Vec::new();
-                    for case in data {
-                        if case["case_id"].as_str().is_some_and(|c| twins.contains(c)) {
-                            let mut twin = case.clone();
-                            twin["id"] = json!(uuid::Uuid::new_v4().to_string());
-                            out.push(twin);
-                        }
-                        out.push(case);
-                    }
-                    let added = out.len() - v["data"].as_array().map_or(0, Vec::len);
-                    if let Some(t) = v["metadata"]["total"].as_u64() {
-                        v["metadata"]["total"] = json!(t + added as u64);
-                    }
-                    v["data"] = Value::Array(out);
-                    bytes = serde_json::to_vec(&v).unwrap();
+                let added = out.len() - v["data"].as_array().map_or(0, Vec::len);
+                if let Some(t) = v["metadata"]["total"].as_u64() {
+                    v["metadata"]["total"] = json!(t + added as u64);
                 }
-                let head = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\n\
-                     content-length: {}\r\nconnection: close\r\n\r\n",
-                    bytes.len()
-                );
-                let _ = sock.write_all(head.as_bytes()).await;
-                let _ = sock.write_all(&bytes).await;
-                let _ = sock.shutdown().await;
-            });
+                v["data"] = Value::Array(out);
+                answer.body = serde_json::to_vec(&v).unwrap();
+            }
+            Some(answer)
         }
     });
     base
-}
-
-type Request = (String, String, Vec<(String, String)>, Vec<u8>);
-
-/// Method, target, lower-cased headers and body of one HTTP/1.1 request.
-async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<Request> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let n = sock.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8(buf[..end].to_vec()).ok()?;
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next()?.split(' ');
-    let (method, target) = (first.next()?.to_owned(), first.next()?.to_owned());
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = buf[end + 4..].to_vec();
-    while body.len() < length {
-        let n = sock.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Some((method, target, headers, body))
 }
 
 #[tokio::test]

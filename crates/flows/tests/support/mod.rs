@@ -4,6 +4,8 @@
 //! real HTTP, exactly as the service does in production.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::sync::Arc;
 use std::time::Duration;
 
