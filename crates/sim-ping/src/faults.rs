@@ -1,6 +1,7 @@
-//! Fault injection: rules per endpoint (`status`, `latency`, `drop`, `malformed_json`) with a
-//! probability and an optional number of applications. Same document shape as the Primero
-//! simulator: `{"rules":[…], "expire_tokens": false}`.
+//! Fault injection: rules per endpoint (`status`, `latency`, `drop`, `malformed_json`, and
+//! `apply_then_status` / `apply_then_drop`, which let the request be handled and then lose
+//! its answer) with a probability and an optional number of applications. Same document
+//! shape as the Primero simulator: `{"rules":[…], "expire_tokens": false}`.
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,11 @@ pub enum FaultKind {
     Drop,
     /// Answer 200 with a truncated JSON body.
     MalformedJson,
+    /// Handle the request normally (ingestions are applied or queued), then answer `status`
+    /// instead of the real answer, which is lost.
+    ApplyThenStatus,
+    /// Handle the request normally, then close the connection without any response.
+    ApplyThenDrop,
 }
 
 /// One fault rule.
@@ -30,10 +36,10 @@ pub struct FaultRule {
     pub endpoint: String,
     /// What to do.
     pub kind: FaultKind,
-    /// HTTP status for `status` rules.
+    /// HTTP status for `status` and `apply_then_status` rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
-    /// `Retry-After` seconds for `status` rules.
+    /// `Retry-After` seconds for `status` and `apply_then_status` rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_secs: Option<u64>,
     /// Delay for `latency` rules.
@@ -75,11 +81,16 @@ impl FaultsDoc {
                 }
             }
             match r.kind {
-                FaultKind::Status => match r.status {
+                FaultKind::Status | FaultKind::ApplyThenStatus => match r.status {
                     Some(s) if (100..=599).contains(&s) => {}
                     _ => {
                         return Err(format!(
-                            "rules[{i}].status (100..599) is required for kind status"
+                            "rules[{i}].status (100..599) is required for kind {}",
+                            if r.kind == FaultKind::Status {
+                                "status"
+                            } else {
+                                "apply_then_status"
+                            }
                         ))
                     }
                 },
@@ -102,6 +113,13 @@ pub(crate) enum Terminal {
     },
     Drop,
     Malformed,
+    /// Handle the request, discard its answer, then answer like `Status`.
+    ApplyThenStatus {
+        status: u16,
+        retry_after_secs: Option<u64>,
+    },
+    /// Handle the request, discard its answer, then drop the connection.
+    ApplyThenDrop,
 }
 
 /// Faults chosen for one request.
@@ -159,6 +177,19 @@ impl FaultSet {
                 FaultKind::MalformedJson => {
                     d.terminal = Some(Terminal::Malformed);
                     labels.push("malformed_json".into());
+                    break;
+                }
+                FaultKind::ApplyThenStatus => {
+                    d.terminal = Some(Terminal::ApplyThenStatus {
+                        status: r.status.unwrap_or(503),
+                        retry_after_secs: r.retry_after_secs,
+                    });
+                    labels.push(format!("apply_then_status:{}", r.status.unwrap_or(503)));
+                    break;
+                }
+                FaultKind::ApplyThenDrop => {
+                    d.terminal = Some(Terminal::ApplyThenDrop);
+                    labels.push("apply_then_drop".into());
                     break;
                 }
             }

@@ -1,11 +1,13 @@
 //! Ingestion (`/data` and `/asyncdata`): structural validation of `Data[]`, the per-SHP field
 //! whitelist, value checks (GUIDs, dates, option codes), and application to the store with
-//! all-or-nothing or partial batch semantics. Re-sending the same records changes nothing.
+//! all-or-nothing or partial batch semantics. Re-sending the same `/data` records changes
+//! nothing; a repeated SHP-2731 create makes a second referral, updates the stored one or
+//! is ignored, by the `async_repeat` switch.
 
 use serde_json::{Map, Value};
 
 use crate::model::{is_date, is_guid, InteropReferral, REFERRAL_STATUS_NEW};
-use crate::options::{BatchMode, InvalidOptionCode, Options};
+use crate::options::{AsyncRepeat, BatchMode, InvalidOptionCode, Options};
 use crate::store::{ItemResult, Store};
 
 /// Which ingestion shipping process a request targets.
@@ -365,8 +367,9 @@ fn id_data(key: &str, value: &str) -> Map<String, Value> {
     m
 }
 
-/// Applies one op; returns the item data (identifiers of the written record).
-fn apply(op: Op, store: &mut Store, txid: &str) -> Map<String, Value> {
+/// Applies one op; returns the item data (identifiers of the written record). `repeat` says
+/// what a create whose `progres_orgreferralid` is already stored does.
+fn apply(op: Op, store: &mut Store, txid: &str, repeat: AsyncRepeat) -> Map<String, Value> {
     match op {
         Op::Transfer { idx, set, comments } => {
             let iv = &mut store.interventions[idx];
@@ -416,7 +419,14 @@ fn apply(op: Op, store: &mut Store, txid: &str) -> Map<String, Value> {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
-            let id = match store.referral_by_orgreferralid(&org) {
+            let existing = match repeat {
+                AsyncRepeat::Update | AsyncRepeat::Ignore => store.referral_by_orgreferralid(&org),
+                AsyncRepeat::Duplicate => None,
+            };
+            let id = match existing {
+                Some(i) if repeat == AsyncRepeat::Ignore => store.referrals[i]
+                    .progres_interoperabilityreferralid
+                    .clone(),
                 Some(i) => {
                     store.merge_referral_fields(i, fields);
                     let r = &mut store.referrals[i];
@@ -559,7 +569,7 @@ pub(crate) fn process_batch(
             .unwrap_or(Value::Null);
         match p {
             Ok(op) if apply_valid => {
-                let data = apply(op, store, txid);
+                let data = apply(op, store, txid, opts.async_repeat);
                 applied += 1;
                 items.push(ItemResult {
                     external_id: ext,

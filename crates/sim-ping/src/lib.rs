@@ -33,7 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use options::{
-    BatchMode, EmptyRecordCount, ErrorMode, InvalidOptionCode, Options, ShippingProcesses,
+    AsyncRepeat, BatchMode, EmptyRecordCount, ErrorMode, InvalidOptionCode, Options,
+    ShippingProcesses,
 };
 pub use server::{RequestLogEntry, CHECKSTATUS_PATH, RETRIEVE_PATH, TOKEN_PATH};
 

@@ -80,6 +80,21 @@ pub enum BatchMode {
     Partial,
 }
 
+/// What a repeated SHP-2731 create (a `progres_orgreferralid` already stored) does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AsyncRepeat {
+    /// The stored referral (the first with that `progres_orgreferralid`) is updated; no new
+    /// row appears.
+    Update,
+    /// The repeat is dropped: the stored referral is left as it was (the record is still
+    /// reported a success, with the stored referral's id).
+    Ignore,
+    /// A second referral is created, with a new `progres_interoperabilityreferralid` and the
+    /// same `progres_orgreferralid` (default: a client that sends twice is caught).
+    Duplicate,
+}
+
 /// Every switch of the simulator. `Options::default()` matches the demo configuration.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -122,6 +137,12 @@ pub struct Options {
     pub async_delay_ms: u64,
     /// Check-status `Data` as the legacy malformed string (true) or clean nested JSON.
     pub checkstatus_legacy_malformed: bool,
+    /// A repeated SHP-2731 create creates a second referral, updates the stored one or is
+    /// ignored.
+    pub async_repeat: AsyncRepeat,
+    /// `/data` and `/asyncdata` answers that accepted records leave out `SPHTransactionId`
+    /// (the records are applied all the same).
+    pub omit_transaction_id: bool,
 }
 
 impl Default for Options {
@@ -146,6 +167,8 @@ impl Default for Options {
             drop_transferred_from_pending: true,
             async_delay_ms: 0,
             checkstatus_legacy_malformed: true,
+            async_repeat: AsyncRepeat::Duplicate,
+            omit_transaction_id: false,
         }
     }
 }
@@ -181,6 +204,8 @@ impl std::fmt::Debug for Options {
                 "checkstatus_legacy_malformed",
                 &self.checkstatus_legacy_malformed,
             )
+            .field("async_repeat", &self.async_repeat)
+            .field("omit_transaction_id", &self.omit_transaction_id)
             .finish()
     }
 }

@@ -146,7 +146,8 @@ fn shp_of(body: &[u8]) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Middleware: request log, tracing and faults (applied before auth and handling).
+/// Middleware: request log, tracing and faults (applied before auth and handling, except
+/// `apply_then_*`, which let the request be handled and then replace its answer).
 async fn observe(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let endpoint = endpoint_of(&path);
@@ -169,33 +170,17 @@ async fn observe(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Res
         tokio::time::sleep(Duration::from_millis(decision.latency_ms)).await;
     }
     let mut dropped = false;
+    // The transaction id of a real answer a fault threw away (`apply_then_*`): logged, so
+    // that a test can find what was applied, though the client never saw it.
+    let mut lost_txid: Option<String> = None;
     let resp = match decision.terminal {
         Some(Terminal::Status {
             status,
             retry_after_secs,
-        }) => {
-            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            let message = match (status, retry_after_secs) {
-                (429, Some(s)) => format!("Rate limit is exceeded. Try again in {s} seconds."),
-                (429, None) => "Rate limit is exceeded.".to_string(),
-                _ => format!(
-                    "{} (simulated fault)",
-                    code.canonical_reason().unwrap_or("Error")
-                ),
-            };
-            let mut r = json_response(code, &json!({"statusCode": status, "message": message}));
-            if let Some(s) = retry_after_secs {
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(s));
-            }
-            r
-        }
+        }) => fault_status(status, retry_after_secs),
         Some(Terminal::Drop) => {
             dropped = true;
-            if let Some(c) = &conn {
-                c.kill();
-            }
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            kill(conn.as_ref())
         }
         Some(Terminal::Malformed) => {
             let body = "{\"Data\":[{\"progres_interventionnumber\":\"LP-";
@@ -205,6 +190,20 @@ async fn observe(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Res
                 HeaderValue::from_static("application/json; charset=utf-8"),
             );
             r
+        }
+        Some(Terminal::ApplyThenStatus {
+            status,
+            retry_after_secs,
+        }) => {
+            lost_txid =
+                handle_then_discard(next, Request::from_parts(parts, Body::from(bytes))).await;
+            fault_status(status, retry_after_secs)
+        }
+        Some(Terminal::ApplyThenDrop) => {
+            lost_txid =
+                handle_then_discard(next, Request::from_parts(parts, Body::from(bytes))).await;
+            dropped = true;
+            kill(conn.as_ref())
         }
         None => {
             let req = Request::from_parts(parts, Body::from(bytes));
@@ -216,7 +215,7 @@ async fn observe(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Res
     } else {
         Some(resp.status().as_u16())
     };
-    let txid = resp.extensions().get::<TxId>().map(|t| t.0.clone());
+    let txid = lost_txid.or_else(|| resp.extensions().get::<TxId>().map(|t| t.0.clone()));
     tracing::info!(
         method = %method,
         path = %path,
@@ -237,6 +236,44 @@ async fn observe(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Res
         fault: decision.label,
     });
     resp
+}
+
+/// The answer of a `status` fault: `{"statusCode","message"}` (APIM's text for 429), with
+/// `Retry-After` when asked for.
+fn fault_status(status: u16, retry_after_secs: Option<u64>) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let message = match (status, retry_after_secs) {
+        (429, Some(s)) => format!("Rate limit is exceeded. Try again in {s} seconds."),
+        (429, None) => "Rate limit is exceeded.".to_string(),
+        _ => format!(
+            "{} (simulated fault)",
+            code.canonical_reason().unwrap_or("Error")
+        ),
+    };
+    let mut r = json_response(code, &json!({"statusCode": status, "message": message}));
+    if let Some(s) = retry_after_secs {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    r
+}
+
+/// Kills the connection (the `drop` faults); the returned response is never written.
+fn kill(conn: Option<&ConnHandle>) -> Response {
+    if let Some(c) = conn {
+        c.kill();
+    }
+    StatusCode::INTERNAL_SERVER_ERROR.into_response()
+}
+
+/// Handles the request as if no fault applied, then throws the answer away (`apply_then_*`
+/// faults). Dropping the answer of `/asyncdata` releases its processing, as sending it
+/// would. Returns the transaction id the lost answer carried.
+async fn handle_then_discard(next: Next, req: Request) -> Option<String> {
+    let real = next.run(req).await;
+    let txid = real.extensions().get::<TxId>().map(|t| t.0.clone());
+    drop(real);
+    txid
 }
 
 async fn fallback(State(sh): State<Arc<Shared>>, method: Method, req: Request) -> Response {
@@ -664,13 +701,12 @@ async fn ingest_sync(
     };
     let summary = outcome.summary();
     if outcome.failed.is_empty() {
-        return with_tx(
-            json_response(
-                StatusCode::OK,
-                &json!({"SPHTransactionId": txid, "ErrorMessage": null, "RecordCount": outcome.applied}),
-            ),
-            &txid,
-        );
+        let mut body =
+            json!({"SPHTransactionId": txid, "ErrorMessage": null, "RecordCount": outcome.applied});
+        if opts.omit_transaction_id {
+            omit_transaction_id(&mut body);
+        }
+        return with_tx(json_response(StatusCode::OK, &body), &txid);
     }
     let failed: Vec<Value> = outcome
         .failed
@@ -687,7 +723,18 @@ async fn ingest_sync(
         body["RecordCount"] = Value::from(outcome.applied);
     }
     body["FailedRecords"] = Value::Array(failed);
+    if opts.omit_transaction_id && outcome.applied > 0 {
+        omit_transaction_id(&mut body);
+    }
     with_tx(json_response(status, &body), &txid)
+}
+
+/// The `omit_transaction_id` switch: an answer that accepted records loses its
+/// `SPHTransactionId` (the transaction is still stored and logged under its id).
+fn omit_transaction_id(body: &mut Value) {
+    if let Some(o) = body.as_object_mut() {
+        o.remove("SPHTransactionId");
+    }
 }
 
 /// Fires a oneshot when dropped (the response body has been handed to the connection).
@@ -738,8 +785,11 @@ async fn ingest_async(
         }
         process_async(&task_sh, &task_id, kind);
     });
-    let bytes =
-        Bytes::from(serde_json::to_vec(&json!({"SPHTransactionId": txid})).unwrap_or_default());
+    let mut answer = json!({"SPHTransactionId": txid});
+    if opts.omit_transaction_id {
+        omit_transaction_id(&mut answer);
+    }
+    let bytes = Bytes::from(serde_json::to_vec(&answer).unwrap_or_default());
     let len = bytes.len();
     let guard = AfterSend(Some(tx));
     let stream = futures::stream::once(async move {

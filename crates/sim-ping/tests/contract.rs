@@ -820,14 +820,15 @@ async fn contract_15_async_ingestion() {
     assert_eq!(d["progres_orgreferralid"], "svc-a");
     assert_eq!(d["progres_pocsex"], json!(125080001));
     assert_eq!(d["progres_requestedservicename"], "Health Assistance");
-    // Re-sending the same referral does not create a second one.
+    // Re-sending the same referral creates a second one (`async_repeat: duplicate`, the
+    // default; tests/switches_ingest.rs covers both modes).
     let (_, v) = s
         .ingest_async(json!([incoming_record("case-a", "svc-a", "125080001")]))
         .await;
     s.wait_processed(v["SPHTransactionId"].as_str().unwrap())
         .await;
     let (_, list) = s.retrieve("SHP-2795", json!([])).await;
-    assert_eq!(rows(&list).len(), 1);
+    assert_eq!(rows(&list).len(), 2);
     // A synchronous SHP on /asyncdata is refused at once.
     let (status, _) = s
         .post(
@@ -1031,9 +1032,16 @@ async fn contract_19_transaction_ids_and_request_log() {
     assert_eq!(log[4]["shp"], "SHP-2748");
     assert_eq!(log[5]["endpoint"], "asyncdata");
     assert_eq!(log[5]["shp"], "SHP-2731");
+    let (_, counts) = s.control(Method::GET, "/_sim/requests/counts", None).await;
+    assert_eq!(
+        counts,
+        json!({"token": 1, "retrieve": 3, "data": 1, "asyncdata": 1})
+    );
     let (status, _) = s.control(Method::DELETE, "/_sim/requests", None).await;
     assert_eq!(status, 200);
     assert!(s.sim.requests().is_empty());
+    let (_, counts) = s.control(Method::GET, "/_sim/requests/counts", None).await;
+    assert_eq!(counts, json!({}));
 }
 
 #[tokio::test]
