@@ -2,6 +2,11 @@
 //! concurrent requests, error classification, and retries with exponential backoff, full
 //! jitter and `Retry-After`, bounded in attempts and in total time.
 //!
+//! [`with_retries`] repeats every transient failure; it suits reads and keyed writes, which a
+//! repeat cannot apply twice. A call that a repeat could apply twice uses [`with_retries_if`]
+//! with a predicate that allows another attempt only when the failed one certainly never
+//! reached the server's processing ([`transport_not_sent`], [`status_not_processed`]).
+//!
 //! It knows nothing of either system's wire format. Request observation (for metrics) goes
 //! through a process-wide [`RequestObserver`] so that the clients need not know about
 //! Prometheus.
@@ -100,6 +105,23 @@ pub fn classify_transport(err: &reqwest::Error) -> ErrorClass {
     }
 }
 
+/// Whether a transport failure certainly happened before the request reached the server: the
+/// connection was never established (connection refused, name resolution, TLS handshake,
+/// connect timeout), so nothing of the request was written. Every other transport failure (a
+/// timeout while waiting for the answer, a connection reset or closed after the request was
+/// written, a broken response body) may follow a request that the server received and
+/// processed.
+pub fn transport_not_sent(err: &reqwest::Error) -> bool {
+    err.is_connect()
+}
+
+/// Whether an HTTP status says the request was turned away before any processing: 429 (the
+/// gateway's rate limit) and 401 (credentials refused). A 5xx, 408 or 425 may come after (or
+/// during) processing, so it does not count.
+pub fn status_not_processed(status: u16) -> bool {
+    matches!(status, 401 | 429)
+}
+
 /// A short, secret-free description of a transport error (reqwest's `Display` can include the
 /// full URL with query string, which may carry identifiers we do not want in logs).
 pub fn describe_transport(err: &reqwest::Error) -> &'static str {
@@ -163,15 +185,38 @@ pub fn backoff_delay(policy: &RetryPolicy, attempt: u32) -> Duration {
 
 /// Runs `op` until it succeeds, fails with a non-transient error, or the policy's bounds are
 /// reached; the last error is returned. `op` receives the attempt number (from 1).
+///
+/// Every transient failure is retried, including one whose request may have been processed
+/// (a timeout, a 5xx): only for calls that a repeat cannot apply twice. Others use
+/// [`with_retries_if`].
 pub async fn with_retries<T, E, F, Fut>(
     policy: &RetryPolicy,
     system: &'static str,
-    mut op: F,
+    op: F,
 ) -> Result<T, E>
 where
     E: Retryable,
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<T, E>>,
+{
+    with_retries_if(policy, system, op, |_: &E| true).await
+}
+
+/// [`with_retries`], but a transient failure is retried only when `may_resend` allows it;
+/// otherwise it is returned at once, without another attempt. For a call whose repeat could
+/// apply it twice, `may_resend` answers true only when the failed attempt certainly did not
+/// reach the server's processing (see [`transport_not_sent`] and [`status_not_processed`]).
+pub async fn with_retries_if<T, E, F, Fut, P>(
+    policy: &RetryPolicy,
+    system: &'static str,
+    mut op: F,
+    mut may_resend: P,
+) -> Result<T, E>
+where
+    E: Retryable,
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    P: FnMut(&E) -> bool,
 {
     let started = Instant::now();
     let mut attempt = 1u32;
@@ -180,6 +225,14 @@ where
             Ok(v) => return Ok(v),
             Err(e) => {
                 if e.class() != ErrorClass::Transient || attempt >= policy.max_attempts.max(1) {
+                    return Err(e);
+                }
+                if !may_resend(&e) {
+                    tracing::debug!(
+                        system,
+                        attempt,
+                        "not retried: the failed attempt may have reached the server"
+                    );
                     return Err(e);
                 }
                 let delay = match e.retry_after() {
@@ -411,6 +464,152 @@ mod tests {
         assert!(r.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn a_transient_error_is_returned_at_once_when_it_may_not_be_resent() {
+        let calls = AtomicU32::new(0);
+        let asked = AtomicU32::new(0);
+        // The first failure may be resent (it says so through its Retry-After marker), the
+        // second may not: two attempts, the second error returned.
+        let r: Result<(), E> = with_retries_if(
+            &fast(5),
+            "test",
+            |a| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let marker = (a == 1).then_some(Duration::from_millis(1));
+                async move { Err(E(ErrorClass::Transient, marker)) }
+            },
+            |e: &E| {
+                asked.fetch_add(1, Ordering::SeqCst);
+                e.1.is_some()
+            },
+        )
+        .await;
+        assert_eq!(r.unwrap_err().1, None, "the second error is returned");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(asked.load(Ordering::SeqCst), 2);
+
+        // Non-transient errors end the call without asking.
+        let asked = AtomicU32::new(0);
+        let r: Result<(), E> = with_retries_if(
+            &fast(5),
+            "test",
+            |_| async { Err(E(ErrorClass::Permanent, None)) },
+            |_: &E| {
+                asked.fetch_add(1, Ordering::SeqCst);
+                true
+            },
+        )
+        .await;
+        assert!(r.is_err());
+        assert_eq!(asked.load(Ordering::SeqCst), 0);
+
+        // A resend allowed every time behaves like with_retries.
+        let calls = AtomicU32::new(0);
+        let r: Result<u32, E> = with_retries_if(
+            &fast(5),
+            "test",
+            |a| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if a < 4 {
+                        Err(E(ErrorClass::Transient, None))
+                    } else {
+                        Ok(a)
+                    }
+                }
+            },
+            |_: &E| true,
+        )
+        .await;
+        assert_eq!(r.unwrap(), 4);
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn only_401_and_429_are_refused_before_processing() {
+        assert!(status_not_processed(429));
+        assert!(status_not_processed(401));
+        for status in [408, 425, 500, 502, 503, 504, 200, 400] {
+            assert!(!status_not_processed(status), "{status}");
+        }
+    }
+
+    fn short_client() -> reqwest::Client {
+        build_client(&HttpSettings {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_millis(300),
+            ..HttpSettings::default()
+        })
+    }
+
+    /// A listener that reads one request head and then runs `then` on the connection.
+    async fn one_connection<F, Fut>(then: F) -> std::net::SocketAddr
+    where
+        F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            then(stream).await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn only_a_connection_never_made_counts_as_not_sent() {
+        // Nothing listens on the port: connection refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = short_client()
+            .post(format!("http://127.0.0.1:{port}/x"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap_err();
+        assert!(transport_not_sent(&e), "{}", describe_transport(&e));
+        assert_eq!(classify_transport(&e), ErrorClass::Transient);
+
+        // The request was read, the answer never came: a timeout, maybe processed.
+        let addr = one_connection(|stream| async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            drop(stream);
+        })
+        .await;
+        let e = short_client()
+            .post(format!("http://{addr}/x"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap_err();
+        assert!(e.is_timeout(), "{}", describe_transport(&e));
+        assert!(!transport_not_sent(&e));
+
+        // The request was read, then the connection closed without an answer.
+        let addr = one_connection(|stream| async move { drop(stream) }).await;
+        let e = short_client()
+            .post(format!("http://{addr}/x"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap_err();
+        assert!(!e.is_timeout(), "{}", describe_transport(&e));
+        assert!(!transport_not_sent(&e), "{}", describe_transport(&e));
     }
 
     #[test]

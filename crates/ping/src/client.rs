@@ -1,6 +1,10 @@
 //! The PING client: retrieval with paging, synchronous and asynchronous ingestion, and check
 //! status, each call authenticated (bearer token + subscription key), bounded by the shared
 //! limiter, retried by the shared policy of `pp_http`, and reported to its observer.
+//!
+//! Retrieval, check-status and `/data` (keyed, idempotent on re-send) are retried after any
+//! transient failure. `/asyncdata` is retried only when the failed attempt certainly did not
+//! reach PING's processing (see [`Resend`]): whether PING drops a repeated batch is unknown.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -107,6 +111,61 @@ impl Pages<'_> {
 struct Reply {
     status: u16,
     body: Value,
+}
+
+/// When a call may be sent again after a transient failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resend {
+    /// A repeat cannot apply the call twice (reads, check-status, keyed `/data` writes).
+    Always,
+    /// A repeat might (`/asyncdata`): only when the failed attempt certainly did not reach
+    /// PING's processing (see [`AttemptError`]).
+    IfUnprocessed,
+}
+
+/// A failed attempt, and whether PING certainly did not process its request.
+#[derive(Debug)]
+struct AttemptError {
+    error: PingError,
+    /// True when the request never reached PING's processing: no token could be had (nothing
+    /// was sent), the connection was never made, or the gateway turned the request away (429,
+    /// 401). False whenever PING may have received it: a timeout, a connection reset or closed
+    /// after the request was written, a 5xx, any 2xx or other answer.
+    unprocessed: bool,
+}
+
+impl AttemptError {
+    fn not_processed(error: PingError) -> Self {
+        AttemptError {
+            error,
+            unprocessed: true,
+        }
+    }
+
+    fn maybe_processed(error: PingError) -> Self {
+        AttemptError {
+            error,
+            unprocessed: false,
+        }
+    }
+
+    /// A transport failure: unprocessed only if the connection was never made.
+    fn transport(err: &reqwest::Error, what: &str) -> Self {
+        AttemptError {
+            error: transport_error(err, what),
+            unprocessed: pp_http::transport_not_sent(err),
+        }
+    }
+}
+
+impl pp_http::Retryable for AttemptError {
+    fn class(&self) -> pp_http::ErrorClass {
+        self.error.class()
+    }
+
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        pp_http::Retryable::retry_after(&self.error)
+    }
 }
 
 enum Sent {
@@ -264,7 +323,7 @@ impl PingClient {
         url: &url::Url,
         body: &[u8],
         token: &Token,
-    ) -> Result<Sent, PingError> {
+    ) -> Result<Sent, AttemptError> {
         let i = &self.inner;
         let _permit = i.limiter.acquire().await;
         let started = Instant::now();
@@ -284,7 +343,7 @@ impl PingClient {
             Ok(r) => r,
             Err(e) => {
                 pp_http::record_request("ping", "POST", route, None, started.elapsed(), None);
-                return Err(transport_error(&e, route));
+                return Err(AttemptError::transport(&e, route));
             }
         };
         let status = resp.status().as_u16();
@@ -295,7 +354,8 @@ impl PingClient {
             Ok(t) => t,
             Err(e) => {
                 pp_http::record_request("ping", "POST", route, Some(status), elapsed, None);
-                return Err(transport_error(&e, route));
+                // An answer had begun: PING had the request.
+                return Err(AttemptError::maybe_processed(transport_error(&e, route)));
             }
         };
         let json: Option<Value> = serde_json::from_str(&text).ok();
@@ -311,21 +371,24 @@ impl PingClient {
         if (200..300).contains(&status) {
             return match json {
                 Some(body) => Ok(Sent::Reply(Reply { status, body })),
-                None => Err(PingError::Malformed {
+                None => Err(AttemptError::maybe_processed(PingError::Malformed {
                     detail: format!("{route} status {status}, {text_len} bytes"),
-                }),
+                })),
             };
         }
         match pp_http::classify_status(status) {
-            pp_http::ErrorClass::Transient => Err(PingError::Transient {
-                status: Some(status),
-                detail: format!(
-                    "{route}: {}",
-                    json.as_ref()
-                        .and_then(any_message)
-                        .unwrap_or_else(|| "no message".into())
-                ),
-                retry_after,
+            pp_http::ErrorClass::Transient => Err(AttemptError {
+                error: PingError::Transient {
+                    status: Some(status),
+                    detail: format!(
+                        "{route}: {}",
+                        json.as_ref()
+                            .and_then(any_message)
+                            .unwrap_or_else(|| "no message".into())
+                    ),
+                    retry_after,
+                },
+                unprocessed: pp_http::status_not_processed(status),
             }),
             _ => Ok(Sent::Reply(Reply {
                 status,
@@ -335,42 +398,41 @@ impl PingClient {
     }
 
     /// One attempt: a cached (or fresh) token; on a 401 a new token and one more exchange; a
-    /// second 401 is an [`PingError::Auth`].
+    /// second 401 is an [`PingError::Auth`]. The exchange after a 401 is part of the attempt
+    /// for every route, `/asyncdata` included: PING refused the first one before processing.
     async fn attempt(
         &self,
         route: &'static str,
         url: &url::Url,
         body: &[u8],
-    ) -> Result<Reply, PingError> {
-        let token = self.token().await?;
+    ) -> Result<Reply, AttemptError> {
+        // No token, nothing sent.
+        let token = self.token().await.map_err(AttemptError::not_processed)?;
         match self.send_once(route, url, body, &token).await? {
             Sent::Reply(r) => Ok(r),
             Sent::Unauthorized(_) => {
                 tracing::info!(route, "PING refused the token; fetching a new one");
                 self.inner.tokens.invalidate(token.generation).await;
-                let fresh = self.token().await?;
+                let fresh = self.token().await.map_err(AttemptError::not_processed)?;
                 match self.send_once(route, url, body, &fresh).await? {
                     Sent::Reply(r) => Ok(r),
                     Sent::Unauthorized(message) => {
                         self.inner.tokens.invalidate(fresh.generation).await;
-                        Err(PingError::Auth {
+                        Err(AttemptError::not_processed(PingError::Auth {
                             detail: format!(
                                 "{route} answered 401 twice, the second time with a fresh token ({})",
                                 message.unwrap_or_else(|| "no message".into())
                             ),
-                        })
+                        }))
                     }
                 }
             }
         }
     }
 
-    /// An API call under the shared retry policy; `handle` turns a reply into the result
-    /// (its errors are classified like any other, so a transient one is retried).
-    ///
-    /// The body is kept as JSON text, not as a tree: an ingestion batch's tree is several
-    /// times the size of its text, and a call may wait for the limiter and for its retries
-    /// with it (R10).
+    /// An API call that a repeat cannot apply twice (a read, check-status, a keyed `/data`
+    /// write), retried after any transient failure: [`PingClient::call_with`] with
+    /// [`Resend::Always`].
     async fn call<T>(
         &self,
         route: &'static str,
@@ -378,16 +440,44 @@ impl PingClient {
         body: Value,
         handle: impl Fn(Reply) -> Result<T, PingError>,
     ) -> Result<T, PingError> {
+        self.call_with(route, url, body, Resend::Always, handle)
+            .await
+    }
+
+    /// An API call under the shared retry policy; `handle` turns a reply into the result
+    /// (its errors are classified like any other, so a transient one is retried when `resend`
+    /// allows: with [`Resend::IfUnprocessed`] it never is, since PING answered).
+    ///
+    /// The body is kept as JSON text, not as a tree: an ingestion batch's tree is several
+    /// times the size of its text, and a call may wait for the limiter and for its retries
+    /// with it (R10).
+    async fn call_with<T>(
+        &self,
+        route: &'static str,
+        url: &url::Url,
+        body: Value,
+        resend: Resend,
+        handle: impl Fn(Reply) -> Result<T, PingError>,
+    ) -> Result<T, PingError> {
         let text = body.to_string().into_bytes();
         // Shadowing would keep the tree alive until the call ends.
         drop(body);
         let body = text.as_slice();
         let policy = &self.inner.settings.http.retry;
-        pp_http::with_retries(policy, "ping", |_| async {
-            let reply = self.attempt(route, url, body).await?;
-            handle(reply)
-        })
+        pp_http::with_retries_if(
+            policy,
+            "ping",
+            |_| async {
+                let reply = self.attempt(route, url, body).await?;
+                handle(reply).map_err(AttemptError::maybe_processed)
+            },
+            |e: &AttemptError| match resend {
+                Resend::Always => true,
+                Resend::IfUnprocessed => e.unprocessed,
+            },
+        )
         .await
+        .map_err(|e| e.error)
     }
 
     /// Turns a non-2xx reply into a permanent error with PING's masked message.
@@ -524,8 +614,15 @@ impl PingClient {
     /// Asynchronous ingestion (`/asyncdata`, `APIVersion: "V2"`); returns the
     /// `SPHTransactionId` to poll with [`PingClient::check_status`].
     ///
-    /// Note: a retry after a timeout may send a batch PING already received; the flow's
-    /// records carry stable `ExternalId`/`ExternalGUID` for PING to recognise them.
+    /// Whether PING drops a repeated batch is unknown, so the batch is sent again only when
+    /// the failed attempt certainly did not reach PING's processing: the connection could
+    /// not be made (refused, name resolution, TLS handshake, connect timeout), the gateway
+    /// answered 429 (after its `Retry-After`), or no token could be had. A 401 is answered,
+    /// as for every call, by one more exchange with a fresh token. Any other transient
+    /// failure (a timeout, a connection reset or closed after the request was written, a
+    /// 5xx, a 2xx whose body is not JSON) is returned at once, after that single request:
+    /// the caller treats the batch as unconfirmed and looks for it in proGres before
+    /// sending it again.
     pub async fn ingest_async(
         &self,
         shp: &str,
@@ -543,7 +640,7 @@ impl PingClient {
             "APIVersion": "V2",
             "Data": records.iter().map(|r| r.to_wire(false)).collect::<Vec<_>>(),
         });
-        self.call(ROUTE_ASYNCDATA, &self.inner.url_async, body, |reply| {
+        let handle = |reply: Reply| {
             let tx = transaction_id(&reply.body);
             if (200..300).contains(&reply.status) {
                 if let Some(message) = error_message(&reply.body) {
@@ -566,8 +663,11 @@ impl PingClient {
                     })
                 }
             }
-        })
-        .await
+        };
+        // Sent again only when PING certainly did not process the failed attempt.
+        let (route, url) = (ROUTE_ASYNCDATA, &self.inner.url_async);
+        self.call_with(route, url, body, Resend::IfUnprocessed, handle)
+            .await
     }
 
     /// The state of an asynchronous ingestion. A check-status `Data` sent as a string with

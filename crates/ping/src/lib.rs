@@ -6,7 +6,11 @@
 //! Every call goes through the shared policy of `pp_http`: one pooled client, a limiter of
 //! `http.max_concurrency` requests in flight, retries of transient failures (timeouts,
 //! connection errors, 5xx, 429 with `Retry-After`, and 2xx bodies that are not JSON) with
-//! backoff bounded in attempts and time, and one observer report per request.
+//! backoff bounded in attempts and time, and one observer report per request. Asynchronous
+//! ingestion (`/asyncdata`) is the exception: whether PING drops a repeated batch is unknown,
+//! so it is sent again only when the failed attempt certainly did not reach PING's processing
+//! (connection never made, 429, no token); after a timeout, a connection lost once the request
+//! was written, or a 5xx, the transient error is returned after that one request.
 //!
 //! Only this crate knows PING's wire JSON. Errors, `Debug` output and logs carry field names,
 //! codes and system identifiers only.

@@ -63,8 +63,9 @@ async fn read_request(stream: &mut TcpStream) -> Option<Seen> {
     })
 }
 
-/// A listener that logs every request and answers like PING: a token for `/token`, a 503 for
-/// the first `/asyncdata` request, a transaction id for the rest.
+/// A listener that logs every request and answers like PING: a token for `/token`, a 429 for
+/// the first `/asyncdata` request (the one answer after which `/asyncdata` is sent again), a
+/// transaction id for the rest.
 async fn start() -> (String, Log) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -86,7 +87,10 @@ async fn start() -> (String, Log) {
                 let (status, body) = if request.path == "/token" {
                     ("200 OK", json!({"access_token": "t0k", "expires_in": 3600}))
                 } else if first_async {
-                    ("503 Service Unavailable", json!({"message": "busy"}))
+                    (
+                        "429 Too Many Requests",
+                        json!({"statusCode": 429, "message": "Rate limit is exceeded."}),
+                    )
                 } else {
                     (
                         "200 OK",
@@ -180,12 +184,12 @@ async fn ingestion_bodies_are_json_documents_and_a_retry_sends_the_same() {
         })
     );
 
-    // The 503 is retried with the very same document.
+    // The 429 is retried with the very same document.
     let asyncs: Vec<&Seen> = log
         .iter()
         .filter(|r| r.path.ends_with("/asyncdata"))
         .collect();
-    assert_eq!(asyncs.len(), 2, "one 503, one retry");
+    assert_eq!(asyncs.len(), 2, "one 429, one retry");
     assert!(asyncs.iter().all(|r| is_json(r)));
     assert_eq!(asyncs[0].body, asyncs[1].body);
     let sent: Value = serde_json::from_slice(&asyncs[1].body).unwrap();

@@ -1,6 +1,8 @@
 //! The PING client against the PING simulator over real HTTP: token reuse, expiry and 401
 //! recovery, paging, empty results, record-id lists, ingestion (batch rejection, disallowed
-//! fields), check-status (malformed and clean), and the retry policy under injected faults.
+//! fields), check-status (malformed and clean), and the retry policy under injected faults,
+//! including `/asyncdata`, which is sent again only when the failed attempt certainly did not
+//! reach PING's processing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -919,4 +921,272 @@ fn debug_of_settings_and_records_shows_no_secret_or_value() {
         assert!(!text.contains(leak), "{leak} in {text}");
     }
     assert!(text.contains("case-9") && text.contains("progres_pocfirstname"));
+}
+
+// Asynchronous ingestion is sent again only when the failed attempt certainly did not reach
+// PING's processing: whether PING drops a repeated batch is unknown (ping-api.md), and a
+// second POST could create a second referral in proGres.
+
+/// `/_sim/requests` entries of `/asyncdata`: (status, SPHTransactionId).
+fn asyncdata_log(sim: &SimHandle) -> Vec<(Option<u16>, Option<String>)> {
+    sim.requests()
+        .into_iter()
+        .filter(|e| e.endpoint == "asyncdata")
+        .map(|e| (e.status, e.sph_transaction_id))
+        .collect()
+}
+
+fn one_referral() -> Vec<IngestRecord> {
+    vec![referral_record("case-once", "Nyabuay", "125080000")]
+}
+
+#[tokio::test]
+async fn a_5xx_answer_to_asyncdata_is_returned_after_one_request() {
+    for status in [502, 500] {
+        let sim = start(0, 0).await;
+        let c = client(&sim);
+        faults(
+            &sim,
+            json!({"rules": [{"endpoint": "asyncdata", "kind": "status", "status": status}]}),
+        )
+        .await;
+        let e = c
+            .ingest_async(shp::CREATE_REFERRAL, &one_referral())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, PingError::Transient { status: Some(s), .. } if s == status),
+            "{e:?}"
+        );
+        assert_eq!(e.class(), ErrorClass::Transient);
+        assert_eq!(asyncdata_log(&sim), [(Some(status), None)], "one POST only");
+        sim.shutdown().await;
+    }
+}
+
+/// A TCP relay in front of `upstream` that counts the requests whose request line starts with
+/// `request_line` (the sim logs a request only once it has answered it, and a request whose
+/// client gave up is never answered). Returns the relay's base URL and the count.
+async fn counting_relay(
+    upstream: std::net::SocketAddr,
+    request_line: &'static [u8],
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let Ok(outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let (mut from_client, mut to_client) = inbound.into_split();
+                let (mut from_sim, mut to_sim) = outbound.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut from_sim, &mut to_client).await;
+                });
+                let mut buf = vec![0u8; 64 * 1024];
+                // Bytes not yet searched, plus the end of the last read (a request line may
+                // span two reads).
+                let mut window: Vec<u8> = Vec::new();
+                loop {
+                    let n = match from_client.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    window.extend_from_slice(&buf[..n]);
+                    let found = window
+                        .windows(request_line.len())
+                        .filter(|w| *w == request_line)
+                        .count();
+                    seen.fetch_add(found, Ordering::SeqCst);
+                    let keep = window.len().min(request_line.len() - 1);
+                    window.drain(..window.len() - keep);
+                    if to_sim.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = to_sim.shutdown().await;
+            });
+        }
+    });
+    (format!("http://{addr}"), count)
+}
+
+#[tokio::test]
+async fn an_asyncdata_timeout_is_returned_after_one_request() {
+    let sim = start(0, 0).await;
+    let upstream = sim
+        .base_url()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let (relay, posts) =
+        counting_relay(upstream, b"POST /api/ingestion/v2/PNR-1363/asyncdata ").await;
+    let mut s = settings(&sim);
+    s.base_url = relay.parse().unwrap();
+    s.http.request_timeout = Duration::from_millis(300);
+    let c = PingClient::new(s).unwrap();
+    c.retrieve(shp::PENDING_REFERRALS, &[]).await.unwrap(); // through the relay, token cached
+    faults(
+        &sim,
+        json!({"rules": [{"endpoint": "asyncdata", "kind": "latency", "ms": 2000}]}),
+    )
+    .await;
+    let started = Instant::now();
+    let e = c
+        .ingest_async(shp::CREATE_REFERRAL, &one_referral())
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(e, PingError::Transient { status: None, .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("timeout"), "{e}");
+    assert_eq!(
+        posts.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one POST only"
+    );
+    // One 300 ms attempt, no backoff and no second attempt.
+    assert!(took < Duration::from_millis(900), "took {took:?}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_lost_after_an_asyncdata_request_is_not_resent() {
+    let sim = start(0, 0).await;
+    let c = client(&sim);
+    faults(
+        &sim,
+        json!({"rules": [{"endpoint": "asyncdata", "kind": "drop"}]}),
+    )
+    .await;
+    let e = c
+        .ingest_async(shp::CREATE_REFERRAL, &one_referral())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, PingError::Transient { status: None, .. }),
+        "{e:?}"
+    );
+    assert_eq!(asyncdata_log(&sim), [(None, None)], "one POST only");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_429_on_asyncdata_is_retried_and_one_batch_is_accepted() {
+    let sim = start(0, 0).await;
+    let c = client(&sim);
+    faults(
+        &sim,
+        json!({"rules": [{"endpoint": "asyncdata", "kind": "status", "status": 429,
+                          "retry_after_secs": 1, "times": 1}]}),
+    )
+    .await;
+    let started = Instant::now();
+    let tx = c
+        .ingest_async(shp::CREATE_REFERRAL, &one_referral())
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "Retry-After honoured"
+    );
+    assert_eq!(
+        asyncdata_log(&sim),
+        [(Some(429), None), (Some(200), Some(tx.clone()))],
+        "throttled, then accepted once"
+    );
+    let results = wait_processed(&c, &tx).await;
+    assert_eq!(results.len(), 1);
+    assert!(results[0].success, "{:?}", results[0]);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_expired_token_on_asyncdata_is_replaced_and_the_batch_sent_once_more() {
+    let sim = start(0, 0).await;
+    let c = client(&sim);
+    c.retrieve(shp::PENDING_REFERRALS, &[]).await.unwrap();
+    faults(&sim, json!({"rules": [], "expire_tokens": true})).await;
+    let tx = c
+        .ingest_async(shp::CREATE_REFERRAL, &one_referral())
+        .await
+        .unwrap();
+    assert_eq!(
+        asyncdata_log(&sim),
+        [(Some(401), None), (Some(200), Some(tx))],
+        "refused before processing, then accepted once"
+    );
+    assert_eq!(requests(&sim, "token").await.len(), 2);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_asyncdata_call_whose_connection_is_refused_is_retried() {
+    let first = start(0, 0).await;
+    let port: u16 = first
+        .base_url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut s = settings(&first);
+    s.http.retry = RetryPolicy {
+        max_attempts: 30,
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(100),
+        max_elapsed: Duration::from_secs(20),
+    };
+    let c = PingClient::new(s).unwrap();
+    // The token is cached; then nothing listens on the port any more, so every attempt is
+    // refused at connection time, before a byte of the batch is sent.
+    c.retrieve(shp::PENDING_REFERRALS, &[]).await.unwrap();
+    first.shutdown().await;
+    let call = {
+        let c = c.clone();
+        tokio::spawn(async move { c.ingest_async(shp::CREATE_REFERRAL, &one_referral()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!call.is_finished(), "still retrying");
+    // A simulator on the same port, which does not know the cached token: 401, a fresh
+    // token, and the batch accepted once.
+    let sim = pp_sim_ping::spawn(Options::default(), port).await.unwrap();
+    let tx = call.await.unwrap().expect("sent once the sim listens");
+    assert_eq!(
+        asyncdata_log(&sim),
+        [(Some(401), None), (Some(200), Some(tx))]
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_5xx_answer_to_data_is_still_retried() {
+    let sim = start(1, 0).await;
+    let c = client(&sim);
+    let id = lp_ids(&sim).remove(0);
+    faults(
+        &sim,
+        json!({"rules": [{"endpoint": "data", "kind": "status", "status": 502, "times": 1}]}),
+    )
+    .await;
+    let out = c
+        .ingest(shp::TRANSFER_STATUS, &[transfer_record(&id, &id)])
+        .await
+        .unwrap();
+    assert!(out.failed.is_empty() && out.transaction_id.is_some());
+    let statuses: Vec<_> = requests(&sim, "data")
+        .await
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(statuses, [Some(502), Some(200)]);
+    sim.shutdown().await;
 }
