@@ -681,16 +681,15 @@ async fn send_all(
                 }
                 None => input = false,
             },
-            Some((page, batch, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+            Some((page, batch, mut outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 if let Some(left) = open.get_mut(&page) {
                     *left = left.saturating_sub(1);
                 }
-                match outcome {
-                    Ok(outcome) => outbox.send(outcome_changes(run, &batch, outcome, progress)),
-                    Err(e) => {
-                        first_error.get_or_insert(e);
-                    }
+                // Credentials refused part-way: the outcomes PING gave are queued all the same.
+                if let Some(e) = outcome.error.take() {
+                    first_error.get_or_insert(e);
                 }
+                outbox.send(outcome_changes(run, &batch, outcome, progress));
             }
         }
         while let Some(&n) = ended.first() {
@@ -705,13 +704,14 @@ async fn send_all(
     first_error.map_or(Ok(()), Err)
 }
 
-/// Sends one batch with record isolation; the batch comes back with its outcomes.
+/// Sends one batch with record isolation; the batch comes back with its outcomes (and the
+/// error that stopped it part-way, if any, in [`IngestOutcomes::error`]).
 async fn send_batch(
     run: &RunCtx<'_>,
     shp: &str,
     page: u64,
     batch: Vec<Outgoing>,
-) -> (u64, Vec<Outgoing>, Result<IngestOutcomes, FlowError>) {
+) -> (u64, Vec<Outgoing>, IngestOutcomes) {
     let records: Vec<IngestRecord> = batch.iter().map(|o| o.record.clone()).collect();
     let outcome = ingest_isolated(run, shp, &records).await;
     (page, batch, outcome)

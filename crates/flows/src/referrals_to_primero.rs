@@ -27,7 +27,8 @@
 //!    (one call per new case);
 //! 4. write back, in batches of `ping.batch_size`, while deliveries go on; a refused batch
 //!    is narrowed down to the refused records (R1). A record becomes `confirmed` after its
-//!    write-back.
+//!    write-back. Credentials refused part-way end the run once the write-backs PING applied
+//!    are recorded.
 //!
 //! Every record change made once the details are known carries the intervention number,
 //! business unit and LP id as identifiers, so an operator finds rejections, conflicts and
@@ -1225,7 +1226,9 @@ fn write_back_fields() -> Vec<String> {
     .collect()
 }
 
-/// Sends one batch of write-backs and records each record's outcome.
+/// Sends one batch of write-backs and records each record's outcome. When PING refuses the
+/// credentials part-way, the outcomes it gave are recorded before the error is returned; the
+/// write-backs not applied keep their state, for the next run.
 async fn write_back(run: &RunCtx<'_>, batch: Vec<WriteBack>) -> Result<(), FlowError> {
     let ctx = run.ctx;
     let today = run.started_at.date_naive();
@@ -1234,7 +1237,9 @@ async fn write_back(run: &RunCtx<'_>, batch: Vec<WriteBack>) -> Result<(), FlowE
         .map(|wb| flow11::pending_write_back(&wb.lp, &wb.business_unit, &ctx.config.maps, today))
         .collect();
     let shp = &ctx.config.ping.shipping_processes.transfer_status;
-    let outcome = ingest_isolated(run, shp, &records).await?;
+    let mut outcome = ingest_isolated(run, shp, &records).await;
+    // Credentials refused part-way: what PING answered is recorded first, then the run ends.
+    let stopped = outcome.error.take();
     let mut changes = Vec::with_capacity(batch.len());
     for (i, tx) in outcome.applied {
         let wb = &batch[i];
@@ -1261,10 +1266,16 @@ async fn write_back(run: &RunCtx<'_>, batch: Vec<WriteBack>) -> Result<(), FlowE
             batch[i].attempts,
         )));
     }
-    run.commit(changes, None).await
+    run.commit(changes, None).await?;
+    stopped.map_or(Ok(()), Err)
 }
 
 /// What [`ingest_isolated`] did with each record (by index into the input).
+///
+/// A record in none of the three lists was not applied and has no outcome: its batch was not
+/// sent (or not sent again after a split) because the ingestion stopped on `error`, or PING
+/// refused the request that carried it for our credentials. The caller leaves such a record
+/// as it was, to be sent by a later run.
 #[derive(Debug, Default)]
 pub(crate) struct IngestOutcomes {
     /// Applied, with the `SPHTransactionId` of the request that carried them.
@@ -1273,21 +1284,44 @@ pub(crate) struct IngestOutcomes {
     pub refused: Vec<(usize, String)>,
     /// Not applied because of a transient failure (after the client's retries).
     pub failed: Vec<(usize, String)>,
+    /// Why the ingestion stopped before every record had an outcome (credentials refused),
+    /// the first such error. The outcomes above are still PING's answers: the caller records
+    /// them first, then ends the run with this error.
+    pub error: Option<FlowError>,
+}
+
+impl IngestOutcomes {
+    /// Adds the outcomes of one batch (or sub-batch); keeps the first error.
+    fn absorb(&mut self, part: IngestOutcomes) {
+        self.applied.extend(part.applied);
+        self.refused.extend(part.refused);
+        self.failed.extend(part.failed);
+        if self.error.is_none() {
+            self.error = part.error;
+        }
+    }
 }
 
 /// Synchronous ingestion with record isolation (R1): a batch refused naming records has those
 /// records refused and the rest sent again; a refusal naming none is split until the culprits
 /// are found. Batches are at most `ping.batch_size` records, with each `ExternalId` once per
 /// batch (a refusal names records by `ExternalId`). In a dry run nothing is sent and nothing
-/// is returned as applied. Credentials refused end the run.
+/// is returned as applied.
+///
+/// Credentials refused end the ingestion, not at once: no new batch or sub-batch is started,
+/// the requests already in flight are awaited (they may have reached PING), and every
+/// outcome known comes back with the error in [`IngestOutcomes::error`]. The caller records
+/// those outcomes in the ledger before it ends the run with the error, so that no record PING
+/// applied is left pending (and sent again) and the run's report says what happened. Records
+/// left without an outcome were not applied.
 pub(crate) async fn ingest_isolated(
     run: &RunCtx<'_>,
     shp: &str,
     records: &[IngestRecord],
-) -> Result<IngestOutcomes, FlowError> {
+) -> IngestOutcomes {
     let mut out = IngestOutcomes::default();
     if run.dry_run {
-        return Ok(out);
+        return out;
     }
     let batch_size = run.ctx.config.ping.batch_size.max(1);
     let mut queue: Vec<Vec<usize>> = Vec::new();
@@ -1306,30 +1340,36 @@ pub(crate) async fn ingest_isolated(
         queue.push(current);
     }
     // The batches go out concurrently (the PING client's limiter bounds them); each is
-    // narrowed down on its own when refused.
+    // narrowed down on its own when refused. Once one of them meets refused credentials,
+    // `stop` keeps the others from sending anything new; their requests in flight finish.
+    let stop = AtomicBool::new(false);
     let concurrency = run.ctx.config.ping.http.max_concurrency.max(1);
     let mut parts = stream::iter(queue)
-        .map(|set| ingest_batch(run, shp, records, set))
+        .map(|set| ingest_batch(run, shp, records, set, &stop))
         .buffer_unordered(concurrency);
     while let Some(part) = parts.next().await {
-        let part = part?;
-        out.applied.extend(part.applied);
-        out.refused.extend(part.refused);
-        out.failed.extend(part.failed);
+        out.absorb(part);
     }
-    Ok(out)
+    out
 }
 
-/// One batch of [`ingest_isolated`], split until every refused record is found.
+/// One batch of [`ingest_isolated`], split until every refused record is found. Sends
+/// nothing once `stop` is set; sets it (and returns the outcomes so far with the error) when
+/// PING refuses the credentials.
 async fn ingest_batch(
     run: &RunCtx<'_>,
     shp: &str,
     records: &[IngestRecord],
     set: Vec<usize>,
-) -> Result<IngestOutcomes, FlowError> {
+    stop: &AtomicBool,
+) -> IngestOutcomes {
     let mut out = IngestOutcomes::default();
     let mut queue = vec![set];
     while let Some(set) = queue.pop() {
+        if stop.load(Ordering::SeqCst) {
+            // Another batch met refused credentials: what is left is not sent.
+            break;
+        }
         let batch: Vec<IngestRecord> = set.iter().map(|&i| records[i].clone()).collect();
         match run.ctx.ping.ingest(shp, &batch).await {
             Ok(outcome) => {
@@ -1398,7 +1438,13 @@ async fn ingest_batch(
                 }
             }
             Err(e) => match e.class() {
-                ApiClass::Auth => return Err(e.into()),
+                ApiClass::Auth => {
+                    // Not applied (PING refused the request itself); neither is the rest of
+                    // `queue`. The outcomes so far go back with the error.
+                    stop.store(true, Ordering::SeqCst);
+                    out.error = Some(e.into());
+                    break;
+                }
                 ApiClass::Transient => {
                     let message = e.to_string();
                     out.failed
@@ -1408,7 +1454,7 @@ async fn ingest_batch(
             },
         }
     }
-    Ok(out)
+    out
 }
 
 /// An `ExternalId` as PING may echo it back: trimmed, case-insensitive (GUIDs).
