@@ -61,6 +61,17 @@ pub fn handle(sim: &Sim, method: &Method, path: &str, uri: &Uri, bytes: &[u8]) -
                 .collect();
             json_response(200, &Value::Array(items))
         }
+        ("GET", "/_sim/requests/counts") => {
+            // The log counted by endpoint: what a benchmark needs, without copying the log.
+            let mut counts = serde_json::Map::new();
+            for e in st.log.iter() {
+                let n = counts
+                    .entry(e.endpoint.to_owned())
+                    .or_insert(Value::from(0u64));
+                *n = Value::from(n.as_u64().unwrap_or(0) + 1);
+            }
+            json_response(200, &Value::Object(counts))
+        }
         ("DELETE", "/_sim/requests") => {
             st.log.clear();
             json_response(200, &json!({"ok": true}))

@@ -423,6 +423,37 @@ async fn contract_08_identifier_filters_are_exact_and_case_sensitive() {
         .await
         .json();
     assert_eq!(r["data"][0]["id"], a);
+    // The server-made identifiers are identifier filters too: exact and case-sensitive.
+    let case_a = t.get(&format!("/api/v2/cases/{a}")).await.json();
+    for field in ["short_id", "case_id_display"] {
+        let value = case_a["data"][field].as_str().unwrap().to_owned();
+        assert!(
+            value.chars().any(|c| c.is_ascii_alphabetic()),
+            "{field}: {value}"
+        );
+        let r = t
+            .get(&format!("/api/v2/cases?{field}={value}"))
+            .await
+            .json();
+        assert_eq!(r["metadata"]["total"], 1, "{field}");
+        assert_eq!(r["data"][0]["id"], a, "{field}");
+        let flipped: String = value
+            .chars()
+            .map(|c| {
+                if c.is_ascii_uppercase() {
+                    c.to_ascii_lowercase()
+                } else {
+                    c.to_ascii_uppercase()
+                }
+            })
+            .collect();
+        assert_eq!(total(&format!("{field}={flipped}")).await, 0, "{field}");
+        assert_eq!(
+            total(&format!("{field}={}", &value[1..])).await,
+            0,
+            "{field}"
+        );
+    }
 }
 
 #[tokio::test]

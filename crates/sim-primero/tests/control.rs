@@ -183,7 +183,20 @@ async fn control_request_log_records_path_query_endpoint_status() {
     assert_eq!(log[0]["auth"], "basic");
     assert_eq!(log[1]["endpoint"], "users");
     assert_eq!(log[1]["status"], 401);
+    t.get("/api/v2/cases?per=1").await;
+    assert_eq!(
+        t.ctl(Method::GET, "/_sim/requests/counts", None)
+            .await
+            .json(),
+        json!({"cases_list": 2, "users": 1})
+    );
     t.ctl(Method::DELETE, "/_sim/requests", None).await;
+    assert_eq!(
+        t.ctl(Method::GET, "/_sim/requests/counts", None)
+            .await
+            .json(),
+        json!({})
+    );
     assert_eq!(
         t.ctl(Method::GET, "/_sim/requests", None).await.json(),
         json!([])
