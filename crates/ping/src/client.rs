@@ -563,7 +563,9 @@ impl PingClient {
 
     /// Synchronous ingestion (`/data`). The batch size is the caller's choice.
     ///
-    /// - 2xx: the outcome, with any `FailedRecords` of a partially applied batch.
+    /// - 2xx: the outcome, with any `FailedRecords` of a partially applied batch; its
+    ///   `transaction_id` is `None` when PING sent no `SPHTransactionId` (the records were
+    ///   applied all the same).
     /// - 2xx with a non-null `ErrorMessage` and no `FailedRecords`: [`PingError::Permanent`].
     /// - 4xx with `FailedRecords`: [`PingError::BatchRejected`] naming the refused
     ///   `ExternalId`s, so that the caller rejects those and sends the rest again (R1).
@@ -622,7 +624,9 @@ impl PingClient {
     /// failure (a timeout, a connection reset or closed after the request was written, a
     /// 5xx, a 2xx whose body is not JSON) is returned at once, after that single request:
     /// the caller treats the batch as unconfirmed and looks for it in proGres before
-    /// sending it again.
+    /// sending it again. A 2xx without `SPHTransactionId` (and without `ErrorMessage`) is
+    /// such a failure too, [`PingError::Transient`] with the 2xx status: PING may have
+    /// accepted the batch, and there is no transaction to poll.
     pub async fn ingest_async(
         &self,
         shp: &str,
@@ -649,8 +653,26 @@ impl PingClient {
                         message,
                     });
                 }
-                tx.ok_or_else(|| PingError::Unexpected {
-                    detail: "SPHTransactionId missing from the asyncdata response".into(),
+                // PING accepted the request but named no transaction (the reference job
+                // only warns): the batch may be queued, and there is nothing to poll. It is
+                // transient and, since PING answered, never sent again by this call: the
+                // caller looks for the records in proGres before any re-send.
+                tx.ok_or_else(|| {
+                    tracing::warn!(
+                        route = ROUTE_ASYNCDATA,
+                        status = reply.status,
+                        records = records.len(),
+                        "SPHTransactionId missing from the response; the batch may have been accepted"
+                    );
+                    PingError::Transient {
+                        status: Some(reply.status),
+                        detail: format!(
+                            "{ROUTE_ASYNCDATA}: SPHTransactionId missing from a {} answer; \
+                             the batch may have been accepted",
+                            reply.status
+                        ),
+                        retry_after: None,
+                    }
                 })
             } else {
                 let failed = parse_failed_records(&reply.body);

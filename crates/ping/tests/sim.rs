@@ -2,7 +2,8 @@
 //! recovery, paging, empty results, record-id lists, ingestion (batch rejection, disallowed
 //! fields), check-status (malformed and clean), and the retry policy under injected faults,
 //! including `/asyncdata`, which is sent again only when the failed attempt certainly did not
-//! reach PING's processing.
+//! reach PING's processing, and ingestion answers without `SPHTransactionId` (transient for
+//! `/asyncdata`, a success without a transaction id for `/data`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -1188,5 +1189,110 @@ async fn a_5xx_answer_to_data_is_still_retried() {
         .map(|(s, _)| s)
         .collect();
     assert_eq!(statuses, [Some(502), Some(200)]);
+    sim.shutdown().await;
+}
+
+// An ingestion answer without `SPHTransactionId` (the reference job only warns: ping-api.md
+// §2.3). `/asyncdata` may have accepted the batch, so the call is transient and not sent
+// again; `/data` applied the records, so the call is a success without a transaction id.
+
+#[tokio::test]
+async fn an_asyncdata_answer_without_a_transaction_id_is_transient_after_one_request() {
+    let sim = start(0, 0).await;
+    sim.set_options(&json!({"omit_transaction_id": true}))
+        .unwrap();
+    let c = client(&sim);
+    let e = c
+        .ingest_async(shp::CREATE_REFERRAL, &one_referral())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            PingError::Transient {
+                status: Some(200),
+                retry_after: None,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(e.class(), ErrorClass::Transient);
+    let text = e.to_string();
+    assert!(
+        text.contains("SPHTransactionId") && text.contains("may have been accepted"),
+        "{text}"
+    );
+    assert!(!format!("{text} {e:?}").contains("Nyabuay"), "{text}");
+    // One POST, which PING accepted: the log names the transaction the client never saw.
+    let log = asyncdata_log(&sim);
+    assert_eq!(log.len(), 1, "one POST only: {log:?}");
+    assert_eq!(log[0].0, Some(200));
+    let tx = log[0].1.clone().expect("the sim logs the transaction id");
+    let results = wait_processed(&c, &tx).await;
+    assert_eq!(results.len(), 1);
+    assert!(results[0].success, "{:?}", results[0]);
+    let created: Vec<Value> = sim.state_json()["interop_referrals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["progres_orgreferralid"] == "svc-case-once")
+        .cloned()
+        .collect();
+    assert_eq!(created.len(), 1, "the batch was applied once: {created:?}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_data_answer_without_a_transaction_id_is_a_success_without_one() {
+    let sim = start(3, 0).await;
+    sim.set_options(&json!({"omit_transaction_id": true}))
+        .unwrap();
+    let c = client(&sim);
+    let ids = lp_ids(&sim);
+    let out = c
+        .ingest(
+            shp::TRANSFER_STATUS,
+            &[
+                transfer_record(&ids[0], &ids[0]),
+                transfer_record(&ids[1], &ids[1]),
+            ],
+        )
+        .await
+        .expect("applied records are a success");
+    assert_eq!(out.transaction_id, None);
+    assert!(out.failed.is_empty(), "{:?}", out.failed);
+    for id in [&ids[0], &ids[1]] {
+        assert_eq!(
+            intervention_state(&sim, id)["progres_primerotransferstatus"],
+            json!(125080002)
+        );
+    }
+    assert!(intervention_state(&sim, &ids[2])["progres_primerotransferstatus"].is_null());
+    // A partially applied batch keeps its refusals, still without a transaction id.
+    sim.set_options(&json!({"batch_mode": "partial"})).unwrap();
+    let out = c
+        .ingest(
+            shp::TRANSFER_STATUS,
+            &[
+                transfer_record(&ids[2], &ids[2]),
+                transfer_record("bad", "0b0b0b0b-1111-4222-8333-444444444444"),
+            ],
+        )
+        .await
+        .expect("a partly applied batch is a success");
+    assert_eq!(out.transaction_id, None);
+    assert_eq!(out.failed.len(), 1);
+    assert_eq!(out.failed[0].external_id, "bad");
+    assert_eq!(
+        intervention_state(&sim, &ids[2])["progres_primerotransferstatus"],
+        json!(125080002)
+    );
+    let statuses: Vec<_> = requests(&sim, "data")
+        .await
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(statuses, [Some(200), Some(200)], "one POST per call");
     sim.shutdown().await;
 }
