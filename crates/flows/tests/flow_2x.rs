@@ -605,27 +605,49 @@ async fn cursor_is_safe_against_updates_during_the_run() {
     }
 }
 
+/// Asserts that each of `uids` is failed as `ingestion_unconfirmed`, due for a later run.
+async fn assert_unconfirmed(env: &TestEnv, uids: &[String], when: &str) {
+    for uid in uids {
+        let rec = record(env, F21, uid).await;
+        assert_eq!(rec.state, RecordState::Failed, "{when}: {uid}");
+        assert_eq!(
+            rec.reason_code.as_deref(),
+            Some("ingestion_unconfirmed"),
+            "{when}: {uid}"
+        );
+        assert!(rec.next_retry_at.is_some(), "{when}: {uid}");
+    }
+}
+
 #[tokio::test]
 async fn transient_faults_end_with_records_delivered_once_or_failed_for_the_next_run() {
     let env = TestEnv::start().await;
     let a = refer(&env, json!({})).await;
     let b = refer(&env, json!({})).await;
-    // asyncdata keeps failing past the client's retries for this run.
+    let uids: Vec<String> = [&a, &b].iter().map(|c| service_ids(c)[0].clone()).collect();
+    // asyncdata answers 503: PING may have queued the batch, so the client does not send it
+    // again and the run leaves its records failed as unconfirmed.
     env.ping_post(
         "/_sim/faults",
         json!({"rules": [{"endpoint": "asyncdata", "kind": "status", "status": 503}]}),
     )
     .await;
     let first = env.run(F21).await;
-    assert_eq!(first.failed, 2, "{first}");
-    assert_eq!(first.delivered, 0, "{first}");
-    for c in [&a, &b] {
-        let rec = record(&env, F21, &service_ids(c)[0]).await;
-        assert_eq!(rec.state, RecordState::Failed);
-        assert_eq!(rec.reason_code.as_deref(), Some("ingestion_unconfirmed"));
-        assert!(rec.next_retry_at.is_some());
-    }
-    // Dropped connections and 503s on check-status are retried within the run.
+    assert_eq!(
+        (first.failed, first.delivered, first.confirmed),
+        (2, 0, 0),
+        "{first}"
+    );
+    assert_eq!(
+        ping_calls(&env, "asyncdata").await,
+        1,
+        "the batch's one POST, not repeated"
+    );
+    assert_unconfirmed(&env, &uids, "after a 503").await;
+
+    // The connection is lost after the batch was sent: the next run searches proGres first
+    // (nothing there), sends the batch once, loses the answer, and leaves the records
+    // unconfirmed again (a dropped connection is not retried within the run any more).
     env.ping_post(
         "/_sim/faults",
         json!({"rules": [
@@ -633,14 +655,73 @@ async fn transient_faults_end_with_records_delivered_once_or_failed_for_the_next
             {"endpoint": "checkstatus", "kind": "status", "status": 503, "times": 2}]}),
     )
     .await;
-    let later = run_later(&env, F21, 10).await;
-    assert_eq!(later.confirmed, 2, "{later}");
+    env.clear_requests().await;
+    let second = run_later(&env, F21, 10).await;
+    assert_eq!(
+        (second.failed, second.delivered, second.confirmed),
+        (2, 0, 0),
+        "{second}"
+    );
+    let log: Vec<Value> = env
+        .ping_get("/_sim/requests")
+        .await
+        .as_array()
+        .unwrap()
+        .clone();
+    let sends: Vec<usize> = log
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r["endpoint"] == json!("asyncdata"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(sends.len(), 1, "one POST, not repeated: {log:?}");
+    assert_eq!(log[sends[0]]["status"], Value::Null, "the dropped one");
+    let search = log
+        .iter()
+        .position(|r| r["shp"] == json!("SHP-2795"))
+        .unwrap_or_else(|| panic!("proGres was not searched: {log:?}"));
+    assert!(search < sends[0], "searched before it was sent: {log:?}");
+    assert_unconfirmed(&env, &uids, "after a dropped connection").await;
+    assert!(
+        interop_referrals(&env).await.is_empty(),
+        "a plain drop applied nothing"
+    );
+
+    // The run after: proGres searched again, nothing found, the batch sent once and
+    // confirmed; the 503s on check-status are retried within the run.
+    env.clear_requests().await;
+    let third = run_later(&env, F21, 30).await;
+    assert_eq!(
+        (third.confirmed, third.failed, third.rejected_total()),
+        (2, 0, 0),
+        "{third}"
+    );
+    assert_eq!(ping_calls(&env, "asyncdata").await, 1, "sent once");
+    let checks: Vec<Value> = env
+        .ping_get("/_sim/requests")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["endpoint"] == json!("checkstatus"))
+        .map(|r| r["status"].clone())
+        .collect();
+    assert_eq!(checks[..2], [json!(503), json!(503)], "{checks:?}");
+    assert_eq!(checks.last(), Some(&json!(200)), "{checks:?}");
     let refs = interop_referrals(&env).await;
     assert_eq!(refs.len(), 2, "each referral exists once in proGres");
-    for c in [&a, &b] {
-        let uid = &service_ids(c)[0];
-        referral_by_org(&refs, uid);
-        assert_eq!(record(&env, F21, uid).await.state, RecordState::Confirmed);
+    for uid in &uids {
+        let rows: Vec<&Value> = refs
+            .iter()
+            .filter(|r| r["progres_orgreferralid"] == json!(uid))
+            .collect();
+        assert_eq!(rows.len(), 1, "{uid}: {rows:?}");
+        let rec = record(&env, F21, uid).await;
+        assert_eq!(rec.state, RecordState::Confirmed);
+        assert_eq!(
+            json!(rec.dest_ids["progres_interoperabilityreferralid"]),
+            rows[0]["progres_interoperabilityreferralid"]
+        );
     }
 }
 
