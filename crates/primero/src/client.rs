@@ -232,7 +232,7 @@ impl PrimeroClient {
         let mut listing = Listing::new(query.clone());
         let mut page: u64 = 1;
         loop {
-            let fetched = fetch_page(self, &base_params, page).await?;
+            let fetched = fetch_page(self, &base_params, page, query.per()).await?;
             let more = listing.has_more(page, &fetched);
             let cases = listing.digest(fetched);
             if !cases.is_empty() {
@@ -513,7 +513,14 @@ impl PrimeroClient {
                     Err(_) => skipped += 1,
                 }
             }
-            if !has_more(page, received, received_so_far, list.per, list.total) {
+            if !has_more(
+                page,
+                received,
+                received_so_far,
+                list.per,
+                list.total,
+                PAGE_SIZE,
+            ) {
                 break;
             }
             page += 1;
@@ -762,10 +769,11 @@ async fn fetch_page(
     client: &PrimeroClient,
     base_params: &[(String, String)],
     page: u64,
+    per: u64,
 ) -> Result<FetchedPage, PrimeroError> {
     let mut params = base_params.to_vec();
     params.push(("page".into(), page.to_string()));
-    params.push(("per".into(), PAGE_SIZE.to_string()));
+    params.push(("per".into(), per.to_string()));
     let url = client.url_with_query(&["cases"], &params);
     let list = client.get_list(routes::CASES, &url).await?;
     Ok(FetchedPage {
@@ -808,6 +816,7 @@ impl Listing {
             self.received_so_far,
             fetched.per,
             fetched.total,
+            self.query.per(),
         )
     }
 
@@ -921,7 +930,8 @@ impl CasePages {
         let client = self.client.clone();
         let params = self.base_params.clone();
         let page = self.page;
-        let task = async move { fetch_page(&client, &params, page).await };
+        let per = self.listing.query.per();
+        let task = async move { fetch_page(&client, &params, page, per).await };
         self.next = Some(tokio::spawn(tracing::Instrument::instrument(
             task,
             tracing::Span::current(),
@@ -939,13 +949,15 @@ impl Drop for CasePages {
 
 /// Whether another page may follow. With the page size the server reports (its clamped
 /// `per`): the page was full and the total is not reached. Without it, the records received so
-/// far are compared with the total, or a full page of [`PAGE_SIZE`] means "maybe more".
+/// far are compared with the total, or a full page of the size asked for (`asked`) means
+/// "maybe more".
 fn has_more(
     page: u64,
     received: u64,
     received_so_far: u64,
     per: Option<u64>,
     total: Option<u64>,
+    asked: u64,
 ) -> bool {
     if received == 0 {
         return false;
@@ -954,7 +966,7 @@ fn has_more(
         (Some(per), Some(t)) => received >= per && page.saturating_mul(per) < t,
         (Some(per), None) => received >= per,
         (None, Some(t)) => received_so_far < t,
-        (None, None) => received >= PAGE_SIZE,
+        (None, None) => received >= asked,
     }
 }
 
@@ -1107,18 +1119,21 @@ mod tests {
 
     #[test]
     fn paging_stops_on_short_pages_and_totals() {
-        assert!(has_more(1, 1000, 1000, Some(1000), Some(2500)));
-        assert!(has_more(2, 1000, 2000, Some(1000), Some(2500)));
-        assert!(!has_more(3, 500, 2500, Some(1000), Some(2500)));
-        assert!(!has_more(2, 1000, 2000, Some(1000), Some(2000)));
-        assert!(!has_more(1, 0, 0, Some(1000), None));
-        assert!(has_more(1, 1000, 1000, None, None));
-        assert!(!has_more(1, 20, 20, Some(20), Some(20)));
+        assert!(has_more(1, 1000, 1000, Some(1000), Some(2500), 1000));
+        assert!(has_more(2, 1000, 2000, Some(1000), Some(2500), 1000));
+        assert!(!has_more(3, 500, 2500, Some(1000), Some(2500), 1000));
+        assert!(!has_more(2, 1000, 2000, Some(1000), Some(2000), 1000));
+        assert!(!has_more(1, 0, 0, Some(1000), None, 1000));
+        assert!(has_more(1, 1000, 1000, None, None, 1000));
+        assert!(!has_more(1, 20, 20, Some(20), Some(20), 1000));
         // A server that clamps to a smaller page and reports the clamped per: keep going.
-        assert!(has_more(1, 500, 500, Some(500), Some(2500)));
+        assert!(has_more(1, 500, 500, Some(500), Some(2500), 1000));
         // A server that clamps without saying so: the total decides.
-        assert!(has_more(1, 500, 500, None, Some(2500)));
-        assert!(!has_more(5, 500, 2500, None, Some(2500)));
+        assert!(has_more(1, 500, 500, None, Some(2500), 1000));
+        assert!(!has_more(5, 500, 2500, None, Some(2500), 1000));
+        // Without per or total, a full page of the size asked for means "maybe more".
+        assert!(has_more(1, 200, 200, None, None, 200));
+        assert!(!has_more(1, 199, 199, None, None, 200));
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct CaseQuery {
     /// filters' fields, which the client adds).
     pub fields: Option<Vec<String>>,
     pub order_by: Option<OrderBy>,
+    /// Cases per page (`per`), 1 to [`crate::PAGE_SIZE`] (Primero's cap, the default). A
+    /// caller holding several pages at once may ask for smaller pages to bound its memory.
+    pub page_size: Option<u64>,
 }
 
 impl std::fmt::Debug for CaseQuery {
@@ -54,6 +57,7 @@ impl std::fmt::Debug for CaseQuery {
             .field("filters", &names(&self.filters))
             .field("fields", &self.fields)
             .field("order_by", &self.order_by)
+            .field("page_size", &self.page_size)
             .finish()
     }
 }
@@ -94,6 +98,12 @@ impl CaseQuery {
         self
     }
 
+    /// Pages of `n` cases (1 to [`crate::PAGE_SIZE`]; outside that range, the nearest bound).
+    pub fn with_page_size(mut self, n: u64) -> Self {
+        self.page_size = Some(n.clamp(1, crate::PAGE_SIZE));
+        self
+    }
+
     /// Refuses queries whose meaning the server would change silently: a blank filter value
     /// (Primero would drop it and return every case) or a blank key.
     pub(crate) fn validate(&self) -> Result<(), PrimeroError> {
@@ -116,6 +126,13 @@ impl CaseQuery {
             }
         }
         Ok(())
+    }
+
+    /// Cases per page: the requested size within 1..=[`crate::PAGE_SIZE`].
+    pub(crate) fn per(&self) -> u64 {
+        self.page_size
+            .unwrap_or(crate::PAGE_SIZE)
+            .clamp(1, crate::PAGE_SIZE)
     }
 
     /// Query parameters without paging.

@@ -236,3 +236,54 @@ async fn errors_end_the_listing_and_bad_queries_send_nothing() {
     assert_eq!(pages_requested(&sim).await.len(), 1);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_smaller_page_size_is_asked_for_and_every_case_still_comes_once() {
+    let sim = sim().await;
+    sim.seed(scenario(1050)).await.unwrap();
+    let c = client(&sim, 3);
+    let query = CaseQuery::default().with_page_size(400);
+
+    let mut pages = c.case_pages(&query).unwrap();
+    let mut sizes = Vec::new();
+    let mut ids: HashSet<String> = HashSet::new();
+    while let Some(page) = pages.next_page().await.unwrap() {
+        sizes.push(page.len());
+        ids.extend(page.into_iter().map(|c| c.id));
+    }
+    assert_eq!(sizes, [400, 400, 250]);
+    assert_eq!(ids.len(), 1050);
+    let asked: Vec<(String, String)> = listings(&sim)
+        .await
+        .iter()
+        .map(|q| {
+            (
+                param(q, "page").unwrap_or("").to_owned(),
+                param(q, "per").unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = ["1", "2", "3"]
+        .iter()
+        .map(|p| (p.to_string(), "400".to_string()))
+        .collect();
+    assert_eq!(asked, want);
+
+    // The page-by-page listing asks for the same size.
+    control(&sim, reqwest::Method::DELETE, "/_sim/requests", None).await;
+    let all = c.list_cases(&query).await.unwrap();
+    assert_eq!(all.len(), 1050);
+    let pers: Vec<String> = listings(&sim)
+        .await
+        .iter()
+        .map(|q| param(q, "per").unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(pers, ["400", "400", "400"]);
+
+    // Out of range: Primero's cap, or one.
+    assert_eq!(
+        CaseQuery::default().with_page_size(5000).page_size,
+        Some(1000)
+    );
+    assert_eq!(CaseQuery::default().with_page_size(0).page_size, Some(1));
+}
