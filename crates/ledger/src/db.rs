@@ -83,10 +83,19 @@ pub(crate) fn now() -> DateTime<Utc> {
     ts(Utc::now())
 }
 
+/// Statements with more bound values than this are not kept prepared on the connection.
+///
+/// The batched statements (`apply`'s multi-row inserts, `get_many`'s `IN` lists) are built
+/// for each batch size, so they rarely repeat, and each prepared one holds tens of kilobytes:
+/// cached (sqlx keeps 100 per connection), they were megabytes of the service's peak memory
+/// at 10,000 records. Fixed statements, with few values, stay prepared.
+pub(crate) const MAX_CACHED_ARGS: usize = 16;
+
 macro_rules! bind_all {
     ($query:expr, $args:expr) => {{
-        let mut q = $query;
-        for a in $args {
+        let args = $args;
+        let mut q = $query.persistent(args.len() <= MAX_CACHED_ARGS);
+        for a in args {
             q = match a {
                 Arg::Text(v) => q.bind(v.clone()),
                 Arg::OptText(v) => q.bind(v.clone()),

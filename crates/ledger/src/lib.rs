@@ -167,3 +167,35 @@ fn parse_json<T: serde::de::DeserializeOwned>(
         ),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Connection as _;
+
+    /// Batched statements are built per batch size and must not pile up in the connection's
+    /// statement cache (each holds tens of kilobytes); fixed statements stay cached.
+    #[tokio::test]
+    async fn batched_statements_are_not_kept_prepared() {
+        let ledger = Ledger::connect("sqlite::memory:").await.unwrap();
+        let cause = Cause::Operator("test".into());
+        // Batches of many sizes: every size gives its own statement text.
+        for size in 17..=56usize {
+            let changes: Vec<RecordChange> = (0..size)
+                .map(|i| RecordChange::new("flow", format!("k{size}-{i}"), RecordState::Delivered))
+                .collect();
+            ledger.apply(&changes, None, &cause).await.unwrap();
+            let keys: Vec<String> = (0..size).map(|i| format!("k{size}-{i}")).collect();
+            assert_eq!(ledger.get_many("flow", &keys).await.unwrap().len(), size);
+        }
+        let Pool::Sqlite(pool) = &ledger.pool else {
+            unreachable!("an in-memory SQLite ledger")
+        };
+        let mut conn = pool.acquire().await.unwrap();
+        let cached = conn.cached_statements_size();
+        // Without the limit: the cache fills up (sqlx keeps 100).
+        assert!(cached < 25, "{cached} statements kept prepared");
+        assert!(cached > 0, "fixed statements are still cached");
+        conn.ping().await.unwrap();
+    }
+}
