@@ -67,19 +67,6 @@ pub const DEST_INTEROP_REFERRAL: &str = "progres_interoperabilityreferralid";
 /// Most delivered / due records handled per run by the re-check and retry passes.
 const PASS_LIMIT: i64 = 10_000;
 
-/// A page of cases, or the end of the listing.
-enum ListErr {
-    Primero(PrimeroError),
-    /// The consumer stopped (its error is reported instead).
-    Closed,
-}
-
-impl From<PrimeroError> for ListErr {
-    fn from(e: PrimeroError) -> Self {
-        ListErr::Primero(e)
-    }
-}
-
 /// What the ledger says about a row before it is mapped.
 #[derive(Clone, Debug)]
 enum Prior {
@@ -136,89 +123,75 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
     };
     let query = CaseQuery::updated_since(start)
         .ordered_by("last_updated_at", SortDirection::Asc)
-        .with_fields(flow21::CASE_FIELDS.iter().copied());
+        .with_fields(flow21::CASE_FIELDS.iter().copied())
+        .with_page_size(CASES_PER_PAGE);
     let mut state = State {
         users: None,
         max_seen: None,
         seen_cases: HashSet::new(),
         handled: HashSet::new(),
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Case>>(1);
-    let listing = async move {
-        let r = ctx
-            .primero
-            .for_each_case_page(&query, |page| {
-                let tx = tx.clone();
-                async move { tx.send(page).await.map_err(|_| ListErr::Closed) }
-            })
-            .await;
-        drop(tx);
-        r
-    };
-    let consume = async {
-        // Deliveries (ingestion, check-status, ledger) of earlier pages go on while the next
-        // pages' referrals are read; at most `DELIVERIES_IN_FLIGHT` pages are in delivery, so
-        // memory stays bounded by a few pages (R10).
-        let mut inflight: Inflight<'_> = FuturesUnordered::new();
-        let mut result = Ok::<(), FlowError>(());
-        loop {
-            let page = match alongside(Box::pin(rx.recv()), &mut inflight).await {
-                Ok(Some(page)) => page,
-                Ok(None) => break,
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            };
-            if run.stopping() {
+    // The listing reads one page ahead (while a page is prepared, the next is fetched and
+    // parsed): two pages of cases at most are held, besides the deliveries in flight.
+    let mut listing = ctx.primero.case_pages(&query)?;
+    // Deliveries (ingestion, check-status, ledger) of earlier pages go on while the next
+    // pages' referrals are read; at most `DELIVERIES_IN_FLIGHT` pages are in delivery, so
+    // memory stays bounded by a few pages (R10).
+    let mut inflight: Inflight<'_> = FuturesUnordered::new();
+    let mut result = Ok::<(), FlowError>(());
+    loop {
+        let page = match alongside(Box::pin(listing.next_page()), &mut inflight).await {
+            Ok(Ok(Some(page))) => page,
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => {
+                result = Err(e.into());
                 break;
             }
-            let prepared = alongside(
-                Box::pin(prepare_cases(run, &settings, &mut state, page)),
-                &mut inflight,
-            )
-            .await
-            .and_then(|r| r);
-            match prepared {
-                Ok(outgoing) if !outgoing.is_empty() => {
-                    inflight.push(Box::pin(deliver(run, outgoing)))
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
+            Err(e) => {
+                result = Err(e);
+                break;
             }
-            while inflight.len() >= DELIVERIES_IN_FLIGHT {
-                if let Some(Err(e)) = inflight.next().await {
-                    result = Err(e);
-                    break;
-                }
-            }
-            if result.is_err() {
+        };
+        if run.stopping() {
+            break;
+        }
+        let prepared = alongside(
+            Box::pin(prepare_cases(run, &settings, &mut state, page)),
+            &mut inflight,
+        )
+        .await
+        .and_then(|r| r);
+        match prepared {
+            Ok(outgoing) if !outgoing.is_empty() => inflight.push(Box::pin(deliver(run, outgoing))),
+            Ok(_) => {}
+            Err(e) => {
+                result = Err(e);
                 break;
             }
         }
-        // Unblocks the listing when the consumer stopped early.
-        rx.close();
-        // Deliveries already started finish (their records are sent: their outcome must
-        // reach the ledger), even when a later page failed.
-        while let Some(done) = inflight.next().await {
-            if let Err(e) = done {
-                if result.is_ok() {
-                    result = Err(e);
-                }
+        while inflight.len() >= DELIVERIES_IN_FLIGHT {
+            if let Some(Err(e)) = inflight.next().await {
+                result = Err(e);
+                break;
             }
         }
-        result
-    };
-    let (listed, consumed) = tokio::join!(listing, consume);
-    consumed?;
-    let pages = match listed {
-        Ok(stats) => stats.pages,
-        Err(ListErr::Closed) => 0,
-        Err(ListErr::Primero(e)) => return Err(e.into()),
-    };
+        if result.is_err() {
+            break;
+        }
+    }
+    let pages = listing.stats().pages;
+    // Stops the read-ahead when the run stopped early.
+    drop(listing);
+    // Deliveries already started finish (their records are sent: their outcome must reach
+    // the ledger), even when a later page failed.
+    while let Some(done) = inflight.next().await {
+        if let Err(e) = done {
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    result?;
     if run.stopping() {
         return Ok(());
     }
@@ -382,6 +355,12 @@ async fn process_cases(
     }
     deliver(run, outgoing).await
 }
+
+/// Cases per listing page. Half of Primero's cap: a page being prepared, the page read
+/// ahead and the deliveries of two earlier pages are held at once, and a page of 1,000 cases
+/// with its referrals was most of the run's peak memory; the extra list requests (one per
+/// 500 cases) are a small part of the run's calls (one per case for the referrals).
+const CASES_PER_PAGE: u64 = 500;
 
 /// Pages whose deliveries may be in progress while the next page is prepared.
 const DELIVERIES_IN_FLIGHT: usize = 2;

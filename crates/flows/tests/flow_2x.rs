@@ -1326,8 +1326,8 @@ async fn refer_many(env: &TestEnv, n: usize) -> Vec<String> {
 
 #[tokio::test]
 async fn a_listing_of_several_pages_is_delivered_page_by_page_each_service_once() {
-    // Primero lists at most 1,000 cases per page: 1,030 cases make two pages, and page 1's
-    // deliveries overlap page 2's preparation.
+    // Flow 2.1 lists 500 cases per page: 1,030 cases make three pages, and each page's
+    // deliveries overlap the next page's preparation.
     let env = TestEnv::start_with(|c| c.ping.batch_size = 250).await;
     let uids = refer_many(&env, 1030).await;
 
@@ -1335,7 +1335,7 @@ async fn a_listing_of_several_pages_is_delivered_page_by_page_each_service_once(
     assert_eq!(report.fetched, 1030, "{report}");
     assert_eq!(report.confirmed, 1030, "{report}");
     assert_eq!(report.rejected_total(), 0, "{report}");
-    assert!(primero_calls(&env, "cases_list").await >= 2, "two pages");
+    assert!(primero_calls(&env, "cases_list").await >= 3, "three pages");
     // Only the fields the mapping reads are asked for (flow21::CASE_FIELDS), on every page.
     let listings = env.primero_get("/_sim/requests?endpoint=cases_list").await;
     for l in listings.as_array().unwrap() {
@@ -1368,11 +1368,12 @@ async fn a_listing_of_several_pages_is_delivered_page_by_page_each_service_once(
 
 #[tokio::test]
 async fn deliveries_in_flight_are_recorded_when_a_later_page_ends_the_run() {
-    // Page 1 (1,000 cases) is being delivered slowly (2.5 s per ingestion) when page 2's
-    // preparation meets refused credentials: the run ends with the auth error, and page 1's records, which PING
-    // received, still reach the ledger (none is left pending or lost).
+    // Page 1 (500 cases: flow 2.1's page size) is being delivered slowly (2.5 s per
+    // ingestion) when page 2's preparation meets refused credentials: the run ends with the
+    // auth error, and page 1's records, which PING received, still reach the ledger (none is
+    // left pending or lost).
     let env = TestEnv::start_with(|c| c.ping.batch_size = 500).await;
-    let uids = refer_many(&env, 1010).await;
+    let uids = refer_many(&env, 510).await;
     // Page 1 arrives after 3 s; page 2, asked for as soon as page 1 is in, after 6 s.
     env.primero_post(
         "/_sim/faults",
@@ -1393,7 +1394,7 @@ async fn deliveries_in_flight_are_recorded_when_a_later_page_ends_the_run() {
     // Once page 1's referrals are read (its deliveries start), refuse Primero's referral
     // listings: page 2 is still on its way.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while primero_calls(&env, "referrals_list").await < 1000 {
+    while primero_calls(&env, "referrals_list").await < 500 {
         assert!(
             std::time::Instant::now() < deadline,
             "page 1 was not prepared"
@@ -1418,15 +1419,15 @@ async fn deliveries_in_flight_are_recorded_when_a_later_page_ends_the_run() {
         .values()
         .filter(|r| r.state == RecordState::Confirmed)
         .count();
-    assert_eq!(confirmed, 1000, "page 1's deliveries were all recorded");
+    assert_eq!(confirmed, 500, "page 1's deliveries were all recorded");
     assert!(
         states.values().all(|r| r.state == RecordState::Confirmed),
         "no record of page 2 was started"
     );
-    assert_eq!(interop_referrals(&env).await.len(), 1000);
+    assert_eq!(interop_referrals(&env).await.len(), 500);
 
     clear_faults(&env).await;
     let next = env.run(F21).await;
     assert_eq!(next.confirmed, 10, "{next}");
-    assert_eq!(interop_referrals(&env).await.len(), 1010);
+    assert_eq!(interop_referrals(&env).await.len(), 510);
 }
