@@ -6,7 +6,7 @@
 //! rows get a `unique_id` before sending, so a repeated PATCH merges into the same row instead
 //! of appending a twin.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -254,19 +254,34 @@ impl PrimeroClient {
     /// read in the background while the caller works on the current one: the caller's work
     /// and the next request (and the parsing of its answer) overlap, and memory stays bounded
     /// by two pages. The first page is requested at once. Must be called within a Tokio
-    /// runtime; dropping the [`CasePages`] cancels the request in flight.
+    /// runtime; dropping the [`CasePages`] cancels the requests in flight.
     pub fn case_pages(&self, query: &CaseQuery) -> Result<CasePages, PrimeroError> {
+        self.case_pages_ahead(query, 1)
+    }
+
+    /// [`PrimeroClient::case_pages`] with up to `ahead` pages (at least 1) requested in the
+    /// background at once, once the first page has told how many there are (its `total` and
+    /// `per`; without them, one page at a time). Pages are still handed over in order, each id
+    /// once; memory is bounded by `ahead + 1` pages. For listings whose pages are small (few
+    /// `fields`) and whose caller is quicker than the round trips.
+    pub fn case_pages_ahead(
+        &self,
+        query: &CaseQuery,
+        ahead: usize,
+    ) -> Result<CasePages, PrimeroError> {
         query.validate()?;
         let base_params = query.params();
         let mut pages = CasePages {
             client: self.clone(),
             base_params,
             listing: Listing::new(query.clone()),
-            next: None,
-            page: 1,
+            next: VecDeque::new(),
+            requested: 0,
+            ahead: ahead.max(1),
+            page: 0,
             finished: false,
         };
-        pages.start_fetch();
+        pages.request_next();
         Ok(pages)
     }
 
@@ -854,15 +869,20 @@ impl Listing {
     }
 }
 
-/// A case listing pulled page by page with one page read ahead (see
-/// [`PrimeroClient::case_pages`]). Each id is handed over once, as with
-/// [`PrimeroClient::for_each_case_page`].
+/// A case listing pulled page by page with pages read ahead (see
+/// [`PrimeroClient::case_pages`] and [`PrimeroClient::case_pages_ahead`]). Each id is handed
+/// over once, as with [`PrimeroClient::for_each_case_page`].
 pub struct CasePages {
     client: PrimeroClient,
     base_params: Vec<(String, String)>,
     listing: Listing,
-    /// The request of page `page`, running in the background.
-    next: Option<tokio::task::JoinHandle<Result<FetchedPage, PrimeroError>>>,
+    /// The requests of the pages after `page`, in page order, running in the background.
+    next: VecDeque<tokio::task::JoinHandle<Result<FetchedPage, PrimeroError>>>,
+    /// The last page requested.
+    requested: u64,
+    /// Most pages requested ahead at once.
+    ahead: usize,
+    /// The last page handed over (or skipped as empty).
     page: u64,
     finished: bool,
 }
@@ -872,6 +892,7 @@ impl fmt::Debug for CasePages {
         f.debug_struct("CasePages")
             .field("query", &self.listing.query)
             .field("page", &self.page)
+            .field("requested", &self.requested)
             .field("stats", &self.listing.stats)
             .finish()
     }
@@ -882,22 +903,23 @@ impl CasePages {
     /// ends the listing.
     pub async fn next_page(&mut self) -> Result<Option<Vec<Case>>, PrimeroError> {
         loop {
-            let Some(handle) = self.next.take() else {
+            let Some(handle) = self.next.pop_front() else {
                 if !self.finished {
                     self.finished = true;
                     self.listing.finish();
                 }
                 return Ok(None);
             };
+            self.page += 1;
             let fetched = match handle.await {
                 Ok(Ok(fetched)) => fetched,
                 Ok(Err(e)) => {
-                    self.finished = true;
+                    self.stop();
                     return Err(e);
                 }
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 Err(_) => {
-                    self.finished = true;
+                    self.stop();
                     return Err(PrimeroError::Transient {
                         status: None,
                         detail: "the case page request was cancelled".into(),
@@ -906,13 +928,25 @@ impl CasePages {
                 }
             };
             if self.listing.has_more(self.page, &fetched) {
-                self.page += 1;
-                if self.page > MAX_PAGES {
-                    self.finished = true;
+                if self.page >= MAX_PAGES {
+                    self.stop();
                     return Err(PrimeroError::malformed(200, "case listing did not end"));
                 }
-                // Read ahead while the caller works on this page.
-                self.start_fetch();
+                // Read ahead while the caller works on this page: the pages the total says
+                // are left, up to `ahead`, or the next one when the total is not known.
+                let last = match (fetched.per.filter(|p| *p > 0), fetched.total) {
+                    (Some(per), Some(total)) => total.div_ceil(per).min(MAX_PAGES),
+                    _ => self.page + 1,
+                }
+                .max(self.page + 1);
+                while self.next.len() < self.ahead && self.requested < last {
+                    self.request_next();
+                }
+            } else {
+                // The listing ends here: pages asked for on a total that shrank are dropped.
+                for handle in self.next.drain(..) {
+                    handle.abort();
+                }
             }
             let cases = self.listing.digest(fetched);
             if !cases.is_empty() {
@@ -926,22 +960,32 @@ impl CasePages {
         self.listing.stats
     }
 
-    fn start_fetch(&mut self) {
+    /// Ends the listing after an error: the requests in flight are cancelled.
+    fn stop(&mut self) {
+        self.finished = true;
+        for handle in self.next.drain(..) {
+            handle.abort();
+        }
+    }
+
+    fn request_next(&mut self) {
+        self.requested += 1;
         let client = self.client.clone();
         let params = self.base_params.clone();
-        let page = self.page;
+        let page = self.requested;
         let per = self.listing.query.per();
         let task = async move { fetch_page(&client, &params, page, per).await };
-        self.next = Some(tokio::spawn(tracing::Instrument::instrument(
-            task,
-            tracing::Span::current(),
-        )));
+        self.next
+            .push_back(tokio::spawn(tracing::Instrument::instrument(
+                task,
+                tracing::Span::current(),
+            )));
     }
 }
 
 impl Drop for CasePages {
     fn drop(&mut self) {
-        if let Some(handle) = self.next.take() {
+        for handle in self.next.drain(..) {
             handle.abort();
         }
     }

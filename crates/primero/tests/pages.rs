@@ -287,3 +287,55 @@ async fn a_smaller_page_size_is_asked_for_and_every_case_still_comes_once() {
     );
     assert_eq!(CaseQuery::default().with_page_size(0).page_size, Some(1));
 }
+
+#[tokio::test]
+async fn pages_are_read_further_ahead_once_the_total_is_known_and_handed_over_in_order() {
+    let sim = sim().await;
+    sim.seed(scenario(1050)).await.unwrap();
+    let c = client(&sim, 3);
+    // 1,050 cases in pages of 100: 11 pages.
+    let query = CaseQuery::default().with_page_size(100);
+    let mut pages = c.case_pages_ahead(&query, 4).unwrap();
+
+    // Until page 1 tells the total, only page 1 is asked for.
+    let first = pages.next_page().await.unwrap().expect("page 1");
+    assert_eq!(first.len(), 100);
+    let mut seen: Vec<String> = first.into_iter().map(|c| c.id).collect();
+    // Then four pages at once, while the caller holds page 1.
+    assert_eq!(
+        wait_for_request_of(&sim, "5").await,
+        vec!["1", "2", "3", "4", "5"]
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(pages_requested(&sim).await.len(), 5, "no more than 4 ahead");
+
+    let mut sizes = Vec::new();
+    while let Some(page) = pages.next_page().await.unwrap() {
+        sizes.push(page.len());
+        seen.extend(page.into_iter().map(|c| c.id));
+    }
+    assert_eq!(sizes, [100, 100, 100, 100, 100, 100, 100, 100, 100, 50]);
+    let mut requested: Vec<u64> = pages_requested(&sim)
+        .await
+        .iter()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    requested.sort_unstable();
+    assert_eq!(
+        requested,
+        (1..=11).collect::<Vec<u64>>(),
+        "each page once, none past the end"
+    );
+
+    // In order: the same sequence as the one-page-at-a-time listing.
+    let one_by_one: Vec<String> = c
+        .list_cases(&query)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(seen, one_by_one);
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 1050);
+    sim.shutdown().await;
+}
