@@ -29,9 +29,10 @@
 //!
 //! Shape, so that a run costs little more than its API calls: four stages run side by side,
 //! joined by small bounded queues.
-//! - The *lister* reads the cases to retry, then the case pages; the next page is read in the
-//!   background while the current one is picked over ([`pp_primero::PrimeroClient::case_pages`]),
-//!   and only the decided rows go on, one page at a time.
+//! - The *lister* reads the cases to retry, then the case pages; the next pages (up to
+//!   `PAGES_AHEAD`) are read in the background while the current one is picked over
+//!   ([`pp_primero::PrimeroClient::case_pages_ahead`]), and only the decided rows go on, one
+//!   page at a time.
 //! - The *preparer* takes a page's rows a few batches' worth at a time: their ledger records
 //!   are read in bulk (the likely instance keys of every row at once, further instances only
 //!   for rows that have them), legacy numbers resolved, records built, and full batches handed
@@ -69,6 +70,13 @@ use tokio::sync::watch;
 use crate::referrals_to_primero::{ingest_isolated, IngestOutcomes, FACT_INTERVENTION};
 use crate::referrals_to_progres::EXCLUDED_RETRY_NOT_DUE;
 use crate::{FlowError, RunCtx};
+
+/// Pages read ahead at once, once the first has told how many there are: one page at a time,
+/// the listing is a chain of round trips (and of the server's work on each page) that takes
+/// longer than the sending at 10,000 decisions. With four fields a case is small, so a few
+/// pages of 1,000 are cheap to hold. (Smaller pages do not help: a page is prepared only
+/// once the page before the previous one is committed, so small pages starve the sender.)
+const PAGES_AHEAD: usize = 3;
 
 /// Failed decisions read by id per run, at most.
 const RETRIES_PER_RUN: i64 = 1000;
@@ -251,7 +259,7 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
     };
     // The first page is requested now, while the decisions to retry are looked at.
     let query = CaseQuery::updated_since(from).with_fields(CASE_FIELDS.iter().copied());
-    let mut pages = ctx.primero.case_pages(&query)?;
+    let mut pages = ctx.primero.case_pages_ahead(&query, PAGES_AHEAD)?;
 
     let progress = Mutex::new(Progress::new(from));
     let failed = AtomicBool::new(false);
