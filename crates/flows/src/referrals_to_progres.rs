@@ -666,9 +666,9 @@ async fn batch_refused(
             Ok(sorted.resend)
         }
         e if e.class() == ErrorClass::Transient => {
-            // The call may have reached PING (a timeout after PING received it, or a retry
-            // whose first attempt got through): never re-sent blindly, see
-            // `resolve_unconfirmed`.
+            // The call may have reached PING (a timeout or a lost connection after PING
+            // received it, a 5xx, or a 2xx without SPHTransactionId; the client does not send
+            // such a batch again): never re-sent blindly, see `resolve_unconfirmed`.
             let changes = batch
                 .iter()
                 .map(|o| {

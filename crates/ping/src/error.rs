@@ -50,7 +50,10 @@ pub enum PingError {
     #[error("PING authentication failed: {detail}")]
     Auth { detail: String },
 
-    /// Worth another attempt: timeout, connection error, 5xx, 408/425/429.
+    /// Worth another attempt: timeout, connection error, 5xx, 408/425/429, or an `/asyncdata`
+    /// 2xx without `SPHTransactionId` (PING may have accepted the batch). Within a call only
+    /// reads and keyed ingestion are retried on it; `/asyncdata` only when the attempt
+    /// certainly did not reach PING.
     #[error("PING transient failure{}: {detail}", status_suffix(*.status))]
     Transient {
         status: Option<u16>,
