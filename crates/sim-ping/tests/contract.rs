@@ -111,6 +111,100 @@ async fn contract_02_subscription_key() {
     assert_eq!(status, 200);
 }
 
+/// Item 2's last sentence: the token endpoint ignores the subscription key. A token request
+/// carrying a key the API endpoints refuse still gets a token, and that token works on every
+/// API endpoint once the right key goes with it.
+#[tokio::test]
+async fn contract_02_token_endpoint_ignores_the_subscription_key() {
+    let s = start().await;
+    s.seed(small_seed()).await;
+    const WRONG: &str = "not-the-subscription-key";
+    let r = s
+        .http
+        .post(s.sim.token_url())
+        .header("Ocp-Apim-Subscription-Key", WRONG)
+        .form(&token_form("sim-ping-password"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["token_type"], "Bearer");
+    let token = v["access_token"].as_str().unwrap().to_string();
+    // Credentials are still checked when a (wrong) key comes along.
+    let r = s
+        .http
+        .post(s.sim.token_url())
+        .header("Ocp-Apim-Subscription-Key", WRONG)
+        .form(&token_form("wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "invalid_grant");
+    // The API endpoints refuse that same key, with the token just issued, ...
+    let calls = [
+        (
+            pp_sim_ping::RETRIEVE_PATH,
+            json!({"ShippingProcessId": "SHP-2747", "PartnerId": "PNR-1363", "InteropID": "INT-1436", "QueryParameters": []}),
+        ),
+        (
+            "/api/ingestion/v2/PNR-1363/data",
+            json!({"ShippingProcessId": "SHP-2748", "InteropId": "INT-1436", "Data": [transfer_record("k", IV1, "125080002")]}),
+        ),
+        (
+            "/api/ingestion/v2/PNR-1363/asyncdata",
+            json!({"ShippingProcessId": "SHP-2731", "InteropID": "INT-1436", "APIVersion": "V2", "Data": [incoming_record("case-k", "svc-k", "125080000")]}),
+        ),
+        (
+            pp_sim_ping::CHECKSTATUS_PATH,
+            json!({"ShippingProcessId": "SHP-2731", "InteropID": "INT-1436", "PartnerId": "PNR-1363", "SPHTransactionId": "5b0f2f4e-0000-4000-8000-000000000000"}),
+        ),
+    ];
+    for (path, body) in &calls {
+        let r = s
+            .http
+            .post(s.url(path))
+            .header("Ocp-Apim-Subscription-Key", WRONG)
+            .bearer_auth(&token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["statusCode"], 401);
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains("invalid subscription key"),
+            "{path}: {v}"
+        );
+    }
+    assert!(
+        s.sim.state_json()["transactions"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "nothing refused was applied"
+    );
+    // ... and accept the token with the right key: it was a real token.
+    for (path, body) in &calls {
+        let r = s
+            .http
+            .post(s.url(path))
+            .header("Ocp-Apim-Subscription-Key", "sim-subscription-key")
+            .bearer_auth(&token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+}
+
 #[tokio::test]
 async fn contract_03_bearer_token() {
     let s = start().await;
