@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use options::{
-    AsyncRepeat, BatchMode, EmptyRecordCount, ErrorMode, InvalidOptionCode, Options,
+    AsyncRepeat, BatchMode, EmptyRecordCount, ErrorMode, InvalidOptionCode, Options, PagingMode,
     ShippingProcesses,
 };
 pub use server::{RequestLogEntry, CHECKSTATUS_PATH, RETRIEVE_PATH, TOKEN_PATH};

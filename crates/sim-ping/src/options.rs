@@ -95,6 +95,24 @@ pub enum AsyncRepeat {
     Duplicate,
 }
 
+/// How a client asks for page 2 and later of a retrieval (contract item 10 (A); spec
+/// "Paging": UNKNOWN). Every mode answers with the same `PagingSummary` and emits an opaque,
+/// non-null `PagingCookie` while more rows follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PagingMode {
+    /// The cookie selects where the page starts (keyset paging); `PageNumber` is checked to
+    /// be a non-negative integer and echoed, and `PageNumber` >= 2 without a cookie is refused
+    /// (default: the spec's inference, echo `PagingCookie` + `PageNumber + 1`).
+    CookieAndPage,
+    /// The cookie is ignored; `PageNumber` (1-based, absent or 0 = 1) alone selects the page,
+    /// by offset: rows that leave the result between two pages shift the later ones.
+    PageNumber,
+    /// The cookie alone selects the next page (keyset paging); `PageNumber` is ignored, and
+    /// without a cookie the first page is served.
+    CookieOnly,
+}
+
 /// Every switch of the simulator. `Options::default()` matches the demo configuration.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -121,6 +139,9 @@ pub struct Options {
     pub token_expires_in_as_string: bool,
     /// Rows per retrieval page.
     pub page_size: usize,
+    /// How page 2 and later are requested: cookie and page number, page number only, or
+    /// cookie only.
+    pub paging_mode: PagingMode,
     /// `RecordCount` of an empty retrieval.
     pub empty_record_count: EmptyRecordCount,
     /// Answer to an undefined parameter, unknown SHP, wrong PartnerId/InteropID.
@@ -159,6 +180,7 @@ impl Default for Options {
             token_expires_in_secs: 3600,
             token_expires_in_as_string: true,
             page_size: 1000,
+            paging_mode: PagingMode::CookieAndPage,
             empty_record_count: EmptyRecordCount::Null,
             request_error_mode: ErrorMode::Http400,
             ingestion_error_mode: ErrorMode::Http400,
@@ -190,6 +212,7 @@ impl std::fmt::Debug for Options {
                 &self.token_expires_in_as_string,
             )
             .field("page_size", &self.page_size)
+            .field("paging_mode", &self.paging_mode)
             .field("empty_record_count", &self.empty_record_count)
             .field("request_error_mode", &self.request_error_mode)
             .field("ingestion_error_mode", &self.ingestion_error_mode)

@@ -412,50 +412,85 @@ pub(crate) fn decision_detail_row(r: &InteropReferral) -> Map<String, Value> {
     m
 }
 
-/// One page of rows after `after`, at most `limit`; the bool says whether more follow.
+/// Where a page starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PageStart {
+    /// After the row a paging cookie names (`None`: at the first row). Keyset paging: rows
+    /// that leave the result between two pages do not shift the later ones.
+    After(Option<RowKey>),
+    /// After this many rows of the result (offset paging, `paging_mode: page_number`).
+    Skip(usize),
+}
+
+/// Collects the rows of one page, building only those it keeps.
+struct Collector {
+    after: Option<RowKey>,
+    skip: usize,
+    limit: usize,
+    out: Vec<KeyedRow>,
+    more: bool,
+}
+
+impl Collector {
+    /// Offers the row at `k`; false once the page is full (and a further row exists).
+    fn offer(&mut self, k: RowKey, make: impl FnOnce() -> Map<String, Value>) -> bool {
+        if self.after.is_some_and(|a| k <= a) {
+            return true;
+        }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return true;
+        }
+        if self.out.len() == self.limit {
+            self.more = true;
+            return false;
+        }
+        self.out.push((k, make()));
+        true
+    }
+}
+
+/// One page of at most `limit` rows from `start`; the bool says whether more follow.
 pub(crate) fn page(
     store: &Store,
     kind: RetrieveKind,
     record_ids: &[String],
     drop_transferred: bool,
-    after: Option<RowKey>,
+    start: PageStart,
     limit: usize,
 ) -> (Vec<KeyedRow>, bool) {
-    let mut out: Vec<KeyedRow> = Vec::new();
-    let keep = |k: RowKey| after.is_none_or(|a| k > a);
-    let start = after.map_or(0, |a| a.0);
-    let mut more = false;
-    let mut push = |k: RowKey, row: Map<String, Value>, out: &mut Vec<_>| -> bool {
-        if !keep(k) {
-            return true;
-        }
-        if out.len() == limit {
-            more = true;
-            return false;
-        }
-        out.push((k, row));
-        true
+    let (after, skip) = match start {
+        PageStart::After(a) => (a, 0),
+        PageStart::Skip(n) => (None, n),
+    };
+    let first = after.map_or(0, |a| a.0);
+    let mut c = Collector {
+        after,
+        skip,
+        limit,
+        out: Vec::new(),
+        more: false,
     };
     match kind {
         RetrieveKind::Pending => {
-            for (i, iv) in store.interventions.iter().enumerate().skip(start) {
-                if is_pending(iv, drop_transferred) && !push((i, 0), pending_row(iv), &mut out) {
+            for (i, iv) in store.interventions.iter().enumerate().skip(first) {
+                if is_pending(iv, drop_transferred) && !c.offer((i, 0), || pending_row(iv)) {
                     break;
                 }
             }
         }
         RetrieveKind::DecisionList => {
-            for (i, r) in store.referrals.iter().enumerate().skip(start) {
-                if !push((i, 0), decision_list_row(r), &mut out) {
+            for (i, r) in store.referrals.iter().enumerate().skip(first) {
+                if !c.offer((i, 0), || decision_list_row(r)) {
                     break;
                 }
             }
         }
         RetrieveKind::Details => {
-            'outer: for (pos, id) in record_ids.iter().enumerate().skip(start) {
+            'outer: for (pos, id) in record_ids.iter().enumerate().skip(first) {
                 if let Some(i) = store.intervention_index(id) {
                     for (j, row) in detail_rows(&store.interventions[i]).into_iter().enumerate() {
-                        if !push((pos, j), row, &mut out) {
+                        if !c.offer((pos, j), move || row) {
                             break 'outer;
                         }
                     }
@@ -463,16 +498,16 @@ pub(crate) fn page(
             }
         }
         RetrieveKind::DecisionDetails => {
-            for (pos, id) in record_ids.iter().enumerate().skip(start) {
+            for (pos, id) in record_ids.iter().enumerate().skip(first) {
                 if let Some(i) = store.referral_index(id) {
-                    if !push((pos, 0), decision_detail_row(&store.referrals[i]), &mut out) {
+                    if !c.offer((pos, 0), || decision_detail_row(&store.referrals[i])) {
                         break;
                     }
                 }
             }
         }
     }
-    (out, more)
+    (c.out, c.more)
 }
 
 fn pct_encode(s: &str) -> String {
@@ -504,11 +539,21 @@ fn pct_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Builds the opaque paging cookie for the page after `last`.
+/// A paging cookie as read back: the page it asks for and the last row already served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Cookie {
+    /// The page the cookie leads to (the `PageNumber` of the answer that issued it + 1).
+    pub page: i64,
+    /// The last row of the answer that issued it.
+    pub last: RowKey,
+}
+
+/// Builds the opaque paging cookie for the page after `last`, issued by an answer whose
+/// `PageNumber` is `page_number`.
 pub(crate) fn make_cookie(shp: &str, page_number: i64, last: RowKey) -> String {
     pct_encode(&format!(
         "<cookie page=\"{}\" shp=\"{}\"><row last=\"{}.{}\" /></cookie>",
-        page_number + 1,
+        page_number.saturating_add(1),
         shp,
         last.0,
         last.1
@@ -516,14 +561,121 @@ pub(crate) fn make_cookie(shp: &str, page_number: i64, last: RowKey) -> String {
 }
 
 /// Reads a cookie made by [`make_cookie`]; None when it is not one of ours or not for `shp`.
-pub(crate) fn read_cookie(shp: &str, cookie: &str) -> Option<RowKey> {
+pub(crate) fn read_cookie(shp: &str, cookie: &str) -> Option<Cookie> {
     let text = pct_decode(cookie)?;
     let shp_attr = format!(" shp=\"{shp}\"");
-    if !text.starts_with("<cookie page=\"") || !text.contains(&shp_attr) {
+    let rest = text.strip_prefix("<cookie page=\"")?;
+    if !text.contains(&shp_attr) {
         return None;
     }
+    let page = rest.split('"').next()?.parse().ok()?;
     let rest = text.split("<row last=\"").nth(1)?;
     let last = rest.split('"').next()?;
     let (a, b) = last.split_once('.')?;
-    Some((a.parse().ok()?, b.parse().ok()?))
+    Some(Cookie {
+        page,
+        last: (a.parse().ok()?, b.parse().ok()?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_round_trip_and_refuse_strangers() {
+        let c = make_cookie("SHP-2747", 3, (12, 4));
+        assert!(!c.contains('<') && !c.contains('"'), "opaque: {c}");
+        assert_eq!(
+            read_cookie("SHP-2747", &c),
+            Some(Cookie {
+                page: 4,
+                last: (12, 4)
+            })
+        );
+        assert_eq!(read_cookie("SHP-2795", &c), None, "another SHP's cookie");
+        assert_eq!(read_cookie("SHP-2747", "garbage"), None);
+        assert_eq!(read_cookie("SHP-2747", "%zz"), None);
+        let no_page =
+            pct_encode("<cookie page=\"x\" shp=\"SHP-2747\"><row last=\"1.0\" /></cookie>");
+        assert_eq!(read_cookie("SHP-2747", &no_page), None);
+    }
+
+    fn pending_store(n: usize) -> Store {
+        let mut store = Store::default();
+        let doc = crate::scenario::generate_seed(&crate::scenario::ScenarioOptions {
+            count: n,
+            ..Default::default()
+        });
+        store.merge_seed(doc).expect("generated seed");
+        store
+    }
+
+    #[test]
+    fn keyset_and_offset_pages_cover_the_result_once() {
+        let store = pending_store(7);
+        let (all, more) = page(
+            &store,
+            RetrieveKind::Pending,
+            &[],
+            true,
+            PageStart::After(None),
+            100,
+        );
+        assert_eq!((all.len(), more), (7, false));
+        let keys: Vec<RowKey> = all.iter().map(|(k, _)| *k).collect();
+        let mut keyset = Vec::new();
+        let mut after = None;
+        loop {
+            let (rows, more) = page(
+                &store,
+                RetrieveKind::Pending,
+                &[],
+                true,
+                PageStart::After(after),
+                3,
+            );
+            after = rows.last().map(|(k, _)| *k);
+            keyset.extend(rows.into_iter().map(|(k, _)| k));
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(keyset, keys);
+        let mut offset = Vec::new();
+        for n in 0.. {
+            let (rows, more) = page(
+                &store,
+                RetrieveKind::Pending,
+                &[],
+                true,
+                PageStart::Skip(n * 3),
+                3,
+            );
+            offset.extend(rows.into_iter().map(|(k, _)| k));
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(offset, keys);
+        let (past, more) = page(
+            &store,
+            RetrieveKind::Pending,
+            &[],
+            true,
+            PageStart::Skip(7),
+            3,
+        );
+        assert!(past.is_empty() && !more);
+        // A full last page says no more rows follow.
+        let (last, more) = page(
+            &store,
+            RetrieveKind::Pending,
+            &[],
+            true,
+            PageStart::Skip(4),
+            3,
+        );
+        assert_eq!((last.len(), more), (3, false));
+    }
 }

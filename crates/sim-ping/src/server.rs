@@ -18,8 +18,8 @@ use serde_json::{json, Map, Value};
 use crate::conn::ConnHandle;
 use crate::faults::{FaultSet, Terminal};
 use crate::ingest::{check_data_array, process_batch, IngestKind};
-use crate::options::{EmptyRecordCount, ErrorMode, Options};
-use crate::rows::{make_cookie, page, read_cookie, RetrieveKind};
+use crate::options::{EmptyRecordCount, ErrorMode, Options, PagingMode};
+use crate::rows::{make_cookie, page, read_cookie, Cookie, PageStart, RetrieveKind};
 use crate::store::{Store, Transaction, TxStatus};
 
 /// Path of the retrieval endpoint.
@@ -521,6 +521,53 @@ fn page_number(v: Option<&Value>) -> Result<i64, String> {
     }
 }
 
+/// The request's `PagingCookie`: absent, null or empty is none; anything else must be one of
+/// ours, for this shipping process.
+fn paging_cookie(shp: &str, body: &Map<String, Value>) -> Result<Option<Cookie>, String> {
+    match member(body, "PagingCookie") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(c)) if c.is_empty() => Ok(None),
+        Some(Value::String(c)) => read_cookie(shp, c)
+            .map(Some)
+            .ok_or_else(|| "PagingCookie is not valid for this shipping process".into()),
+        Some(_) => Err("PagingCookie must be a string".into()),
+    }
+}
+
+/// Where the requested page starts and the `PageNumber` its answer reports, by the
+/// `paging_mode` switch (item 10 (A)).
+fn paging_position(
+    mode: PagingMode,
+    page_size: usize,
+    shp: &str,
+    body: &Map<String, Value>,
+) -> Result<(PageStart, i64), String> {
+    match mode {
+        PagingMode::CookieAndPage => {
+            let number = page_number(member(body, "PageNumber"))?;
+            let after = paging_cookie(shp, body)?.map(|c| c.last);
+            // No silent restart from page one.
+            if after.is_none() && number >= 2 {
+                return Err(format!(
+                    "PagingCookie is required to request PageNumber {number}"
+                ));
+            }
+            Ok((PageStart::After(after), number))
+        }
+        PagingMode::PageNumber => {
+            let number = page_number(member(body, "PageNumber"))?.max(1);
+            let skip = usize::try_from(number - 1)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(page_size);
+            Ok((PageStart::Skip(skip), number))
+        }
+        PagingMode::CookieOnly => Ok(match paging_cookie(shp, body)? {
+            Some(c) => (PageStart::After(Some(c.last)), c.page.max(1)),
+            None => (PageStart::After(None), 1),
+        }),
+    }
+}
+
 /// `POST /primes/fetch/paging/v3/retrievedatawithpaging` (items 4-10).
 async fn retrieve(State(sh): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(m) = check_auth(&sh, &headers) {
@@ -571,24 +618,10 @@ async fn retrieve(State(sh): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
             "Parameter {{record_ids}} is required for shipping process {shp}"
         ));
     }
-    let number = match page_number(member(&body, "PageNumber")) {
-        Ok(n) => n,
+    let (start, number) = match paging_position(opts.paging_mode, opts.page_size, &shp, &body) {
+        Ok(p) => p,
         Err(e) => return err(&e),
     };
-    let after = match member(&body, "PagingCookie") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(c)) if c.is_empty() => None,
-        Some(Value::String(c)) => match read_cookie(&shp, c) {
-            Some(k) => Some(k),
-            None => return err("PagingCookie is not valid for this shipping process"),
-        },
-        Some(_) => return err("PagingCookie must be a string"),
-    };
-    if after.is_none() && number >= 2 {
-        return err(&format!(
-            "PagingCookie is required to request PageNumber {number}"
-        ));
-    }
     let ids = record_ids.unwrap_or_default();
     let (rows, more) = {
         let store = lock(&sh.store);
@@ -597,7 +630,7 @@ async fn retrieve(State(sh): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
             kind,
             &ids,
             opts.drop_transferred_from_pending,
-            after,
+            start,
             opts.page_size,
         )
     };
