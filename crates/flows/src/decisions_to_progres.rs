@@ -36,9 +36,9 @@
 //! - The *preparer* takes a page's rows a few batches' worth at a time: their ledger records
 //!   are read in bulk (the likely instance keys of every row at once, further instances only
 //!   for rows that have them), legacy numbers resolved, records built, and full batches handed
-//!   on, so the first batches leave while the rest of the page is prepared. A page is started
-//!   only once the page before the previous one is committed (memory stays bounded by about
-//!   two pages, R10).
+//!   on, so the first batches leave while the rest of the page is prepared. A page with
+//!   decisions is started only once page `n - PAGES_UNSETTLED` is committed (memory stays
+//!   bounded by a few pages, R10); a page without any goes straight through.
 //! - The *sender* keeps up to `ping.http.max_concurrency` batches in flight, whatever page
 //!   they come from, so one page's last batches and the next page's first ones overlap.
 //! - The *committer* records outcomes in order, one commit at a time: each batch's outcomes
@@ -75,8 +75,15 @@ use crate::{FlowError, RunCtx};
 /// the listing is a chain of round trips (and of the server's work on each page) that takes
 /// longer than the sending at 10,000 decisions. With four fields a case is small, so a few
 /// pages of 1,000 are cheap to hold. (Smaller pages do not help: a page is prepared only
-/// once the page before the previous one is committed, so small pages starve the sender.)
+/// once an earlier one is committed, see [`PAGES_UNSETTLED`], so small pages starve the
+/// sender.)
 const PAGES_AHEAD: usize = 3;
+
+/// Pages with decisions prepared or in delivery while earlier ones wait for their commit: a
+/// page is started only once page `n - PAGES_UNSETTLED` is committed. Three keep the sender
+/// fed across page boundaries (with two, it ran dry while the page before last committed);
+/// a page's rows and records are about a megabyte at 1,000 decisions.
+const PAGES_UNSETTLED: u64 = 3;
 
 /// Failed decisions read by id per run, at most.
 const RETRIES_PER_RUN: i64 = 1000;
@@ -436,8 +443,9 @@ fn page_rows(
 /// The preparer: for each page, rejects the unknown statuses, then takes the decided rows a
 /// few batches' worth at a time (their ledger records read in bulk, legacy numbers resolved,
 /// records built) and hands full batches to the sender, so the first batches leave while the
-/// rest of the page is prepared. A page is started only once the page before the previous
-/// one is committed. Stops quietly when the sender has stopped (it says why).
+/// rest of the page is prepared. A page with decisions is started only once page
+/// `n - PAGES_UNSETTLED` is committed. Stops quietly when the sender has stopped (it says
+/// why).
 async fn prepare(
     run: &RunCtx<'_>,
     mut rows_rx: tokio::sync::mpsc::Receiver<PageRows>,
@@ -452,8 +460,17 @@ async fn prepare(
             break;
         }
         let n = page.n;
+        if page.rows.is_empty() && page.unknown.is_empty() {
+            // Nothing to prepare or hold: the page only has to be marked done in order (at
+            // 10,000 decisions, the pages of undecided cases waited here for commits and
+            // came after the last send).
+            if work_tx.send(Work::PageEnd(n)).await.is_err() {
+                return Ok(());
+            }
+            continue;
+        }
         tokio::select! {
-            _ = outbox.settled(n.saturating_sub(2)) => {}
+            _ = outbox.settled(n.saturating_sub(PAGES_UNSETTLED)) => {}
             _ = work_tx.closed() => break,
         }
         outbox.send(unknown_rejections(run, page.unknown).await?);
