@@ -1054,8 +1054,10 @@ async fn an_asyncdata_timeout_is_returned_after_one_request() {
         1,
         "one POST only"
     );
-    // One 300 ms attempt, no backoff and no second attempt.
-    assert!(took < Duration::from_millis(900), "took {took:?}");
+    // One 300 ms attempt, no backoff and no second attempt (the POST count above proves
+    // there was no second request; the bound is loose for a loaded machine, yet well under
+    // the 2 s the simulator would take to answer).
+    assert!(took < Duration::from_secs(2), "took {took:?}");
     sim.shutdown().await;
 }
 
@@ -1140,8 +1142,10 @@ async fn an_asyncdata_call_whose_connection_is_refused_is_retried() {
         .parse()
         .unwrap();
     let mut s = settings(&first);
+    // Retry until the restarted simulator listens, however long that takes on a loaded
+    // machine: the attempts are bounded by time (20 s), not by their number.
     s.http.retry = RetryPolicy {
-        max_attempts: 30,
+        max_attempts: 1000,
         initial_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(100),
         max_elapsed: Duration::from_secs(20),
