@@ -672,15 +672,18 @@ async fn batch_refused(
             let changes = batch
                 .iter()
                 .map(|o| {
-                    let c = run.failed(
-                        &o.mapped.unique_id,
-                        INGESTION_UNCONFIRMED,
-                        format!(
-                            "asyncdata: {e}; PING may have received it: proGres is searched \
-                             for progres_orgreferralid {} before it is sent again",
-                            o.mapped.unique_id
+                    let c = unconfirmed(
+                        run,
+                        run.failed(
+                            &o.mapped.unique_id,
+                            INGESTION_UNCONFIRMED,
+                            format!(
+                                "asyncdata: {e}; PING may have received it: proGres is \
+                                 searched for progres_orgreferralid {} before it is sent again",
+                                o.mapped.unique_id
+                            ),
+                            o.attempts,
                         ),
-                        o.attempts,
                     );
                     with_mapped_ids(c.with_payload_hash(o.hash.clone()), &o.mapped)
                 })
@@ -690,6 +693,24 @@ async fn batch_refused(
         }
         e => split_or_reject(run, batch, e.to_string()).await,
     }
+}
+
+/// How long an unconfirmed ingestion waits, at least, before proGres is searched for it: twice
+/// the time PING is given to process an asynchronous batch (`ping.check_status_timeout`).
+/// A search that comes before PING has processed a batch it did receive finds nothing, and the
+/// record would be sent a second time.
+fn unconfirmed_wait(run: &RunCtx<'_>) -> chrono::Duration {
+    chrono::Duration::from_std(run.ctx.config.ping.check_status_timeout * 2)
+        .unwrap_or_else(|_| chrono::Duration::minutes(4))
+}
+
+/// `change` (an `ingestion_unconfirmed` failure) due no sooner than [`unconfirmed_wait`].
+fn unconfirmed(run: &RunCtx<'_>, mut change: RecordChange) -> RecordChange {
+    let earliest = run.ctx.now() + unconfirmed_wait(run);
+    if change.next_retry_at.is_none_or(|t| t < earliest) {
+        change.next_retry_at = Some(earliest);
+    }
+    change
 }
 
 /// A refused batch naming no record: halves, until single records are rejected.
@@ -1101,15 +1122,18 @@ async fn resolve_unconfirmed(run: &RunCtx<'_>) -> Result<(), FlowError> {
             let changes = wanted
                 .values()
                 .map(|r| {
-                    run.failed(
-                        &r.key,
-                        INGESTION_UNCONFIRMED,
-                        format!(
-                            "searching proGres for progres_orgreferralid {} failed ({e}); \
-                             searched again before it is sent again",
-                            r.key
+                    unconfirmed(
+                        run,
+                        run.failed(
+                            &r.key,
+                            INGESTION_UNCONFIRMED,
+                            format!(
+                                "searching proGres for progres_orgreferralid {} failed ({e}); \
+                                 searched again before it is sent again",
+                                r.key
+                            ),
+                            r.attempts,
                         ),
-                        r.attempts,
                     )
                 })
                 .collect();

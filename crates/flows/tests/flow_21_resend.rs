@@ -272,7 +272,9 @@ async fn a_connection_lost_after_ping_applied_the_batch_is_found_in_progres_not_
 
 #[tokio::test]
 async fn an_acceptance_without_a_transaction_id_is_unconfirmed_never_rejected_or_duplicated() {
-    let env = start(|_| {}).await;
+    // PING is given 90 s to process a batch: an unconfirmed one waits at least twice that
+    // before proGres is searched for it, longer than the first retry backoff (60 s).
+    let env = start(|c| c.ping.check_status_timeout = std::time::Duration::from_secs(90)).await;
     // Two services of one case go to different batches (one ExternalId per batch): two POSTs.
     let mut uids = refer(
         &env,
@@ -303,7 +305,19 @@ async fn an_acceptance_without_a_transaction_id_is_unconfirmed_never_rejected_or
             Some("ingestion_unconfirmed"),
             "{uid}"
         );
+        // Not searched for before PING has had twice its processing time: an early search
+        // would miss a queued batch.
+        let wait = rec.next_retry_at.expect("a retry time") - chrono::Utc::now();
+        assert!(
+            wait > chrono::Duration::seconds(170),
+            "{uid}: due in {wait}"
+        );
     }
+    // A run right away neither searches nor sends.
+    env.clear_requests().await;
+    let early = env.run(F21).await;
+    assert_eq!((early.confirmed, early.delivered), (0, 0), "{early}");
+    assert!(asyncdata_requests(&env).is_empty(), "nothing sent again");
     // PING accepted both batches, though it named neither transaction.
     let txs: Vec<String> = sends
         .iter()
