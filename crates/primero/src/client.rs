@@ -280,6 +280,7 @@ impl PrimeroClient {
             ahead: ahead.max(1),
             page: 0,
             finished: false,
+            failed: false,
         };
         pages.request_next();
         Ok(pages)
@@ -885,6 +886,8 @@ pub struct CasePages {
     /// The last page handed over (or skipped as empty).
     page: u64,
     finished: bool,
+    /// The listing ended with an error.
+    failed: bool,
 }
 
 impl fmt::Debug for CasePages {
@@ -901,17 +904,28 @@ impl fmt::Debug for CasePages {
 impl CasePages {
     /// The next page's cases (never empty), or `None` once the listing has ended. An error
     /// ends the listing.
+    ///
+    /// Cancel-safe: a call dropped while it waits for a page leaves that page to the next
+    /// call. After an error, every later call returns an error too.
     pub async fn next_page(&mut self) -> Result<Option<Vec<Case>>, PrimeroError> {
         loop {
-            let Some(handle) = self.next.pop_front() else {
+            if self.failed {
+                return Err(PrimeroError::invalid(
+                    "the case listing already ended with an error",
+                ));
+            }
+            let Some(handle) = self.next.front_mut() else {
                 if !self.finished {
                     self.finished = true;
                     self.listing.finish();
                 }
                 return Ok(None);
             };
+            // Taken off the queue only once it has completed (see above).
+            let joined = handle.await;
+            self.next.pop_front();
             self.page += 1;
-            let fetched = match handle.await {
+            let fetched = match joined {
                 Ok(Ok(fetched)) => fetched,
                 Ok(Err(e)) => {
                     self.stop();
@@ -963,6 +977,7 @@ impl CasePages {
     /// Ends the listing after an error: the requests in flight are cancelled.
     fn stop(&mut self) {
         self.finished = true;
+        self.failed = true;
         for handle in self.next.drain(..) {
             handle.abort();
         }
