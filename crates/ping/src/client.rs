@@ -2,9 +2,12 @@
 //! status, each call authenticated (bearer token + subscription key), bounded by the shared
 //! limiter, retried by the shared policy of `pp_http`, and reported to its observer.
 //!
-//! Retrieval, check-status and `/data` (keyed, idempotent on re-send) are retried after any
-//! transient failure. `/asyncdata` is retried only when the failed attempt certainly did not
-//! reach PING's processing (see [`Resend`]): whether PING drops a repeated batch is unknown.
+//! Retrieval, check-status and `/data` are retried after any transient failure (`/data`
+//! records are keyed, so a repeat updates the same record; a repeated write-back may add its
+//! attachment comment again). `/asyncdata` is retried only when the failed attempt certainly
+//! did not reach PING's processing (see [`Resend`]): whether PING drops a repeated batch is
+//! unknown. That a 429 or a 401 was answered before processing is an inference (the gateway
+//! answers them), not a documented fact.
 
 use std::sync::Arc;
 use std::time::Instant;
