@@ -46,7 +46,7 @@ use futures::stream::{self, StreamExt};
 use pp_http::ErrorClass as ApiClass;
 use pp_ledger::{Record, RecordChange, RecordState};
 use pp_mapping::flow11::{
-    self, is_ident, normalize_lp_id, MappedReferral, ReferralGroup, DUPLICATE_CASES,
+    self, is_ident, normalize_lp_id, MappedReferral, ReferralGroup, CASE_ID_TAKEN, DUPLICATE_CASES,
     MALFORMED_IDENTIFIER, MISSING_LP_INTERVENTION_ID, MISSING_REQUIRED_FIELDS, TRANSIENT,
     VALIDATION_ERROR,
 };
@@ -1074,6 +1074,28 @@ async fn deliver_one(
         // Not reachable: a case is created when none was found.
         return Ok(None);
     };
+    // A create that met an existing case under the derived id (409) gets that case back: it
+    // must be this individual's (edited by hand, or another person's, it is left alone).
+    if fresh
+        && case
+            .str_field("unhcr_individual_no")
+            .is_some_and(|n| n != m.individual_id)
+    {
+        let change = run
+            .conflict(
+                key,
+                CASE_ID_TAKEN,
+                format!(
+                    "Primero case {} (id {}), found under the record id derived for LP \
+                     intervention {key}, has another unhcr_individual_no; nothing was written",
+                    case.case_id.as_deref().unwrap_or("-"),
+                    case.id
+                ),
+            )
+            .with_payload_hash(&item.hash);
+        committer.commit(vec![item.ids.apply(change)]).await?;
+        return Ok(None);
+    }
     let (case, written) = match case {
         // Created now (or by an earlier run, with this id) with the row: done.
         case if fresh && has_row(&case, &m.intervention_number) => (case, true),

@@ -1745,3 +1745,64 @@ async fn the_pending_list_is_read_page_by_page_and_individuals_span_pages() {
     let again = env.run(Flow::ReferralsToPrimero).await;
     assert_eq!((again.confirmed, again.rejected_total()), (0, 0), "{again}");
 }
+
+#[tokio::test]
+async fn a_case_under_the_derived_id_with_another_individual_number_is_left_alone() {
+    let env = TestEnv::start().await;
+    let (first, second) = (guid(), guid());
+    seed_ping(
+        &env,
+        vec![intervention(
+            &first,
+            "803-26-PRTITV-00000031",
+            "803-100000031",
+        )],
+    )
+    .await;
+    let report = env.run(Flow::ReferralsToPrimero).await;
+    assert_eq!(report.confirmed, 1, "{report}");
+    let cases = cases_of(&env, "803-100000031").await;
+    assert_eq!(cases.len(), 1);
+    let id = cases[0]["id"].as_str().unwrap().to_owned();
+
+    // Someone changes the case's individual number in Primero; a new referral of the first
+    // individual comes. The ledger's case no longer matches, no case has the number, and the
+    // create meets the case already under the id derived for the individual.
+    let mut patch = serde_json::Map::new();
+    patch.insert("unhcr_individual_no".into(), json!("803-900000099"));
+    env.ctx.primero.patch_case(&id, patch).await.unwrap();
+    seed_ping(
+        &env,
+        vec![intervention(
+            &second,
+            "803-26-PRTITV-00000032",
+            "803-100000031",
+        )],
+    )
+    .await;
+    env.clear_requests().await;
+    let again = env.run(Flow::ReferralsToPrimero).await;
+
+    let record = env
+        .ledger
+        .get("referrals-to-primero", &second)
+        .await
+        .unwrap()
+        .expect("a record for the second referral");
+    assert_eq!(record.state, RecordState::Conflict, "{again}");
+    assert_eq!(record.reason_code.as_deref(), Some("case_id_taken"));
+    let message = record.message.unwrap_or_default();
+    assert!(!message.contains("803-100000031") && !message.contains("803-900000099"));
+    // Nothing was written to the other individual's case, and nothing went to proGres.
+    assert_eq!(requests(&env, false, "case_patch").await, 0);
+    assert_eq!(requests(&env, true, "data").await, 0);
+    let state = env.primero_get("/_sim/state").await;
+    let case = state["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(rows(&case).len(), 1, "no row appended");
+}

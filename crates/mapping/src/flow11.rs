@@ -32,6 +32,9 @@ pub const UNMAPPED_SEX: &str = "unmapped_sex";
 pub const INCONSISTENT_JOIN_ROWS: &str = "inconsistent_join_rows";
 /// Several Primero cases match the individual and none is named by `progres_primeroid` (R3).
 pub const DUPLICATE_CASES: &str = "duplicate_cases";
+/// The case id derived for the individual is held by a Primero case of another individual
+/// (or one whose UNHCR number was changed): nothing is written to it (R3).
+pub const CASE_ID_TAKEN: &str = "case_id_taken";
 /// A source identifier that cannot be a ledger key or identifier (blank, longer than
 /// [`MAX_IDENT_LEN`] characters, or holding control characters): the record is rejected (or,
 /// when not even a key can be built, counted in the report) instead of reaching the ledger,

@@ -123,6 +123,14 @@ pub fn explain(code: Option<&str>) -> Explanation {
              chosen by the proGres Primero id. Merge or close the duplicate cases in Primero, \
              or set the right case id in proGres (Primero id of the intervention), then retry.",
         ),
+        "case_id_taken" => e(
+            "The new case's id is held by another case (conflict)",
+            FixIn::Primero,
+            "Creating the Primero case for this individual found an existing case under the \
+             same record id whose UNHCR individual number is different (changed by hand, or \
+             another person's). Nothing was written to it. Check that case in Primero: correct \
+             its individual number if it is this person's, or tell the service team, then retry.",
+        ),
         "unknown_status" => e(
             "Unknown status value",
             FixIn::Varies,
@@ -257,6 +265,7 @@ mod tests {
             "missing_lp_intervention_id",
             "legacy_intervention_number",
             "duplicate_cases",
+            "case_id_taken",
             "unknown_status",
             "transition_refused",
             "incomplete_caseworker",
