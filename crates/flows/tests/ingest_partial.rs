@@ -4,12 +4,16 @@
 //! the credentials are refused for the second. Flows 1.1 and 1.2 must end the run with the
 //! auth error only after every write-back PING applied is in the ledger (confirmed, with its
 //! `SPHTransactionId`); write-backs never applied stay unconfirmed, and the next run, with
-//! credentials accepted, sends only those.
+//! credentials accepted, sends only those. Flow 1.2 sends batches concurrently: when one
+//! meets refused credentials, no batch is started after it, and those in flight are awaited
+//! and recorded.
 
 mod support;
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use pp_flows::{Flow, FlowError};
 use pp_ledger::RecordState;
@@ -31,15 +35,30 @@ fn guid() -> String {
 enum Step {
     /// Passed on to the PING simulator.
     Forward,
+    /// Held until the proxy has refused the credentials twice (a batch's request and its
+    /// retry with a fresh token: the batch ends with the auth error), and [`HOLD_AFTER`]
+    /// longer, then passed on to the PING simulator; after [`HOLD_AT_MOST`] it is passed on
+    /// all the same (the test then fails on the order of the requests).
+    Held,
     /// 400 without `FailedRecords`: refused without naming a record (the flow splits it).
     Unnamed,
     /// 401: the credentials are refused (twice, so also for the flow's fresh token).
     Unauthorized,
 }
 
+/// How long a [`Step::Held`] request is held after the second refusal of the credentials:
+/// long enough for the flow to have taken the auth error in before the held answers arrive.
+const HOLD_AFTER: Duration = Duration::from_millis(300);
+/// How long a [`Step::Held`] request waits for the refusals at most.
+const HOLD_AT_MOST: Duration = Duration::from_secs(10);
+
 /// One `/data` request as the proxy saw it.
 #[derive(Clone, Debug)]
 struct DataCall {
+    /// When the request reached the proxy, and when its answer was ready: ticks of one clock
+    /// shared by every `/data` request.
+    began: usize,
+    answered: usize,
     /// `progres_lpinterventionid` of each record sent.
     lps: Vec<String>,
     step: Step,
@@ -55,6 +74,10 @@ struct DataCall {
 struct Script {
     inner: Arc<Mutex<(VecDeque<Step>, Step)>>,
     log: Arc<Mutex<Vec<DataCall>>>,
+    /// The ticks of [`DataCall::began`] and [`DataCall::answered`].
+    clock: Arc<AtomicUsize>,
+    /// How many `/data` requests were answered 401 (what [`Step::Held`] waits for).
+    refusals: Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 impl Script {
@@ -62,7 +85,13 @@ impl Script {
         Script {
             inner: Arc::new(Mutex::new((VecDeque::new(), Step::Forward))),
             log: Arc::default(),
+            clock: Arc::default(),
+            refusals: Arc::new(tokio::sync::watch::channel(0).0),
         }
+    }
+
+    fn tick(&self) -> usize {
+        self.clock.fetch_add(1, Ordering::SeqCst)
     }
 
     fn set(&self, steps: &[Step], then: Step) {
@@ -79,6 +108,16 @@ impl Script {
         self.log.lock().unwrap().clone()
     }
 
+    /// The log once it holds `n` requests (or after [`HOLD_AT_MOST`] and a little more): a
+    /// held request still out when the run ended is logged once PING has answered it.
+    async fn calls_when(&self, n: usize) -> Vec<DataCall> {
+        let deadline = tokio::time::Instant::now() + HOLD_AT_MOST + Duration::from_secs(2);
+        while self.log.lock().unwrap().len() < n && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.calls()
+    }
+
     fn clear_log(&self) {
         self.log.lock().unwrap().clear();
     }
@@ -93,9 +132,18 @@ impl Script {
         if !request.path().ends_with("/data") {
             return proxy::forward(http, target, &request).await;
         }
+        let began = self.tick();
         let step = self.next();
         let answer = match step {
             Step::Forward => proxy::forward(http, target, &request).await?,
+            Step::Held => {
+                let mut refusals = self.refusals.subscribe();
+                let refused = tokio::time::timeout(HOLD_AT_MOST, refusals.wait_for(|n| *n >= 2));
+                if refused.await.is_ok() {
+                    tokio::time::sleep(HOLD_AFTER).await;
+                }
+                proxy::forward(http, target, &request).await?
+            }
             Step::Unnamed => proxy::Answer::json(
                 400,
                 r#"{"ErrorMessage":"the batch was refused by the test proxy"}"#,
@@ -108,11 +156,16 @@ impl Script {
         let body: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
         let tx = body["SPHTransactionId"].as_str().map(str::to_owned);
         self.log.lock().unwrap().push(DataCall {
+            began,
+            answered: self.tick(),
             lps: lp_ids(&request.text()),
             step,
             status: answer.status,
             tx,
         });
+        if step == Step::Unauthorized {
+            self.refusals.send_modify(|n| *n += 1);
+        }
         Some(answer)
     }
 }
@@ -138,6 +191,11 @@ fn lp_ids(body: &str) -> Vec<String> {
 /// A test environment whose PING API calls (not the token endpoint) pass through a proxy run
 /// by `script`; write-backs in batches of 4, one PING request at a time (a fixed order).
 async fn env_with(script: Script) -> TestEnv {
+    env_at(script, 1).await
+}
+
+/// [`env_with`], with up to `concurrency` PING requests at a time.
+async fn env_at(script: Script, concurrency: usize) -> TestEnv {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy_url = format!("http://{}", listener.local_addr().unwrap());
     let mut target = String::new();
@@ -145,7 +203,7 @@ async fn env_with(script: Script) -> TestEnv {
         target = c.ping.base_url.as_str().trim_end_matches('/').to_owned();
         c.ping.base_url = proxy_url.parse().unwrap();
         c.ping.batch_size = 4;
-        c.ping.http.max_concurrency = 1;
+        c.ping.http.max_concurrency = concurrency;
     })
     .await;
     let http = reqwest::Client::new();
@@ -177,7 +235,7 @@ async fn applied_in_ping(env: &TestEnv, lp: &str) -> bool {
 fn applied_calls(calls: &[DataCall]) -> Vec<(String, String)> {
     calls
         .iter()
-        .filter(|c| c.step == Step::Forward && (200..300).contains(&c.status))
+        .filter(|c| matches!(c.step, Step::Forward | Step::Held) && (200..300).contains(&c.status))
         .flat_map(|c| {
             let tx =
                 c.tx.clone()
@@ -308,6 +366,49 @@ async fn flow_11_records_the_write_backs_ping_applied_before_refused_credentials
             json!(PENDING_ACK)
         );
     }
+}
+
+/// The proxy's log of a run in which the first two `/data` requests were held ([`Step::Held`])
+/// and every later one refused with 401: checks that the two held batches were in flight
+/// while a third batch was refused (its request and its retry with a fresh token), and that
+/// no `/data` request began once the credentials were refused.
+fn held_while_refused(calls: &[DataCall]) {
+    let mut calls = calls.to_vec();
+    calls.sort_by_key(|c| c.began);
+    let steps: Vec<(Step, usize)> = calls.iter().map(|c| (c.step, c.lps.len())).collect();
+    assert_eq!(
+        steps,
+        [
+            (Step::Held, 4),
+            (Step::Held, 4),
+            (Step::Unauthorized, 4),
+            (Step::Unauthorized, 4)
+        ],
+        "two batches held, a third refused twice, nothing else: {calls:?}"
+    );
+    let (held, refused, retry) = (&calls[..2], &calls[2], &calls[3]);
+    assert_eq!(
+        retry.lps, refused.lps,
+        "the retry is the refused batch: {calls:?}"
+    );
+    let mut batches: Vec<&String> = calls[..3].iter().flat_map(|c| &c.lps).collect();
+    batches.sort();
+    batches.dedup();
+    assert_eq!(batches.len(), 12, "three distinct batches: {calls:?}");
+    for c in held {
+        assert!(
+            c.began < refused.began && c.answered > retry.answered,
+            "a held batch was in flight when the credentials were refused: {calls:?}"
+        );
+        assert_eq!(c.status, 200, "{calls:?}");
+    }
+    assert!(
+        calls
+            .iter()
+            .filter(|c| c.began > refused.answered)
+            .all(|c| c.began == retry.began),
+        "no /data request began after the 401, but the refused batch's retry: {calls:?}"
+    );
 }
 
 /// An LP intervention proGres knows (not a pending referral), for flow 1.2's write-backs.
@@ -447,6 +548,77 @@ async fn flow_12_records_the_decisions_ping_applied_in_a_split_batch_before_refu
     for d in &decided {
         let was_applied = applied.iter().any(|(lp, _)| *lp == d.lp);
         assert_eq!(again.contains(&d.lp), !was_applied, "{}", d.lp);
+        assert_eq!(
+            env.ledger
+                .get(F12, &d.key())
+                .await
+                .unwrap()
+                .map(|r| r.state),
+            Some(RecordState::Confirmed)
+        );
+        assert!(applied_in_ping(&env, &d.lp).await);
+    }
+}
+
+/// Batches in flight when another batch meets refused credentials are awaited: PING applied
+/// them, so they are confirmed in the ledger before the run ends with the auth error. (Flow
+/// 1.2 sends its batches concurrently; flow 1.1 writes back one batch at a time, so it never
+/// has two in flight.)
+#[tokio::test]
+async fn flow_12_awaits_the_batches_in_flight_when_another_batch_meets_refused_credentials() {
+    let script = Script::new();
+    let env = env_at(script.clone(), 3).await;
+    let decided = seed_decisions(&env, 20).await;
+
+    // Five batches, three at a time: the first two are held until a third has been refused
+    // for the credentials (twice, so for the fresh token too), then applied.
+    script.set(&[Step::Held, Step::Held], Step::Unauthorized);
+    let err = env.try_run(Flow::DecisionsToProgres).await.unwrap_err();
+    assert!(matches!(err, FlowError::Auth { .. }), "{err}");
+
+    // Were a held batch dropped with the run, PING would still apply it once released: its
+    // answer is waited for, so that the ledger is read after PING has applied it.
+    let calls = script.calls_when(4).await;
+    held_while_refused(&calls);
+    let applied = applied_calls(&calls);
+    assert_eq!(applied.len(), 8, "the two held batches: {calls:?}");
+    for d in &decided {
+        let record = env.ledger.get(F12, &d.key()).await.unwrap();
+        match applied.iter().find(|(lp, _)| *lp == d.lp) {
+            Some((_, tx)) => {
+                assert!(applied_in_ping(&env, &d.lp).await, "{}: applied", d.lp);
+                let record = record.expect("a decision in flight is in the ledger");
+                assert_eq!(record.state, RecordState::Confirmed, "{}: awaited", d.lp);
+                assert_eq!(record.ping_transaction_ids, vec![tx.clone()], "{}", d.lp);
+            }
+            None => {
+                assert!(!applied_in_ping(&env, &d.lp).await, "{}: not applied", d.lp);
+                assert_eq!(record.map(|r| r.state), None, "{}: never applied", d.lp);
+            }
+        }
+    }
+    assert_eq!(
+        env.ledger.cursor(F12).await.unwrap(),
+        None,
+        "the cursor stays"
+    );
+
+    // Credentials accepted again: the next run sends the twelve decisions not applied, each
+    // once.
+    script.set(&[], Step::Forward);
+    script.clear_log();
+    let report = env.run(Flow::DecisionsToProgres).await;
+    assert_eq!((report.confirmed, report.skipped), (12, 8), "{report}");
+    let mut again = sent(&script.calls());
+    again.sort();
+    let mut rest: Vec<String> = decided
+        .iter()
+        .filter(|d| !applied.iter().any(|(lp, _)| *lp == d.lp))
+        .map(|d| d.lp.clone())
+        .collect();
+    rest.sort();
+    assert_eq!(again, rest, "the twelve not applied, each once");
+    for d in &decided {
         assert_eq!(
             env.ledger
                 .get(F12, &d.key())
