@@ -12,113 +12,11 @@ use std::time::Duration;
 
 use pp_flows::{run_flow, Flow, FlowError, RunOptions};
 use pp_ledger::RecordState;
-use serde_json::{json, Value};
+use serde_json::json;
+use support::seed::{ping_intervention, seed_decisions, BU};
 use support::{proxy, TestEnv};
 
-const BU: &str = "577ccdf6-86de-e811-80d8-001dd8b71fe3";
 const F12: &str = "decisions-to-progres";
-
-fn guid() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-/// An LP intervention proGres knows (not a pending referral).
-fn intervention(lp: &str, number: &str) -> Value {
-    json!({
-        "progres_lpinterventionid": lp,
-        "progres_interventionnumber": number,
-        "progres_businessunit": BU,
-        "intervention_type_description": "BIA",
-        "progres_interventionstartdate": "2026-11-02",
-        "progres_interventiondescription": "Needs care",
-        "progres_reasonforreferral": "Risk",
-        "individual": {
-            "progres_id": format!("ind-{number}"),
-            "progres_registrationgroupid": "0a0a0a0a-1111-2222-3333-444444444444",
-            "progres_registrationgroupidname": "803-00012345",
-            "progres_givenname": "Amanimarker",
-            "progres_familyname": "Okello",
-            "progres_dateofbirth": "2014-03-02",
-            "progres_sex": 125080000
-        },
-        "systemuser": {"title": "Protection Officer"},
-        "languages": ["Nuer"]
-    })
-}
-
-/// One decided referral: the LP intervention in PING, and its case in Primero.
-struct Decided {
-    lp: String,
-    case_uuid: String,
-    case_id: String,
-    unique_id: String,
-    decision: &'static str,
-}
-
-impl Decided {
-    fn key(&self) -> String {
-        format!("{}:{}:{}", self.case_uuid, self.unique_id, self.decision)
-    }
-}
-
-/// Seeds `n` decided referrals, case `i` created and last updated at second `i` after
-/// 10:00:00 (Primero lists the newest first), every fourth one rejected with a reason.
-async fn seed_decisions(env: &TestEnv, n: usize) -> Vec<Decided> {
-    let mut ivs = Vec::new();
-    let mut cases = Vec::new();
-    let mut out = Vec::new();
-    for i in 0..n {
-        let d = Decided {
-            lp: guid(),
-            case_uuid: guid(),
-            case_id: format!("case-{i:03}"),
-            unique_id: guid(),
-            decision: if i % 4 == 3 { "rejected" } else { "accepted" },
-        };
-        let number = format!("803-26-PRTITV-80{i:05}");
-        ivs.push(intervention(&d.lp, &number));
-        let at = format!("2026-03-01T10:00:{i:02}.000Z");
-        let mut row = json!({
-            "unique_id": d.unique_id,
-            "service_type": "food",
-            "service_request_agency": "UNHCR",
-            "service_referral": "external_referral",
-            "unhcr_referral_status": d.decision,
-            "progres_interventionnumber": format!("{number},{},{BU}", d.lp),
-        });
-        if d.decision == "rejected" {
-            row["unhcr_referral_rejection_reason"] = json!(format!("No capacity {i}"));
-        }
-        cases.push(json!({
-            "id": d.case_uuid,
-            "case_id": d.case_id,
-            "unhcr_individual_no": format!("ind-{number}"),
-            "module_id": "primeromodule-cp",
-            "owned_by": format!("cw_{i}"),
-            "name_first": "Nyakimmarker",
-            "created_at": at,
-            "last_updated_at": at,
-            "services_section": [row]
-        }));
-        out.push(d);
-    }
-    env.ping_post("/_sim/seed", json!({ "interventions": ivs }))
-        .await;
-    env.primero_post("/_sim/seed", json!({ "cases": cases }))
-        .await;
-    out
-}
-
-async fn ping_intervention(env: &TestEnv, lp: &str) -> Value {
-    let state = env.ping_get("/_sim/state").await;
-    state["interventions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["progres_lpinterventionid"] == lp)
-        .cloned()
-        .unwrap_or_else(|| panic!("intervention {lp} in the PING simulator"))
-}
 
 async fn state_of(env: &TestEnv, key: &str) -> Option<RecordState> {
     env.ledger.get(F12, key).await.unwrap().map(|r| r.state)
@@ -243,7 +141,7 @@ impl Refuse {
 #[tokio::test]
 async fn the_listing_asks_only_for_the_fields_the_flow_reads_with_the_same_outcomes() {
     let env = env_with(Refuse::default(), 1000, |_| {}).await;
-    let decided = seed_decisions(&env, 4).await;
+    let decided = seed_decisions(&env, 4, Some(4)).await;
     let report = env.run(Flow::DecisionsToProgres).await;
     assert_eq!((report.fetched, report.confirmed), (4, 4), "{report}");
 
@@ -310,7 +208,7 @@ async fn three_pages_are_all_recorded_and_a_failed_batch_of_page_two_holds_the_c
     .await;
     // Newest first, 3 a page: page 1 = cases 6, 5, 4; page 2 = 3, 2, 1; page 3 = 0. Page 2's
     // first batch (cases 3 and 2) fails on every attempt.
-    let decided = seed_decisions(&env, 7).await;
+    let decided = seed_decisions(&env, 7, Some(4)).await;
     refuse.set(&[&decided[2].case_id]);
     let first = env.run(Flow::DecisionsToProgres).await;
     assert_eq!(
@@ -376,7 +274,7 @@ async fn refused_credentials_mid_run_leave_no_applied_decision_unrecorded() {
         c.ping.http.max_concurrency = 8;
     })
     .await;
-    let decided = seed_decisions(&env, 6).await;
+    let decided = seed_decisions(&env, 6, Some(4)).await;
     // The batch of case 2 is refused (slowly) with 401, twice: the run ends on credentials,
     // after the other batches, already sent, were applied by PING.
     refuse.set(&[&decided[2].case_id]);
@@ -424,7 +322,7 @@ async fn the_next_page_is_sent_while_a_batch_of_the_previous_page_is_still_out()
     let env = env_with(refuse.clone(), 3, |c| c.ping.batch_size = 3).await;
     // Page 1 = cases 5, 4, 3 (one batch), page 2 = cases 2, 1, 0 (one batch). PING takes its
     // time over page 1's batch.
-    let decided = seed_decisions(&env, 6).await;
+    let decided = seed_decisions(&env, 6, Some(4)).await;
     let (first, second) = (&decided[5].case_id, &decided[2].case_id);
     *refuse.slow.lock().unwrap() = vec![first.clone()];
     *refuse.watched.lock().unwrap() = vec![first.clone(), second.clone()];

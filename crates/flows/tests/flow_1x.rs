@@ -13,15 +13,12 @@ mod support;
 use pp_flows::{run_flow, Flow, FlowContext, FlowError, RunOptions};
 use pp_ledger::{Cause, Ledger, RecordChange, RecordState, RetryTarget};
 use serde_json::{json, Value};
+use support::seed::{guid, ping_intervention};
 use support::{proxy, TestEnv};
 
 const BU: &str = "577ccdf6-86de-e811-80d8-001dd8b71fe3";
 const F11: &str = "referrals-to-primero";
 const F12: &str = "decisions-to-progres";
-
-fn guid() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
 
 /// A pending outgoing referral in the PING simulator's seed format.
 fn intervention(lp: &str, number: &str, individual: &str) -> Value {
@@ -78,17 +75,6 @@ async fn seed_ping(env: &TestEnv, interventions: Vec<Value>) {
 async fn seed_primero(env: &TestEnv, cases: Vec<Value>) {
     env.primero_post("/_sim/seed", json!({ "cases": cases }))
         .await;
-}
-
-async fn ping_intervention(env: &TestEnv, lp: &str) -> Value {
-    let state = env.ping_get("/_sim/state").await;
-    state["interventions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["progres_lpinterventionid"] == lp)
-        .cloned()
-        .unwrap_or_else(|| panic!("intervention {lp} in the PING simulator"))
 }
 
 async fn cases_of(env: &TestEnv, individual: &str) -> Vec<Value> {

@@ -18,17 +18,13 @@ use std::time::Duration;
 use pp_flows::{Flow, FlowError};
 use pp_ledger::RecordState;
 use serde_json::{json, Value};
+use support::seed::{guid, pending_referral, ping_intervention, seed_decisions};
 use support::{proxy, TestEnv};
 
-const BU: &str = "577ccdf6-86de-e811-80d8-001dd8b71fe3";
 const F11: &str = "referrals-to-primero";
 const F12: &str = "decisions-to-progres";
 /// `progres_primerotransferstatus` of a referral pending acknowledgement (flow 1.1).
 const PENDING_ACK: i64 = 125080002;
-
-fn guid() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
 
 /// How the proxy answers one `/data` request.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -214,18 +210,6 @@ async fn env_at(script: Script, concurrency: usize) -> TestEnv {
     env
 }
 
-/// The LP intervention `lp` as the PING simulator holds it.
-async fn ping_intervention(env: &TestEnv, lp: &str) -> Value {
-    let state = env.ping_get("/_sim/state").await;
-    state["interventions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["progres_lpinterventionid"] == lp)
-        .cloned()
-        .unwrap_or_else(|| panic!("intervention {lp} in the PING simulator"))
-}
-
 /// Whether PING holds a transfer status for `lp` (a write-back was applied).
 async fn applied_in_ping(env: &TestEnv, lp: &str) -> bool {
     !ping_intervention(env, lp).await["progres_primerotransferstatus"].is_null()
@@ -248,31 +232,6 @@ fn applied_calls(calls: &[DataCall]) -> Vec<(String, String)> {
 /// Every LP id sent, once per request that carried it.
 fn sent(calls: &[DataCall]) -> Vec<String> {
     calls.iter().flat_map(|c| c.lps.clone()).collect()
-}
-
-/// A pending outgoing referral (flow 1.1) in the PING simulator's seed format.
-fn pending_referral(lp: &str, number: &str, individual: &str) -> Value {
-    json!({
-        "progres_lpinterventionid": lp,
-        "progres_interventionnumber": number,
-        "progres_businessunit": BU,
-        "intervention_type_description": "BIA",
-        "progres_interventionstartdate": "2026-11-02",
-        "progres_interventiondescription": "Needs care",
-        "progres_reasonforreferral": "Risk",
-        "delivery": {},
-        "individual": {
-            "progres_id": individual,
-            "progres_registrationgroupid": "0a0a0a0a-1111-2222-3333-444444444444",
-            "progres_registrationgroupidname": "803-00012345",
-            "progres_givenname": "Amanimarker",
-            "progres_familyname": "Okello",
-            "progres_dateofbirth": "2014-03-02",
-            "progres_sex": 125080000
-        },
-        "systemuser": {"title": "Protection Officer"},
-        "languages": ["Nuer"]
-    })
 }
 
 #[tokio::test]
@@ -411,88 +370,11 @@ fn held_while_refused(calls: &[DataCall]) {
     );
 }
 
-/// An LP intervention proGres knows (not a pending referral), for flow 1.2's write-backs.
-fn intervention(lp: &str, number: &str) -> Value {
-    json!({
-        "progres_lpinterventionid": lp,
-        "progres_interventionnumber": number,
-        "progres_businessunit": BU,
-        "intervention_type_description": "BIA",
-        "progres_interventionstartdate": "2026-11-02",
-        "progres_interventiondescription": "Needs care",
-        "progres_reasonforreferral": "Risk",
-        "individual": {
-            "progres_id": format!("ind-{number}"),
-            "progres_registrationgroupid": "0a0a0a0a-1111-2222-3333-444444444444",
-            "progres_registrationgroupidname": "803-00012345",
-            "progres_givenname": "Amanimarker",
-            "progres_familyname": "Okello",
-            "progres_dateofbirth": "2014-03-02",
-            "progres_sex": 125080000
-        },
-        "systemuser": {"title": "Protection Officer"},
-        "languages": ["Nuer"]
-    })
-}
-
-/// One accepted referral: the LP intervention in PING, its case in Primero.
-struct Decided {
-    lp: String,
-    case_uuid: String,
-    unique_id: String,
-}
-
-impl Decided {
-    /// The ledger key of the decision (first instance).
-    fn key(&self) -> String {
-        format!("{}:{}:accepted", self.case_uuid, self.unique_id)
-    }
-}
-
-/// Seeds `n` referrals the caseworkers accepted, case `i` last updated at second `i`.
-async fn seed_decisions(env: &TestEnv, n: usize) -> Vec<Decided> {
-    let (mut ivs, mut cases, mut out) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..n {
-        let d = Decided {
-            lp: guid(),
-            case_uuid: guid(),
-            unique_id: guid(),
-        };
-        let number = format!("803-26-PRTITV-50{i:05}");
-        ivs.push(intervention(&d.lp, &number));
-        let at = format!("2026-03-01T10:00:{i:02}.000Z");
-        cases.push(json!({
-            "id": d.case_uuid,
-            "case_id": format!("case-{i:03}"),
-            "unhcr_individual_no": format!("ind-{number}"),
-            "module_id": "primeromodule-cp",
-            "owned_by": format!("cw_{i}"),
-            "name_first": "Nyakimmarker",
-            "created_at": at,
-            "last_updated_at": at,
-            "services_section": [{
-                "unique_id": d.unique_id,
-                "service_type": "food",
-                "service_request_agency": "UNHCR",
-                "service_referral": "external_referral",
-                "unhcr_referral_status": "accepted",
-                "progres_interventionnumber": format!("{number},{},{BU}", d.lp),
-            }]
-        }));
-        out.push(d);
-    }
-    env.ping_post("/_sim/seed", json!({ "interventions": ivs }))
-        .await;
-    env.primero_post("/_sim/seed", json!({ "cases": cases }))
-        .await;
-    out
-}
-
 #[tokio::test]
 async fn flow_12_records_the_decisions_ping_applied_in_a_split_batch_before_refused_credentials() {
     let script = Script::new();
     let env = env_with(script.clone()).await;
-    let decided = seed_decisions(&env, 8).await;
+    let decided = seed_decisions(&env, 8, None).await;
 
     // The first batch is refused without naming a record, so it is split: PING applies its
     // first half, then refuses the credentials; the second batch is never sent.
@@ -568,7 +450,7 @@ async fn flow_12_records_the_decisions_ping_applied_in_a_split_batch_before_refu
 async fn flow_12_awaits_the_batches_in_flight_when_another_batch_meets_refused_credentials() {
     let script = Script::new();
     let env = env_at(script.clone(), 3).await;
-    let decided = seed_decisions(&env, 20).await;
+    let decided = seed_decisions(&env, 20, None).await;
 
     // Five batches, three at a time: the first two are held until a third has been refused
     // for the credentials (twice, so for the fresh token too), then applied.

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod seed;
 
 use std::sync::Arc;
 use std::time::Duration;
