@@ -10,10 +10,6 @@ use pp_sim_ping::Options;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-fn rows(v: &Value) -> Vec<Value> {
-    v["Data"].as_array().cloned().unwrap_or_default()
-}
-
 #[tokio::test]
 async fn contract_01_token_endpoint() {
     let s = start().await;
@@ -669,14 +665,7 @@ async fn contract_12_sync_ingestion() {
     assert!(is_guid(v["SPHTransactionId"].as_str().unwrap()));
     assert_eq!(v["ErrorMessage"], Value::Null);
     assert_eq!(v["RecordCount"], json!(2));
-    let state = s.sim.state_json();
-    let iv = state["interventions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["progres_lpinterventionid"] == IV1)
-        .unwrap()
-        .clone();
+    let iv = stored_intervention(&s, IV1);
     assert_eq!(iv["progres_primerotransferstatus"], json!(125080003));
     assert_eq!(iv["progres_primerotransferstatusdate"], "2026-11-30");
     assert_eq!(iv["progres_primeroid"], "case-1");

@@ -8,10 +8,6 @@ use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-fn rows(v: &Value) -> Vec<Value> {
-    v["Data"].as_array().cloned().unwrap_or_default()
-}
-
 fn fixture(name: &str) -> Value {
     let path = format!(
         "{}/../../../shared/fixtures/ping/{name}",

@@ -12,10 +12,6 @@ use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-fn rows(v: &Value) -> Vec<Value> {
-    v["Data"].as_array().cloned().unwrap_or_default()
-}
-
 fn keys(v: &Value) -> BTreeSet<String> {
     v.as_object()
         .map(|o| o.keys().cloned().collect())
@@ -212,14 +208,7 @@ async fn apply_then_status_applies_a_sync_ingestion_and_answers_the_fault() {
     assert_eq!(v["statusCode"], 504);
 
     // Applied all the same: IV1 has its transfer status and left the pending list.
-    let state = s.sim.state_json();
-    let iv1 = state["interventions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["progres_lpinterventionid"] == IV1)
-        .unwrap()
-        .clone();
+    let iv1 = stored_intervention(&s, IV1);
     assert_eq!(iv1["progres_primerotransferstatus"], json!(125080002));
     let (_, pending) = s.retrieve("SHP-2747", json!([])).await;
     assert!(rows(&pending)
@@ -230,7 +219,7 @@ async fn apply_then_status_applies_a_sync_ingestion_and_answers_the_fault() {
     assert_eq!(entry["status"], 504);
     assert_eq!(entry["fault"], "apply_then_status:504");
     let tx = entry["sph_transaction_id"].as_str().expect("logged id");
-    let stored = state["transactions"]
+    let stored = s.sim.state_json()["transactions"]
         .as_array()
         .unwrap()
         .iter()
@@ -360,13 +349,7 @@ async fn apply_then_drop_applies_and_loses_the_connection_where_drop_applies_not
         .await
         .expect_err("dropped after applying");
     assert!(err.status().is_none());
-    let iv2 = s.sim.state_json()["interventions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["progres_lpinterventionid"] == IV2)
-        .unwrap()
-        .clone();
+    let iv2 = stored_intervention(&s, IV2);
     assert_eq!(iv2["progres_primerotransferstatus"], json!(125080003));
 }
 
@@ -392,21 +375,14 @@ async fn omit_transaction_id_leaves_it_out_of_accepting_answers_and_still_applie
         BTreeSet::from(["ErrorMessage".to_string(), "RecordCount".to_string()])
     );
     assert_eq!(v["RecordCount"], 1);
-    let state = s.sim.state_json();
-    let iv2 = state["interventions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["progres_lpinterventionid"] == IV2)
-        .unwrap()
-        .clone();
+    let iv2 = stored_intervention(&s, IV2);
     assert_eq!(iv2["progres_primerotransferstatus"], json!(125080003));
     // The transaction is still stored and logged under its id.
     let tx = last_logged(&s, "data").await["sph_transaction_id"]
         .as_str()
         .expect("logged id")
         .to_string();
-    assert!(state["transactions"]
+    assert!(s.sim.state_json()["transactions"]
         .as_array()
         .unwrap()
         .iter()

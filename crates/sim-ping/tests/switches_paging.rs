@@ -15,10 +15,6 @@ use serde_json::{json, Value};
 const RETRIEVE: &str = pp_sim_ping::RETRIEVE_PATH;
 const PAGE: usize = 3;
 
-fn rows(v: &Value) -> Vec<Value> {
-    v["Data"].as_array().cloned().unwrap_or_default()
-}
-
 fn request(shp: &str, params: &Value) -> Value {
     json!({"ShippingProcessId": shp, "PartnerId": "PNR-1363", "InteropID": "INT-1436",
            "APIVersion": "V3", "QueryParameters": params})

@@ -268,3 +268,19 @@ pub fn incoming_record(case_id: &str, service_id: &str, sex: &str) -> Value {
 pub fn is_guid(s: &str) -> bool {
     uuid::Uuid::parse_str(s).is_ok() && s.len() == 36
 }
+
+/// The `Data` rows of a retrieval answer (none for "No Data Available").
+pub fn rows(v: &Value) -> Vec<Value> {
+    v["Data"].as_array().cloned().unwrap_or_default()
+}
+
+/// The LP intervention `lp` as the simulator holds it.
+pub fn stored_intervention(s: &Sim, lp: &str) -> Value {
+    s.sim.state_json()["interventions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["progres_lpinterventionid"] == lp)
+        .cloned()
+        .unwrap_or_else(|| panic!("intervention {lp} in the simulator"))
+}
