@@ -302,8 +302,9 @@ impl PrimeroClient {
 
     /// Creates a case and returns it as stored (with the server's `id`, `case_id`, `short_id`,
     /// ...), read back when Primero answers 204 without a body, except when the caller chose
-    /// both `id` and `case_id`: then the case as sent is returned, saving a request. `data` must hold a non-blank `module_id` (checked before sending: without it
-    /// Primero stores core fields only). A record `id` (UUID) is generated when `data` has none,
+    /// both `id` and `case_id`: then the case as sent is returned, saving a request. `data`
+    /// must hold a non-blank `module_id` (checked before sending: without it Primero stores
+    /// core fields only). A record `id` (UUID) is generated when `data` has none,
     /// so that a retry after a lost answer cannot create a second case. With a caller-chosen
     /// `id`, a 409 (the case exists) returns the existing case, so a later run repeating the
     /// create after a crash gets the case an earlier run created instead of an error.
@@ -352,20 +353,23 @@ impl PrimeroClient {
             }
         })
         .await?;
-        match created {
-            Created::Reply(Reply {
-                body: Some(body), ..
-            }) => Case::from_data(decode_record(Reply {
+        match (created, sent) {
+            (
+                Created::Reply(Reply {
+                    body: Some(body), ..
+                }),
+                _,
+            ) => Case::from_data(decode_record(Reply {
                 status: 200,
                 body: Some(body),
             })?),
-            Created::Reply(Reply { status: 204, .. }) if sent.is_some() => {
-                Case::from_data(sent.unwrap_or_default())
+            (Created::Reply(Reply { status: 204, .. }), Some(sent)) => Case::from_data(sent),
+            (Created::Reply(Reply { status, .. }), _) => {
+                self.get_case(&id).await?.ok_or_else(|| {
+                    PrimeroError::malformed(status, "the created case could not be read back")
+                })
             }
-            Created::Reply(Reply { status, .. }) => self.get_case(&id).await?.ok_or_else(|| {
-                PrimeroError::malformed(status, "the created case could not be read back")
-            }),
-            Created::Conflict(err) => self.get_case(&id).await?.ok_or(err),
+            (Created::Conflict(err), _) => self.get_case(&id).await?.ok_or(err),
         }
     }
 
