@@ -28,17 +28,66 @@ fn keys(v: &Value) -> Vec<String> {
     k
 }
 
+/// The attributes (lower-cased name, value) of the `Set-Cookie` header that sets `name`.
+fn cookie_attrs(r: &R, name: &str) -> Vec<(String, String)> {
+    let prefix = format!("{name}=");
+    let header = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no Set-Cookie for {name}"));
+    header
+        .split(';')
+        .skip(1)
+        .map(|a| match a.trim().split_once('=') {
+            Some((k, v)) => (k.to_ascii_lowercase(), v.to_string()),
+            None => (a.trim().to_ascii_lowercase(), String::new()),
+        })
+        .collect()
+}
+
+/// The claims of a JWT (its middle part, base64url without padding).
+fn jwt_claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("JWT payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url payload");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// Asserts a legacy JWT lives 3600 s from now: `exp - iat == 3600`, `iat` is now.
+fn assert_jwt_lives_an_hour(token: &str) {
+    let claims = jwt_claims(token);
+    let iat = claims["iat"].as_i64().expect("iat");
+    let exp = claims["exp"].as_i64().expect("exp");
+    assert_eq!(exp - iat, 3600, "JWT lifetime: {claims}");
+    let now = chrono::Utc::now().timestamp();
+    assert!((iat - now).abs() <= 5, "iat {iat} is now ({now})");
+}
+
 #[tokio::test]
 async fn contract_01_login_returns_user_and_session_cookie_or_legacy_jwt() {
     let t = start().await;
     let r = login(&t, "  OpenFn_Integration ", DEFAULT_PASSWORD).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let b = r.json();
+    assert_eq!(keys(&b), vec!["group_permission", "id", "user_name"]);
+    assert!(b["id"].is_i64(), "integer id");
     assert_eq!(b["id"], json!(1));
     assert_eq!(b["user_name"], "openfn_integration");
     assert_eq!(b["group_permission"], "all");
     assert!(b.get("token").is_none(), "v2.11+ issues no token");
+    assert!(r.headers.get("authorization").is_none(), "no Bearer header");
     let sid = r.cookie("_app_session").expect("session cookie");
+    // Default configuration: the session cookie expires after 60 min.
+    let attrs = cookie_attrs(&r, "_app_session");
+    assert!(
+        attrs.contains(&("max-age".to_string(), "3600".to_string())),
+        "{attrs:?}"
+    );
     let r = send(
         t.http
             .get(t.url("/api/v2/cases"))
@@ -54,8 +103,13 @@ async fn contract_01_login_returns_user_and_session_cookie_or_legacy_jwt() {
     .await;
     let r = login(&legacy, "openfn_integration", DEFAULT_PASSWORD).await;
     assert_eq!(r.status, 200);
-    let token = r.json()["token"].as_str().expect("token").to_string();
+    let b = r.json();
+    assert_eq!(b["id"], json!(1));
+    assert_eq!(b["user_name"], "openfn_integration");
+    let token = b["token"].as_str().expect("token").to_string();
     assert_eq!(token.split('.').count(), 3, "JWT shape");
+    // Default configuration: the JWT is valid 3600 s.
+    assert_jwt_lives_an_hour(&token);
     assert_eq!(
         r.headers.get("authorization").unwrap().to_str().unwrap(),
         format!("Bearer {token}")
@@ -77,7 +131,17 @@ async fn contract_01_login_returns_user_and_session_cookie_or_legacy_jwt() {
     )
     .await;
     assert_eq!(r.status, 200);
-    assert_ne!(r.json()["token"].as_str().unwrap(), token);
+    let refreshed = r.json()["token"].as_str().unwrap().to_string();
+    assert_ne!(refreshed, token);
+    assert_jwt_lives_an_hour(&refreshed);
+    let r = send(
+        legacy
+            .http
+            .get(legacy.url("/api/v2/cases"))
+            .bearer_auth(&refreshed),
+    )
+    .await;
+    assert_eq!(r.status, 200, "the refreshed token authenticates");
     let r = send(
         legacy
             .http
@@ -110,6 +174,38 @@ async fn contract_02_bad_password_lockout_and_login_throttle() {
     assert_eq!(r.text, "Retry later");
     // Other users are unaffected.
     assert_eq!(login(&t, "cw_amina", DEFAULT_PASSWORD).await.status, 200);
+    // The default configuration locks for 30 min and throttles 6 login POSTs per 60 s.
+    let o = t.ctl(Method::GET, "/_sim/options", None).await.json();
+    assert_eq!(o["lockout_attempts"], 6);
+    assert_eq!(o["lockout_secs"], 1800);
+    assert_eq!(o["login_throttle_limit"], 6);
+    assert_eq!(o["login_throttle_window_secs"], 60);
+}
+
+#[tokio::test]
+async fn contract_02_throttle_counts_every_login_post_inside_the_window() {
+    let t = start_with(Options {
+        login_throttle_window_secs: 1,
+        ..Options::default()
+    })
+    .await;
+    // Successful logins count too: six pass, the seventh inside the window is refused.
+    for i in 1..=6 {
+        let r = login(&t, "unhcr_cw", DEFAULT_PASSWORD).await;
+        assert_eq!(r.status, 200, "login {i}");
+    }
+    let r = login(&t, " UNHCR_cw", DEFAULT_PASSWORD).await;
+    assert_eq!(
+        r.status, 429,
+        "same user_name after stripping and lower-casing"
+    );
+    assert_eq!(r.text, "Retry later");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        login(&t, "unhcr_cw", DEFAULT_PASSWORD).await.status,
+        200,
+        "a new window"
+    );
 }
 
 #[tokio::test]
@@ -123,7 +219,13 @@ async fn contract_02_lock_expires_after_lockout_period() {
     for _ in 0..6 {
         login(&t, "cw_amina", "nope").await;
     }
-    assert_eq!(login(&t, "cw_amina", DEFAULT_PASSWORD).await.status, 401);
+    let r = login(&t, "cw_amina", DEFAULT_PASSWORD).await;
+    assert_eq!(r.status, 401, "locked even with the right password");
+    assert_eq!(r.json(), json!({"error": "Your account is locked."}));
+    assert_eq!(
+        r.headers.get("www-authenticate").unwrap(),
+        "Bearer realm=\"Primero\" charset=\"UTF8\""
+    );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(login(&t, "cw_amina", DEFAULT_PASSWORD).await.status, 200);
 }
@@ -148,6 +250,73 @@ async fn contract_03_basic_everywhere_and_401_for_missing_or_invalid_credentials
             "Bearer realm=\"Primero\" charset=\"UTF8\""
         );
     }
+    assert_eq!(
+        t.get("/api/v2/users/refer-to?record_type=case")
+            .await
+            .status,
+        200
+    );
+    // Every write endpoint refuses a call without credentials and changes nothing.
+    let r = t
+        .post(
+            &format!("/api/v2/cases/{id}/referrals"),
+            json!({"data": {"transitioned_to": "unhcr_cw"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "Basic on POST referrals: {}", r.text);
+    let rid = r.json()["data"]["id"].as_str().unwrap().to_string();
+    let before = t.get_case(id).await;
+    let calls = [
+        (
+            Method::POST,
+            "/api/v2/cases".to_string(),
+            json!({"data": {"module_id": "primeromodule-cp"}}),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v2/cases/{id}"),
+            json!({"data": {"name_first": "X"}}),
+        ),
+        (
+            Method::POST,
+            format!("/api/v2/cases/{id}/referrals"),
+            json!({"data": {"transitioned_to": "unhcr_cw"}}),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v2/cases/{id}/referrals/{rid}"),
+            json!({"data": {"status": "accepted"}}),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v2/cases/{id}/referrals/{rid}"),
+            json!({}),
+        ),
+        (
+            Method::POST,
+            "/api/v2/cases/referrals".to_string(),
+            json!({"data": {"ids": [id], "transitioned_to": "unhcr_cw"}}),
+        ),
+        (Method::GET, "/api/v2/users/refer-to".to_string(), json!({})),
+    ];
+    for (method, path, body) in calls {
+        let r = send(t.http.request(method.clone(), t.url(&path)).json(&body)).await;
+        assert_eq!(r.status, 401, "{method} {path} without credentials");
+        assert_eq!(keys(&r.json()), vec!["error"], "{method} {path}");
+        assert!(r.json()["error"].is_string());
+        assert!(r.headers.get("www-authenticate").is_some());
+    }
+    assert_eq!(t.get_case(id).await, before, "case untouched");
+    assert_eq!(
+        t.get("/api/v2/cases").await.json()["metadata"]["total"],
+        1,
+        "no case created"
+    );
+    let refs = t.get(&format!("/api/v2/cases/{id}/referrals")).await.json();
+    let refs = refs["data"].as_array().unwrap();
+    assert_eq!(refs.len(), 1, "no referral created");
+    assert_eq!(refs[0]["status"], "in_progress", "referral untouched");
+
     let r = send(
         t.http
             .get(t.url("/api/v2/cases"))
@@ -155,6 +324,7 @@ async fn contract_03_basic_everywhere_and_401_for_missing_or_invalid_credentials
     )
     .await;
     assert_eq!(r.status, 401);
+    assert_eq!(r.json(), json!({"error": "Invalid User name or password."}));
     // v2.11+: a Bearer (e.g. the adaptor's "Bearer undefined") is refused.
     let r = send(
         t.http
@@ -178,6 +348,8 @@ async fn contract_03_basic_everywhere_and_401_for_missing_or_invalid_credentials
     )
     .await;
     assert_eq!(r.status, 401);
+    assert_eq!(keys(&r.json()), vec!["error"]);
+    assert!(r.json()["error"].is_string());
     let token = login(&legacy, "openfn_integration", DEFAULT_PASSWORD)
         .await
         .json()["token"]
@@ -193,6 +365,9 @@ async fn contract_03_basic_everywhere_and_401_for_missing_or_invalid_credentials
     )
     .await;
     assert_eq!(r.status, 401, "expired JWT");
+    assert_eq!(keys(&r.json()), vec!["error"]);
+    assert!(r.json()["error"].is_string());
+    assert!(r.headers.get("www-authenticate").is_some());
     assert_eq!(
         legacy.get("/api/v2/cases").await.status,
         200,
@@ -216,7 +391,12 @@ async fn contract_04_cookie_calls_need_csrf_token_basic_does_not() {
     )
     .await;
     assert_eq!(r.status, 403);
-    assert_eq!(r.json()["errors"][0]["status"], 403);
+    let e = r.json();
+    assert_eq!(keys(&e), vec!["errors"]);
+    assert_eq!(e["errors"].as_array().unwrap().len(), 1);
+    assert_eq!(e["errors"][0]["status"], 403);
+    assert_eq!(e["errors"][0]["resource"], "/api/v2/cases");
+    assert!(e["errors"][0]["message"].is_string());
     let r = send(
         t.http
             .post(t.url("/api/v2/cases"))
@@ -226,6 +406,70 @@ async fn contract_04_cookie_calls_need_csrf_token_basic_does_not() {
     )
     .await;
     assert_eq!(r.status, 403);
+    assert_eq!(r.json()["errors"][0]["status"], 403);
+    assert_eq!(
+        t.get("/api/v2/cases").await.json()["metadata"]["total"],
+        0,
+        "refused POSTs create nothing"
+    );
+    // PATCH and DELETE are non-GET calls too.
+    let cid = t.create_case(json!({"name_first": "Akol"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let case = t.get_case(&cid).await;
+    let r = send(
+        t.http
+            .patch(t.url(&format!("/api/v2/cases/{cid}")))
+            .header("Cookie", &cookie)
+            .json(&json!({"data": {"name_first": "Changed"}})),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        r.json()["errors"][0]["resource"],
+        format!("/api/v2/cases/{cid}")
+    );
+    assert_eq!(
+        t.get_case(&cid).await,
+        case,
+        "refused PATCH changes nothing"
+    );
+    let rid = t
+        .post(
+            &format!("/api/v2/cases/{cid}/referrals"),
+            json!({"data": {"transitioned_to": "unhcr_cw"}}),
+        )
+        .await
+        .json()["data"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = send(
+        t.http
+            .delete(t.url(&format!("/api/v2/cases/{cid}/referrals/{rid}")))
+            .header("Cookie", &cookie),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["errors"][0]["status"], 403);
+    let refs = t
+        .get(&format!("/api/v2/cases/{cid}/referrals"))
+        .await
+        .json();
+    assert_eq!(
+        refs["data"][0]["status"], "in_progress",
+        "refused DELETE revokes nothing"
+    );
+    // Basic with the session cookie but no X-CSRF-Token is still exempt.
+    let r = send(
+        t.req(Method::PATCH, &format!("/api/v2/cases/{cid}"))
+            .header("Cookie", &cookie)
+            .json(&json!({"data": {"name_first": "Akol B"}})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(t.get_case(&cid).await["name_first"], "Akol B");
     let r = send(t.http.get(t.url("/api/v2/cases")).header("Cookie", &cookie)).await;
     assert_eq!(r.status, 200, "GET needs no CSRF token");
     assert_eq!(r.cookie("CSRF-TOKEN").as_deref(), Some(csrf.as_str()));
@@ -320,6 +564,38 @@ async fn contract_05_paging_defaults_clamp_and_created_at_desc() {
 }
 
 #[tokio::test]
+async fn contract_05_per_above_1000_serves_1000_records() {
+    let t = start().await;
+    t.seed(scenario(1003)).await;
+    let b = t.get("/api/v2/cases?per=2000").await.json();
+    assert_eq!(
+        b["metadata"],
+        json!({"total": 1003, "per": 1000, "page": 1})
+    );
+    let first: Vec<String> = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(first.len(), 1000, "served as 1000");
+    let b = t.get("/api/v2/cases?per=2000&page=2").await.json();
+    assert_eq!(
+        b["metadata"],
+        json!({"total": 1003, "per": 1000, "page": 2})
+    );
+    let rest = b["data"].as_array().unwrap();
+    assert_eq!(
+        rest.len(),
+        3,
+        "page 2 holds the remainder of 1000-record pages"
+    );
+    assert!(rest
+        .iter()
+        .all(|c| !first.contains(&c["id"].as_str().unwrap().to_string())));
+}
+
+#[tokio::test]
 async fn contract_06_unknown_params_are_ignored() {
     let t = start().await;
     t.seed(scenario(12)).await;
@@ -392,6 +668,124 @@ async fn contract_07_time_ranges_lists_and_any_of() {
         .get("/api/v2/cases?associated_user_names%5B0%5D=cw_john&last_updated_at=2024-01-01T10:00:01Z..")
         .await;
     assert_eq!(ids(r.json()), Vec::<String>::new(), "params are ANDed");
+}
+
+/// Ids of a case list, sorted, after checking `metadata.total` agrees with them.
+fn sorted_ids(b: &Value) -> Vec<String> {
+    let mut x: Vec<String> = b["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no data: {b}"))
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect();
+    x.sort();
+    assert_eq!(b["metadata"]["total"], json!(x.len()), "total vs data");
+    x
+}
+
+#[tokio::test]
+async fn contract_07_indexed_lists_of_two_and_three_with_a_time_range() {
+    let t = start().await;
+    let a = "00000000-0000-4000-8000-0000000000a7";
+    let b = "00000000-0000-4000-8000-0000000000b7";
+    let c = "00000000-0000-4000-8000-0000000000c7";
+    let d = "00000000-0000-4000-8000-0000000000d7";
+    let e = "00000000-0000-4000-8000-0000000000e7";
+    let f = "00000000-0000-4000-8000-0000000000f7";
+    t.seed(json!({"cases": [
+        seeded_case(a, "2024-01-01T10:00:00.100Z",
+            json!({"associated_user_names": ["cw_amina"], "sex": "male"})),
+        seeded_case(b, "2024-01-01T10:00:00.900Z",
+            json!({"associated_user_names": ["cw_amina", "cw_john"]})),
+        seeded_case(c, "2024-01-01T10:00:01.000Z",
+            json!({"associated_user_names": ["cw_john"], "sex": "female"})),
+        seeded_case(d, "2024-01-01T10:00:02.500Z",
+            json!({"associated_user_names": ["unhcr_cw"], "sex": "other_b25f252"})),
+        seeded_case(e, "2024-01-01T09:59:59.999Z",
+            json!({"associated_user_names": ["cw_john"], "sex": "female"})),
+        seeded_case(f, "2024-01-01T10:00:03.000Z",
+            json!({"associated_user_names": ["cw_amina"], "sex": "male"})),
+    ]}))
+    .await;
+    let q = |query: &'static str| {
+        let t = &t;
+        async move {
+            let r = t.get(&format!("/api/v2/cases?{query}")).await;
+            assert_eq!(r.status, 200, "{query}: {}", r.text);
+            sorted_ids(&r.json())
+        }
+    };
+    let set = |v: &[&str]| {
+        let mut x: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+        x.sort();
+        x
+    };
+    // Two elements: any of them.
+    assert_eq!(
+        q("associated_user_names[0]=cw_amina&associated_user_names[1]=cw_john").await,
+        set(&[a, b, c, e, f])
+    );
+    // ... ANDed with an open time range (second precision, inclusive: .500 floors to :00).
+    let two_since = set(&[a, b, c, f]);
+    assert_eq!(
+        q(
+            "associated_user_names[0]=cw_amina&associated_user_names[1]=cw_john\
+           &last_updated_at=2024-01-01T10:00:00.500Z.."
+        )
+        .await,
+        two_since
+    );
+    // Index order and percent-encoded brackets do not matter; `x,y` is the same any-of.
+    assert_eq!(
+        q("last_updated_at=2024-01-01T10:00:00.500Z..\
+           &associated_user_names%5B1%5D=cw_john&associated_user_names%5B0%5D=cw_amina")
+        .await,
+        two_since
+    );
+    assert_eq!(
+        q("associated_user_names=cw_amina,cw_john&last_updated_at=2024-01-01T10:00:00.500Z..")
+            .await,
+        two_since
+    );
+    // Three elements, one matching nothing, with a closed range: E is out of the list,
+    // F (:03) after the range, D's :02.500 floors to the inclusive upper bound :02.
+    assert_eq!(
+        q(
+            "associated_user_names[0]=cw_amina&associated_user_names[1]=nobody_at_all\
+           &associated_user_names[2]=unhcr_cw\
+           &last_updated_at=2024-01-01T10:00:00Z..2024-01-01T10:00:02Z"
+        )
+        .await,
+        set(&[a, b, d])
+    );
+    assert_eq!(
+        q(
+            "associated_user_names[0]=nobody_at_all&associated_user_names[1]=cw_john\
+           &associated_user_names[2]=unhcr_cw&last_updated_at=2024-01-01T10:00:01Z.."
+        )
+        .await,
+        set(&[c, d])
+    );
+    // Only elements matching nothing: nothing.
+    assert_eq!(
+        q(
+            "associated_user_names[0]=nobody_at_all&associated_user_names[1]=no_one\
+           &last_updated_at=2024-01-01T00:00:00Z.."
+        )
+        .await,
+        Vec::<String>::new()
+    );
+    // A scalar field as a list: two and three (one unused) values.
+    assert_eq!(
+        q("sex[0]=female&sex[1]=other_b25f252&last_updated_at=2024-01-01T10:00:01Z..").await,
+        set(&[c, d])
+    );
+    assert_eq!(
+        q("sex[0]=male&sex[1]=female&sex[2]=unknown_4b34795\
+           &last_updated_at=2024-01-01T10:00:00Z..2024-01-01T10:00:02Z")
+        .await,
+        set(&[a, c])
+    );
 }
 
 #[tokio::test]
