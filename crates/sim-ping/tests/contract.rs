@@ -217,19 +217,29 @@ async fn contract_03_bearer_token() {
         }
         rb.send()
     };
-    let r = send(None).await.unwrap();
-    assert_eq!(r.status(), 401);
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["statusCode"], 401);
-    assert!(v["message"].is_string());
-    assert_eq!(send(Some("made-up".into())).await.unwrap().status(), 401);
+    // Every refusal is 401 `{statusCode:401, message}` with the same APIM text, whatever
+    // is wrong with the token (the client cannot tell, and need not).
+    let refused = |r: reqwest::Response| async move {
+        assert_eq!(r.status(), 401);
+        let v: Value = r.json().await.expect("a JSON body");
+        assert_eq!(v["statusCode"], 401, "{v}");
+        assert_eq!(
+            v["message"], "Unauthorized. Access token is missing or invalid.",
+            "{v}"
+        );
+        assert_eq!(v.as_object().unwrap().len(), 2, "{v}");
+    };
+    // Missing.
+    refused(send(None).await.unwrap()).await;
+    // Unknown.
+    refused(send(Some("made-up".into())).await.unwrap()).await;
     assert_eq!(send(Some(s.token.clone())).await.unwrap().status(), 200);
     // Expiry: a 1-second token stops working, a fresh one works again.
     s.set_options(json!({"token_expires_in_secs": 1})).await;
     let short = fetch_token(&s.http, &s.sim.token_url()).await;
     assert_eq!(send(Some(short.clone())).await.unwrap().status(), 200);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(send(Some(short)).await.unwrap().status(), 401);
+    refused(send(Some(short)).await.unwrap()).await;
     let fresh = fetch_token(&s.http, &s.sim.token_url()).await;
     assert_eq!(send(Some(fresh)).await.unwrap().status(), 200);
 }
@@ -764,6 +774,230 @@ async fn contract_12_batch_modes() {
         state["interventions"][0]["progres_primerotransferstatus"],
         json!(125080002)
     );
+}
+
+/// Item 12's structural validation of `Data[]`: each malformed record sent next to a valid
+/// one fails with a message naming what is wrong (and the record's `ExternalId` when it has a
+/// usable one), never the value sent; under `all_or_nothing` the valid record is not applied.
+#[tokio::test]
+async fn contract_12_record_validation() {
+    let s = start().await;
+    s.seed(small_seed()).await;
+    let base = || transfer_record("bad", IV2, "125080002");
+    let with = |key: &str, v: Value| {
+        let mut r = base();
+        r[key] = v;
+        r
+    };
+    let without = |key: &str| {
+        let mut r = base();
+        r.as_object_mut().unwrap().remove(key);
+        r
+    };
+    let missing_id = "record 1: ExternalId is required and must be a non-empty string";
+    let cases: Vec<(&str, Value, Value, &str)> = vec![
+        (
+            "not an object",
+            json!(5),
+            Value::Null,
+            "record 1: must be an object",
+        ),
+        (
+            "ExternalId missing",
+            without("ExternalId"),
+            Value::Null,
+            missing_id,
+        ),
+        (
+            "ExternalId empty",
+            with("ExternalId", json!("")),
+            Value::Null,
+            missing_id,
+        ),
+        (
+            "ExternalId blank",
+            with("ExternalId", json!("  ")),
+            Value::Null,
+            missing_id,
+        ),
+        (
+            "ExternalId a number",
+            with("ExternalId", json!(42)),
+            Value::Null,
+            missing_id,
+        ),
+        (
+            "ExternalId null",
+            with("ExternalId", Value::Null),
+            Value::Null,
+            missing_id,
+        ),
+        (
+            "ExternalGUID a number",
+            with("ExternalGUID", json!(42)),
+            json!("bad"),
+            "ExternalGUID must be a string",
+        ),
+        (
+            "ExternalGUID an object",
+            with("ExternalGUID", json!({"id": "x"})),
+            json!("bad"),
+            "ExternalGUID must be a string",
+        ),
+        (
+            "Attachments an object",
+            with(
+                "Attachments",
+                json!({"Comment": "Referral acknowledged by PRIMERO"}),
+            ),
+            json!("bad"),
+            "Attachments must be an array",
+        ),
+        (
+            "Attachments a string",
+            with("Attachments", json!("Referral acknowledged by PRIMERO")),
+            json!("bad"),
+            "Attachments must be an array",
+        ),
+        (
+            "Attachment without Comment",
+            with("Attachments", json!([{"Note": "Nyakuoth moved to Itang"}])),
+            json!("bad"),
+            "Attachments[].Comment must be a string",
+        ),
+        (
+            "Attachment Comment a number",
+            with("Attachments", json!([{"Comment": 7}])),
+            json!("bad"),
+            "Attachments[].Comment must be a string",
+        ),
+        (
+            "Attachment not an object",
+            with("Attachments", json!(["Nyakuoth moved to Itang"])),
+            json!("bad"),
+            "Attachments[].Comment must be a string",
+        ),
+        (
+            "Attachment Comment null",
+            with("Attachments", json!([{"Comment": null}])),
+            json!("bad"),
+            "Attachments[].Comment must be a string",
+        ),
+        (
+            "unknown record key",
+            with("Comment", json!("Nyakuoth moved to Itang")),
+            json!("bad"),
+            "member 'Comment' is not allowed in a record",
+        ),
+        (
+            "record key in another case",
+            with("fields", json!([])),
+            json!("bad"),
+            "member 'fields' is not allowed in a record",
+        ),
+        (
+            "Fields missing",
+            without("Fields"),
+            json!("bad"),
+            "Fields must be an array",
+        ),
+        (
+            "Fields an object",
+            with(
+                "Fields",
+                json!({"Name": "progres_lpinterventionid", "Value": IV2}),
+            ),
+            json!("bad"),
+            "Fields must be an array",
+        ),
+        (
+            "Fields item not an object",
+            with("Fields", json!(["progres_lpinterventionid"])),
+            json!("bad"),
+            "Fields[] must be objects with Name and Value",
+        ),
+        (
+            "Fields item without Name",
+            with("Fields", json!([{"Value": IV2}])),
+            json!("bad"),
+            "Fields[].Name must be a non-empty string",
+        ),
+        (
+            "Fields item with an empty Name",
+            with("Fields", json!([{"Name": "", "Value": IV2}])),
+            json!("bad"),
+            "Fields[].Name must be a non-empty string",
+        ),
+        (
+            "a field twice",
+            with(
+                "Fields",
+                json!([
+                    {"Name": "progres_lpinterventionid", "Value": IV2},
+                    {"Name": "progres_businessunit", "Value": BU},
+                    {"Name": "progres_primerotransferstatus", "Value": "125080002"},
+                    {"Name": "progres_primerotransferstatus", "Value": "125080003"}
+                ]),
+            ),
+            json!("bad"),
+            "field 'progres_primerotransferstatus' appears more than once",
+        ),
+    ];
+    for (what, bad, named, message) in cases {
+        let (status, v) = s
+            .ingest(
+                "SHP-2748",
+                json!([transfer_record("ok", IV1, "125080002"), bad]),
+            )
+            .await;
+        assert_eq!(status, 400, "{what}: {v}");
+        let failed = v["FailedRecords"].as_array().expect("FailedRecords");
+        assert_eq!(failed.len(), 1, "{what}: {v}");
+        assert_eq!(failed[0]["ExternalId"], named, "{what}: {v}");
+        assert_eq!(failed[0]["ErrorMessage"], message, "{what}: {v}");
+        assert!(
+            !v.to_string().contains("Nyakuoth"),
+            "{what} echoes a value: {v}"
+        );
+        assert!(
+            stored_intervention(&s, IV1)
+                .get("progres_primerotransferstatus")
+                .is_none(),
+            "{what}: the valid record was applied"
+        );
+    }
+    // The optional members may be null or absent; Attachments may be empty.
+    for ok in [
+        with("ExternalGUID", Value::Null),
+        with(
+            "ExternalGUID",
+            json!("0b8f6a53-3a3f-4c1e-9a59-6d1f6f2f0c21"),
+        ),
+        with("Attachments", Value::Null),
+        with("Attachments", json!([])),
+        without("Attachments"),
+    ] {
+        let (status, v) = s.ingest("SHP-2748", json!([ok])).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    // `Data` itself must be a non-empty array (a refusal of the request, not of a record).
+    for (data, message) in [
+        (None, "Data is required"),
+        (
+            Some(json!({"ExternalId": "x"})),
+            "Data must be an array of records",
+        ),
+        (Some(json!([])), "Data must contain at least one record"),
+    ] {
+        let mut body = json!({"ShippingProcessId": "SHP-2748", "InteropId": "INT-1436"});
+        if let Some(d) = data {
+            body["Data"] = d;
+        }
+        let (status, v) = s.post("/api/ingestion/v2/PNR-1363/data", &body).await;
+        assert_eq!(status, 400, "{v}");
+        assert_eq!(v["ErrorMessage"], message, "{v}");
+        assert!(v.get("FailedRecords").is_none(), "{v}");
+    }
 }
 
 #[tokio::test]
