@@ -159,24 +159,21 @@ fn check_total(cx: &mut Ctx<'_>, maps: &Maps, d: &Declared) {
         "primero_protection_concerns",
         false,
     );
-    // Sex: forward over the proGres codes, backward over the Primero values.
-    if f.sex_progres_to_primero.is_none() {
-        let missing: Vec<String> = d
-            .progres_sex_codes
-            .iter()
-            .filter(|c| !maps.sex_progres_to_primero.contains_key(c))
-            .map(i64::to_string)
-            .collect();
-        if !missing.is_empty() {
-            cx.push(
-                SEX,
-                format!(
-                    "is not total: no entry for {} (declared in declared.progres_sex_codes)",
-                    quoted(missing.iter().map(String::as_str))
-                ),
-            );
-        }
-    }
+    // Sex: forward over the proGres codes (compared and named as text), backward over the
+    // Primero values.
+    let sex_codes: Vec<String> = d.progres_sex_codes.iter().map(i64::to_string).collect();
+    require_keys(
+        cx,
+        SEX,
+        |v| {
+            maps.sex_progres_to_primero
+                .keys()
+                .any(|c| c.to_string() == v)
+        },
+        Some(&sex_codes),
+        "progres_sex_codes",
+        f.sex_progres_to_primero.is_some(),
+    );
     require_keys(
         cx,
         SEX,
