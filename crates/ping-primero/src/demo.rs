@@ -386,6 +386,21 @@ fn scenario(n: usize) -> anyhow::Result<(Value, Planted)> {
 
 /// `ping-primero demo`.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let (_ledger_dir, ledger_url) = match &args.ledger {
+        Some(url) => {
+            let known = ["sqlite:", "postgres://", "postgresql://"];
+            if !known.iter().any(|k| url.starts_with(k)) {
+                return Err(crate::exit::usage(
+                    "--ledger must be a sqlite:… or postgres://… URL",
+                ));
+            }
+            (None, url.clone())
+        }
+        None => {
+            let (dir, url) = throwaway_ledger("demo-ledger.db")?;
+            (Some(dir), url)
+        }
+    };
     let started = Instant::now();
     let mut p = Progress {
         step: 0,
@@ -435,19 +450,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!(
         "                 Primero case {incomplete_case} is owned by cw_incomplete (no email, phone or position)"
     );
-    let (_ledger_dir, ledger_url) = match &args.ledger {
-        Some(url) => {
-            let known = ["sqlite:", "postgres://", "postgresql://"];
-            if !known.iter().any(|k| url.starts_with(k)) {
-                bail!("--ledger must be a sqlite:… or postgres://… URL");
-            }
-            (None, url.clone())
-        }
-        None => {
-            let (dir, url) = throwaway_ledger("demo-ledger.db")?;
-            (Some(dir), url)
-        }
-    };
     let mut config = pp_config::demo_config(
         &sims.ping.base_url(),
         &sims.ping.token_url(),

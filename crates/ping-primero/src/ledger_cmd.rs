@@ -6,7 +6,7 @@
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, TimeDelta, Utc};
-use clap::builder::PossibleValuesParser;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use pp_ledger::{
     AuditEvent, Ledger, Record, RecordFilter, RecordState, RetryTarget, Run, RunFilter,
 };
@@ -28,6 +28,9 @@ const STATES: [&str; 6] = [
     "conflict",
     "failed",
 ];
+
+/// The states `ledger retry` can send back to their flow.
+const RETRYABLE_STATES: [&str; 3] = ["rejected", "conflict", "failed"];
 
 fn parse_state(s: &str) -> Result<RecordState, String> {
     s.parse::<RecordState>().map_err(|_| {
@@ -64,14 +67,25 @@ pub enum LedgerCommand {
     },
     /// Send rejected, conflict or failed records back to their flow (after fixing data or
     /// configuration). Give a key, or filter with --flow/--state/--reason.
+    #[command(group(
+        clap::ArgGroup::new("target")
+            .args(["key", "flow", "state", "reason"])
+            .required(true)
+            .multiple(true)
+    ))]
     Retry {
         /// Record key (all flows that have it unless --flow is given).
         key: Option<String>,
         /// Only this flow.
         #[arg(long, value_parser = PossibleValuesParser::new(FLOWS))]
         flow: Option<String>,
-        /// Only this state: rejected, conflict or failed.
-        #[arg(long, value_parser = parse_state, conflicts_with = "key")]
+        /// Only this state (only these can be retried).
+        #[arg(
+            long,
+            value_parser = PossibleValuesParser::new(RETRYABLE_STATES)
+                .try_map(|s| s.parse::<RecordState>()),
+            conflicts_with = "key"
+        )]
         state: Option<RecordState>,
         /// Only this reason code.
         #[arg(long, conflicts_with = "key")]
@@ -83,8 +97,8 @@ pub enum LedgerCommand {
     /// Delete audit events and finished runs older than a number of days. Records, cursors
     /// and facts are kept.
     Purge {
-        /// Age in days (default: the configured retention).
-        #[arg(long)]
+        /// Age in days, at least 1 (default: the configured `[ledger] retention_days`).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         older_than_days: Option<u32>,
     },
     /// List runs, newest first.
@@ -179,7 +193,9 @@ async fn execute(
                 Some(key) => RetryTarget::Key { flow, key },
                 None => {
                     if flow.is_none() && state.is_none() && reason.is_none() {
-                        bail!("give a record key, or at least one of --flow, --state, --reason");
+                        return Err(crate::exit::usage(
+                            "give a record key, or at least one of --flow, --state, --reason",
+                        ));
                     }
                     RetryTarget::Filter {
                         flow,
@@ -205,7 +221,7 @@ async fn execute(
         LedgerCommand::Purge { older_than_days } => {
             let days = older_than_days.unwrap_or(default_retention_days);
             if days == 0 {
-                bail!("--older-than-days must be at least 1");
+                return Err(crate::exit::usage("--older-than-days must be at least 1"));
             }
             let cutoff = now - TimeDelta::days(i64::from(days));
             let report = ledger.purge(cutoff).await.context("purging the ledger")?;
@@ -498,6 +514,21 @@ mod tests {
             }
         );
         assert!(parse(&["retry", "lp-1", "--state", "rejected"]).is_err());
+        // Nothing to retry, a state that cannot be retried, a purge of zero days: usage
+        // errors (clap's, exit code 2) before any ledger is opened.
+        assert!(parse(&["retry"]).is_err());
+        assert!(parse(&["retry", "--state", "confirmed"]).is_err());
+        assert_eq!(
+            parse(&["retry", "--state", "failed", "--operator", "amina"]).unwrap(),
+            LedgerCommand::Retry {
+                key: None,
+                flow: None,
+                state: Some(RecordState::Failed),
+                reason: None,
+                operator: Some("amina".into()),
+            }
+        );
+        assert!(parse(&["purge", "--older-than-days", "0"]).is_err());
         assert!(parse(&["purge", "--older-than-days", "30"]).is_ok());
     }
 
@@ -541,9 +572,6 @@ mod tests {
                 .is_err()
         );
 
-        assert!(execute(parse(&["retry"]).unwrap(), &l, false, 30, now)
-            .await
-            .is_err());
         let out = execute(
             parse(&["retry", "lp-1", "--operator", "alice"]).unwrap(),
             &l,
@@ -575,15 +603,6 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&gone).unwrap();
         assert_eq!(v["audit_events"], 3);
         assert!(l.get(FLOWS[0], "lp-1").await.unwrap().is_some());
-        assert!(execute(
-            parse(&["purge", "--older-than-days", "0"]).unwrap(),
-            &l,
-            false,
-            30,
-            now
-        )
-        .await
-        .is_err());
 
         let runs = execute(parse(&["runs"]).unwrap(), &l, false, 30, now)
             .await

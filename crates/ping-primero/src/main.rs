@@ -1,13 +1,14 @@
 //! The `ping-primero` binary: command line, configuration loading, telemetry, and the entry
 //! points (daemon, one-off runs, demo, simulators, benchmark, ledger operations).
 //!
-//! Exit codes: 0 success (a run that completed, even with rejected records); 1 the command
-//! could not do its work (auth failure, unreachable API, ledger error); 2 invalid
+//! Exit codes ([`exit`]): 0 success (a run that completed, even with rejected records); 1 the
+//! command could not do its work (auth failure, unreachable API, ledger error); 2 invalid
 //! configuration or arguments.
 
 mod bench;
 mod daemon;
 mod demo;
+mod exit;
 mod ledger_cmd;
 mod run_cmd;
 mod scenario;
@@ -18,6 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use exit::report;
 
 /// Syncs child-protection referrals between UNHCR proGres (PING) and UNICEF Primero v2.
 #[derive(Debug, Parser)]
@@ -90,7 +92,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(exit::FAILURE);
         }
     };
     runtime.block_on(dispatch(cli))
@@ -141,7 +143,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::RunOnce(args) => match load_config(&cli.config) {
             Ok(config) => match run_cmd::run_once(config, args).await {
                 Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::from(1),
+                Ok(false) => ExitCode::from(exit::FAILURE),
                 Err(e) => report(Err(e)),
             },
             Err(code) => code,
@@ -178,23 +180,12 @@ async fn dispatch(cli: Cli) -> ExitCode {
     }
 }
 
-/// Prints an error chain on stderr and maps it to exit code 1.
-fn report(result: anyhow::Result<()>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
-    }
-}
-
 /// Loads the configuration or prints every problem and returns exit code 2.
 fn load_config(path: &std::path::Path) -> Result<pp_config::Config, ExitCode> {
     pp_config::load(path).map_err(|errors| {
         eprintln!("error: invalid configuration {}:", path.display());
         eprintln!("{errors}");
-        ExitCode::from(2)
+        ExitCode::from(exit::USAGE)
     })
 }
 
@@ -207,7 +198,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         Err(errors) => {
             eprintln!("{}: {} problem(s)", path.display(), errors.problems.len());
             eprintln!("{errors}");
-            ExitCode::from(2)
+            ExitCode::from(exit::USAGE)
         }
     }
 }

@@ -35,11 +35,11 @@ pub fn flows_named(text: &str) -> Option<Vec<Flow>> {
 /// stderr.
 pub async fn run_once(config: Config, args: RunOnceArgs) -> anyhow::Result<bool> {
     let flows = flows_named(&args.flow).ok_or_else(|| {
-        anyhow::anyhow!(
+        crate::exit::usage(format!(
             "unknown flow {:?}: use one of {} (or 1.1, 1.2, 2.1, 2.2), or all",
             args.flow,
             pp_config::FLOWS.join(", ")
-        )
+        ))
     })?;
     let config = Arc::new(config);
     let ledger = crate::daemon::connect(&config).await?;
