@@ -599,16 +599,36 @@ async fn contract_05_per_above_1000_serves_1000_records() {
 async fn contract_06_unknown_params_are_ignored() {
     let t = start().await;
     t.seed(scenario(12)).await;
-    let all = t.get("/api/v2/cases").await.json()["metadata"]["total"].clone();
+    let unfiltered = t.get("/api/v2/cases").await.json();
+    let all = unfiltered["metadata"]["total"].clone();
     for q in [
         "remote=true",
         "unhcr_individul_no=945-00000000",
         "remote=true&bogus[0]=x",
+        // Not readable as a filter: a subform and a field this instance does not configure.
+        "services_section=x",
+        "camp_d13377e=kule",
     ] {
-        let b = t.get(&format!("/api/v2/cases?{q}")).await.json();
+        let r = t.get(&format!("/api/v2/cases?{q}")).await;
+        assert_eq!(r.status, 200, "{q}");
+        let b = r.json();
         assert_eq!(b["metadata"]["total"], all, "{q}");
+        assert_eq!(b["data"], unfiltered["data"], "{q}: the unfiltered list");
     }
     assert_eq!(all, json!(12));
+    // Next to a real filter, the ignored param changes nothing (upsertCase's lookup).
+    let one = &unfiltered["data"][3];
+    let no = one["unhcr_individual_no"]
+        .as_str()
+        .expect("scenario number");
+    let b = t
+        .get(&format!(
+            "/api/v2/cases?remote=true&unhcr_individual_no={no}"
+        ))
+        .await
+        .json();
+    assert_eq!(b["metadata"]["total"], 1);
+    assert_eq!(b["data"][0]["id"], one["id"]);
 }
 
 fn seeded_case(id: &str, last: &str, extra: Value) -> Value {
@@ -795,9 +815,9 @@ async fn contract_08_identifier_filters_are_exact_and_case_sensitive() {
     let b = "00000000-0000-4000-8000-0000000000b2";
     t.seed(json!({"cases": [
         seeded_case(a, "2024-01-01T10:00:00.000Z", json!({"unhcr_individual_no": "945-00012345",
-            "case_id": "CASE-abc", "unhcr_id_no": "945-C00123"})),
+            "case_id": "CASE-abc", "unhcr_id_no": "945-C00123", "national_id_no": "0004567"})),
         seeded_case(b, "2024-01-01T10:00:00.000Z", json!({"unhcr_individual_no": "945-12345",
-            "case_id": "case-ABC"})),
+            "case_id": "case-ABC", "national_id_no": "4567x"})),
     ]}))
     .await;
     let total = |q: &str| {
@@ -812,6 +832,10 @@ async fn contract_08_identifier_filters_are_exact_and_case_sensitive() {
     assert_eq!(total("case_id=case-abc").await, 0);
     assert_eq!(total("unhcr_id_no=945-C00123").await, 1);
     assert_eq!(total("unhcr_id_no=945-c00123").await, 0);
+    // Digits only: still a string, leading zeros kept (not read as the integer 4567).
+    assert_eq!(total("national_id_no=0004567").await, 1);
+    assert_eq!(total("national_id_no=4567").await, 0);
+    assert_eq!(total("national_id_no=04567").await, 0);
     let r = t
         .get("/api/v2/cases?unhcr_individual_no=945-00012345")
         .await
@@ -907,10 +931,21 @@ async fn contract_11_case_get_404_and_403_envelopes() {
     assert_eq!(e["resource"], "/api/v2/cases/not-a-uuid");
     assert_eq!(e["message"], "Not Found");
     assert!(e.get("detail").is_some());
+    assert_eq!(keys(e), vec!["detail", "message", "resource", "status"]);
     let r = t
         .get("/api/v2/cases/11111111-2222-4333-8444-555555555555")
         .await;
     assert_eq!(r.status, 404);
+    let b = r.json();
+    assert_eq!(keys(&b), vec!["errors"]);
+    let e = &b["errors"][0];
+    assert_eq!(keys(e), vec!["detail", "message", "resource", "status"]);
+    assert_eq!(e["status"], 404);
+    assert_eq!(
+        e["resource"],
+        "/api/v2/cases/11111111-2222-4333-8444-555555555555"
+    );
+    assert_eq!(e["message"], "Not Found");
     let r = t
         .post_as(
             "cw_john",
@@ -923,7 +958,11 @@ async fn contract_11_case_get_404_and_403_envelopes() {
     assert_eq!(r.json()["data"]["owned_by"], "cw_john");
     let r = t.get_as("cw_amina", &format!("/api/v2/cases/{id}")).await;
     assert_eq!(r.status, 403);
-    assert_eq!(r.json()["errors"][0]["message"], "Forbidden");
+    let b = r.json();
+    assert_eq!(keys(&b), vec!["errors"]);
+    assert_eq!(b["errors"][0]["status"], 403);
+    assert_eq!(b["errors"][0]["resource"], format!("/api/v2/cases/{id}"));
+    assert_eq!(b["errors"][0]["message"], "Forbidden");
     assert_eq!(
         t.get_as("cw_john", &format!("/api/v2/cases/{id}"))
             .await
@@ -949,7 +988,11 @@ async fn contract_12_create_generates_fields_204_with_client_id_409_on_reuse() {
     assert_eq!(r.status, 200);
     let d = r.json()["data"].clone();
     let case_id = d["case_id"].as_str().unwrap();
-    assert_eq!(case_id.len(), 36);
+    assert!(
+        uuid::Uuid::parse_str(case_id).is_ok(),
+        "case_id is a UUID: {case_id}"
+    );
+    assert_eq!(case_id.len(), 36, "hyphenated");
     assert_eq!(d["short_id"].as_str().unwrap(), &case_id[29..]);
     assert_eq!(d["case_id_display"], d["short_id"]);
     assert_eq!(d["enabled"], true);
@@ -965,7 +1008,13 @@ async fn contract_12_create_generates_fields_204_with_client_id_409_on_reuse() {
     );
     assert!(is_ms_timestamp(&d["created_at"]));
     assert!(is_ms_timestamp(&d["last_updated_at"]));
+    assert!(uuid::Uuid::parse_str(d["id"].as_str().unwrap()).is_ok());
     assert_eq!(d["id"].as_str().unwrap().len(), 36);
+    assert_eq!(
+        t.get_case(d["id"].as_str().unwrap()).await["name_first"],
+        "Garang",
+        "stored"
+    );
 
     let r = t
         .post(
@@ -1003,6 +1052,14 @@ async fn contract_12_create_generates_fields_204_with_client_id_409_on_reuse() {
         )
         .await;
     assert_eq!(r.status, 409);
+    let e = r.json();
+    assert_eq!(e["errors"][0]["status"], 409);
+    assert_eq!(e["errors"][0]["resource"], "/api/v2/cases");
+    // The unique index holds: still one case with that case_id, the first one.
+    let b = t.get("/api/v2/cases?case_id=CP-0001").await.json();
+    assert_eq!(b["metadata"]["total"], 1);
+    assert_eq!(b["data"][0]["id"], cid);
+    assert_eq!(t.get("/api/v2/cases").await.json()["metadata"]["total"], 3);
 }
 
 #[tokio::test]
@@ -1016,6 +1073,10 @@ async fn contract_13_unconfigured_fields_dropped_and_no_module_core_only() {
     assert_eq!(d["name_first"], "Tut");
     assert!(d.get("favourite_colour").is_none());
     assert!(d.get("camp_d13377e").is_none());
+    let stored = t.get_case(d["id"].as_str().unwrap()).await;
+    assert_eq!(stored["name_first"], "Tut");
+    assert!(stored.get("favourite_colour").is_none(), "not stored");
+    assert!(stored.get("camp_d13377e").is_none(), "not stored");
     let r = t
         .post(
             "/api/v2/cases",
@@ -1027,6 +1088,10 @@ async fn contract_13_unconfigured_fields_dropped_and_no_module_core_only() {
     assert!(d.get("name_first").is_none());
     assert!(d.get("sex").is_none());
     assert_eq!(d["status"], "closed");
+    let stored = t.get_case(d["id"].as_str().unwrap()).await;
+    assert!(stored.get("name_first").is_none(), "form field not stored");
+    assert!(stored.get("sex").is_none(), "form field not stored");
+    assert_eq!(stored["status"], "closed", "core field stored");
     let r = t
         .post(
             "/api/v2/cases",
@@ -1034,6 +1099,7 @@ async fn contract_13_unconfigured_fields_dropped_and_no_module_core_only() {
         )
         .await;
     assert_eq!(r.status, 422);
+    assert_eq!(r.json()["errors"][0]["status"], 422);
 }
 
 #[tokio::test]
@@ -1169,8 +1235,10 @@ async fn contract_16_patch_merge_rules() {
     assert_eq!(&u3[14..15], "4", "v4 UUID");
 
     // [] is a no-op for subforms.
-    t.patch(&path, json!({"data": {"services_section": []}}))
+    let r = t
+        .patch(&path, json!({"data": {"services_section": []}}))
         .await;
+    assert_eq!(r.status, 200);
     assert_eq!(
         t.get_case(&id).await["services_section"]
             .as_array()
@@ -1180,11 +1248,12 @@ async fn contract_16_patch_merge_rules() {
     );
     // _destroy removes; a new row with a fresh unique_id is appended with it.
     let fresh = "3f1c2d4e-5b6a-4c7d-8e9f-0a1b2c3d4e5f";
-    t.patch(
+    let r = t.patch(
         &path,
         json!({"data": {"services_section": [{"unique_id": u1, "_destroy": true}, {"unique_id": fresh, "service_type": "food"}]}}),
     )
     .await;
+    assert_eq!(r.status, 200, "{}", r.text);
     let rows = t.get_case(&id).await["services_section"].clone();
     let uids: Vec<&str> = rows
         .as_array()
@@ -1251,21 +1320,39 @@ async fn contract_18_patch_response_has_changed_keys_and_noop_bumps_last_updated
         .await;
     let b = r.json()["data"].clone();
     assert_eq!(
+        keys(&b),
+        vec!["enabled", "id", "last_updated_at", "services_section"]
+    );
+    assert_eq!(b["id"], id.as_str());
+    assert_eq!(b["enabled"], true);
+    assert_eq!(
         b["services_section"][0]["service_type"], "food",
         "subform returned whole"
     );
+    assert_eq!(b["services_section"][0]["unique_id"], uid);
+    assert_eq!(b["services_section"][0]["service_provider"], "Clinic");
     assert!(b.get("sex").is_none());
     let mut last = b["last_updated_at"].as_str().unwrap().to_string();
     for _ in 0..15 {
         let r = t.patch(&path, json!({"data": {}})).await;
         assert_eq!(r.status, 200);
-        let now = r.json()["data"]["last_updated_at"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let data = r.json()["data"].clone();
+        assert_eq!(keys(&data), vec!["enabled", "id", "last_updated_at"]);
+        let now = data["last_updated_at"].as_str().unwrap().to_string();
         assert!(now > last, "{now} > {last}");
         last = now;
     }
+    // A PATCH sending an unchanged value is a no-op too.
+    let r = t.patch(&path, json!({"data": {"sex": "female"}})).await;
+    let data = r.json()["data"].clone();
+    assert_eq!(keys(&data), vec!["enabled", "id", "last_updated_at"]);
+    assert!(data["last_updated_at"].as_str().unwrap() > last.as_str());
+    last = data["last_updated_at"].as_str().unwrap().to_string();
+    assert_eq!(
+        t.get_case(&id).await["last_updated_at"],
+        last.as_str(),
+        "the bump is saved"
+    );
 }
 
 #[tokio::test]
@@ -1284,6 +1371,7 @@ async fn contract_19_referral_create_shape_and_case_bump() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let rf = r.json()["data"].clone();
+    assert!(rf["id"].is_string(), "referral id");
     assert_eq!(rf["type"], "Referral");
     assert_eq!(rf["status"], "in_progress");
     assert_eq!(rf["record_type"], "case");
@@ -1296,6 +1384,9 @@ async fn contract_19_referral_create_shape_and_case_bump() {
         rf.as_object().unwrap().values().all(|v| !v.is_null()),
         "nulls omitted"
     );
+    let listed = t.get(&format!("/api/v2/cases/{id}/referrals")).await.json();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "stored");
+    assert_eq!(listed["data"][0]["id"], rf["id"]);
     let c = t.get_case(id).await;
     assert!(c["last_updated_at"].as_str().unwrap() > d["last_updated_at"].as_str().unwrap());
     assert!(c["assigned_user_names"]
@@ -1321,6 +1412,14 @@ async fn contract_20_referral_consent_and_receiver_validation() {
     let e = &r.json()["errors"][0];
     assert_eq!(e["detail"], "consent");
     assert_eq!(e["status"], 422);
+    assert_eq!(e["resource"], path.as_str());
+    assert!(e["message"].is_array(), "model error: message is an array");
+    let listed = t.get(&path).await.json();
+    assert_eq!(
+        listed["data"].as_array().unwrap().len(),
+        0,
+        "refused referral not stored"
+    );
     let r = t
         .post(
             &path,
@@ -1335,8 +1434,20 @@ async fn contract_20_referral_consent_and_receiver_validation() {
             .post(&path, json!({"data": {"transitioned_to": to}}))
             .await;
         assert_eq!(r.status, 422, "{to}");
-        assert_eq!(r.json()["errors"][0]["detail"], "transitioned_to");
+        let e = &r.json()["errors"][0];
+        assert_eq!(e["status"], 422, "{to}");
+        assert_eq!(e["detail"], "transitioned_to", "{to}");
+        assert_eq!(
+            e["message"],
+            json!(["transition.errors.to_user_can_receive"]),
+            "{to}"
+        );
     }
+    assert_eq!(
+        t.get(&path).await.json()["data"].as_array().unwrap().len(),
+        0,
+        "refused referrals not stored"
+    );
     let r = t
         .post(
             &path,
@@ -1422,6 +1533,13 @@ async fn contract_21_service_row_side_effects() {
     assert_eq!(r.status, 200);
 }
 
+/// A referral without the `record` (changed case fields) that answers to a change carry.
+fn without_record(referral: &Value) -> Value {
+    let mut r = referral.clone();
+    r.as_object_mut().expect("referral object").remove("record");
+    r
+}
+
 #[tokio::test]
 async fn contract_22_referral_transitions_and_refused_moves() {
     let t = start().await;
@@ -1454,6 +1572,22 @@ async fn contract_22_referral_transitions_and_refused_moves() {
     );
     let r = t.patch(&p, json!({"data": {"status": "done"}})).await;
     assert_eq!(r.json()["data"]["status"], "done");
+    let done = without_record(&r.json()["data"]);
+    let saved = t.get_case(&id).await["last_updated_at"].clone();
+    for bad in ["accepted", "rejected", "in_progress", "done"] {
+        let r = t.patch(&p, json!({"data": {"status": bad}})).await;
+        assert_eq!(r.status, 200, "{bad}");
+        assert_eq!(
+            without_record(&r.json()["data"]),
+            done,
+            "done -> {bad}: unchanged"
+        );
+    }
+    assert_eq!(
+        t.get_case(&id).await["last_updated_at"],
+        saved,
+        "refused moves save nothing"
+    );
 
     let (id, _uid, rid) = case_with_referral(&t).await;
     let p = format!("/api/v2/cases/{id}/referrals/{rid}");
@@ -1476,18 +1610,29 @@ async fn contract_22_referral_transitions_and_refused_moves() {
         "rejection unassigns"
     );
     let r = t.patch(&p, json!({"data": {"status": "accepted"}})).await;
-    assert_eq!(r.json()["data"]["status"], "rejected");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        without_record(&r.json()["data"]),
+        without_record(&rf),
+        "rejected -> accepted: unchanged"
+    );
 }
 
 #[tokio::test]
 async fn contract_23_delete_revokes_and_unknown_is_404() {
     let t = start().await;
     let (id, _uid, rid) = case_with_referral(&t).await;
+    let before = t.get_case(&id).await["last_updated_at"].clone();
     let r = t
         .delete(&format!("/api/v2/cases/{id}/referrals/{rid}"))
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["data"]["status"], "revoked");
+    assert_eq!(r.json()["data"]["id"], rid.as_str());
+    assert!(
+        t.get_case(&id).await["last_updated_at"].as_str().unwrap() > before.as_str().unwrap(),
+        "revoking saves the case"
+    );
     let list = t.get(&format!("/api/v2/cases/{id}/referrals")).await.json();
     assert_eq!(list["data"][0]["status"], "revoked");
     let r = t
@@ -1497,6 +1642,11 @@ async fn contract_23_delete_revokes_and_unknown_is_404() {
         .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["errors"][0]["status"], 404);
+    assert_eq!(r.json()["errors"][0]["message"], "Not Found");
+    assert_eq!(
+        r.json()["errors"][0]["resource"],
+        format!("/api/v2/cases/{id}/referrals/00000000-0000-4000-8000-000000000000")
+    );
 }
 
 #[tokio::test]
@@ -1616,5 +1766,10 @@ async fn contract_27_get_with_json_body_is_served() {
         .await;
         assert_eq!(r.status, 200, "{path}");
         assert!(r.json()["data"].is_array());
+        assert_eq!(
+            r.json(),
+            t.get(path).await.json(),
+            "{path}: as without a body"
+        );
     }
 }
