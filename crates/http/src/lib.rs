@@ -373,6 +373,22 @@ mod tests {
         }
     }
 
+    /// An operation that counts its calls in `calls` and fails transiently before attempt
+    /// `ok_at`, which returns its attempt number.
+    fn transient_until(
+        ok_at: u32,
+        calls: &AtomicU32,
+    ) -> impl FnMut(u32) -> std::future::Ready<Result<u32, E>> + '_ {
+        move |a| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(if a < ok_at {
+                Err(E(ErrorClass::Transient, None))
+            } else {
+                Ok(a)
+            })
+        }
+    }
+
     #[test]
     fn statuses_are_classified() {
         assert_eq!(classify_status(500), ErrorClass::Transient);
@@ -404,17 +420,7 @@ mod tests {
     #[tokio::test]
     async fn transient_errors_are_retried_until_success() {
         let calls = AtomicU32::new(0);
-        let r: Result<u32, E> = with_retries(&fast(5), "test", |a| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            async move {
-                if a < 3 {
-                    Err(E(ErrorClass::Transient, None))
-                } else {
-                    Ok(a)
-                }
-            }
-        })
-        .await;
+        let r: Result<u32, E> = with_retries(&fast(5), "test", transient_until(3, &calls)).await;
         assert_eq!(r.unwrap(), 3);
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
@@ -507,22 +513,8 @@ mod tests {
 
         // A resend allowed every time behaves like with_retries.
         let calls = AtomicU32::new(0);
-        let r: Result<u32, E> = with_retries_if(
-            &fast(5),
-            "test",
-            |a| {
-                calls.fetch_add(1, Ordering::SeqCst);
-                async move {
-                    if a < 4 {
-                        Err(E(ErrorClass::Transient, None))
-                    } else {
-                        Ok(a)
-                    }
-                }
-            },
-            |_: &E| true,
-        )
-        .await;
+        let r: Result<u32, E> =
+            with_retries_if(&fast(5), "test", transient_until(4, &calls), |_: &E| true).await;
         assert_eq!(r.unwrap(), 4);
         assert_eq!(calls.load(Ordering::SeqCst), 4);
     }
