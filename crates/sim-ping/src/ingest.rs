@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::model::{is_date, is_guid, InteropReferral, REFERRAL_STATUS_NEW};
+use crate::model::{is_date, is_guid, InteropReferral};
 use crate::options::{AsyncRepeat, BatchMode, InvalidOptionCode, Options};
 use crate::store::{ItemResult, Store};
 
@@ -104,7 +104,9 @@ enum FieldType {
     Text,
 }
 
-fn field_type(name: &str) -> FieldType {
+/// The value rule of a field. `progres_primerotransferstatus` starts at 125080000 (meaning
+/// UNKNOWN, spec §4) only under `transfer_status_accepts_125080000`.
+fn field_type(name: &str, opts: &Options) -> FieldType {
     match name {
         "progres_lpinterventionid"
         | "progres_businessunit"
@@ -115,6 +117,9 @@ fn field_type(name: &str) -> FieldType {
         | "progres_externalguid" => FieldType::Guid,
         "progres_primerotransferstatusdate" | "progres_referraldate" | "progres_pocdateofbirth" => {
             FieldType::Date
+        }
+        "progres_primerotransferstatus" if opts.transfer_status_accepts_125080000 => {
+            FieldType::Code(125_080_000, 125_080_004)
         }
         "progres_primerotransferstatus" => FieldType::Code(125_080_001, 125_080_004),
         "progres_interoperabilityreferralstatus" => FieldType::Code(125_080_000, 125_080_003),
@@ -258,7 +263,7 @@ fn check_fields(
         if !allowed.contains(&name.as_str()) {
             return Err(format!("field '{name}' is not allowed for {shp}"));
         }
-        let typed = match (value, field_type(name)) {
+        let typed = match (value, field_type(name, opts)) {
             (None, _) => None,
             (Some(v), FieldType::Guid) => {
                 if !is_guid(v) {
@@ -367,9 +372,11 @@ fn id_data(key: &str, value: &str) -> Map<String, Value> {
     m
 }
 
-/// Applies one op; returns the item data (identifiers of the written record). `repeat` says
-/// what a create whose `progres_orgreferralid` is already stored does.
-fn apply(op: Op, store: &mut Store, txid: &str, repeat: AsyncRepeat) -> Map<String, Value> {
+/// Applies one op; returns the item data (identifiers of the written record). `async_repeat`
+/// says what a create whose `progres_orgreferralid` is already stored does, and
+/// `new_referral_status` which status a created referral gets.
+fn apply(op: Op, store: &mut Store, txid: &str, opts: &Options) -> Map<String, Value> {
+    let repeat = opts.async_repeat;
     match op {
         Op::Transfer { idx, set, comments } => {
             let iv = &mut store.interventions[idx];
@@ -439,7 +446,9 @@ fn apply(op: Op, store: &mut Store, txid: &str, repeat: AsyncRepeat) -> Map<Stri
                     let id = crate::new_guid();
                     let mut r = InteropReferral {
                         progres_interoperabilityreferralid: id.clone(),
-                        progres_interoperabilityreferralstatus: Value::from(REFERRAL_STATUS_NEW),
+                        progres_interoperabilityreferralstatus: Value::from(
+                            opts.new_referral_status,
+                        ),
                         progres_reviewdecision: None,
                         progres_interoperabiltyreferralrejectionreasonname: None,
                         progres_interoperabilityreferralrejectionomment: None,
@@ -569,7 +578,7 @@ pub(crate) fn process_batch(
             .unwrap_or(Value::Null);
         match p {
             Ok(op) if apply_valid => {
-                let data = apply(op, store, txid, opts.async_repeat);
+                let data = apply(op, store, txid, opts);
                 applied += 1;
                 items.push(ItemResult {
                     external_id: ext,

@@ -33,8 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use options::{
-    AsyncRepeat, BatchMode, EmptyRecordCount, ErrorMode, InvalidOptionCode, Options, PagingMode,
-    ShippingProcesses,
+    AsyncRepeat, AuthErrorBody, BatchMode, EmptyRecordCount, ErrorMode, IngestionErrorShape,
+    InvalidOptionCode, Options, PagingMode, ShippingProcesses, UnknownTransactionData,
 };
 pub use server::{RequestLogEntry, CHECKSTATUS_PATH, RETRIEVE_PATH, TOKEN_PATH};
 

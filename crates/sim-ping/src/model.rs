@@ -9,7 +9,9 @@ use serde_json::{Map, Value};
 /// Delivery type code of a "Primero Outgoing Referral".
 pub const DELIVERY_TYPE_PRIMERO_OUTGOING: i64 = 125_080_004;
 
-/// Interoperability referral status written by SHP-2731 ("new").
+/// Interoperability referral status a referral created by SHP-2731 gets by default (the
+/// `new_referral_status` switch). Its label "New" is the simulator's assumption: spec §4 only
+/// says the reference's `statusText` reads 125080000 as accepted; its real meaning is UNKNOWN.
 pub const REFERRAL_STATUS_NEW: i64 = 125_080_000;
 /// Interoperability referral accepted in proGres.
 pub const REFERRAL_STATUS_ACCEPTED: i64 = 125_080_001;
@@ -329,7 +331,8 @@ pub fn sex_name(code: i64) -> Option<&'static str> {
     }
 }
 
-/// Label of a `progres_primerotransferstatus` code.
+/// Label of a `progres_primerotransferstatus` code. 125080000 has none: its meaning is
+/// UNKNOWN (spec §4), even when `transfer_status_accepts_125080000` lets it be written.
 pub fn transfer_status_name(code: i64) -> Option<&'static str> {
     match code {
         125_080_001 => Some("Delivery Fail"),
@@ -340,7 +343,8 @@ pub fn transfer_status_name(code: i64) -> Option<&'static str> {
     }
 }
 
-/// Label of a `progres_interoperabilityreferralstatus` code.
+/// Label of a `progres_interoperabilityreferralstatus` code. "New" for 125080000 is the
+/// simulator's assumption (its meaning is UNKNOWN, spec §4); the other labels follow spec §4.
 pub fn referral_status_name(code: i64) -> Option<&'static str> {
     match code {
         125_080_000 => Some("New"),

@@ -113,6 +113,44 @@ pub enum PagingMode {
     CookieOnly,
 }
 
+/// What check-status answers for an `SPHTransactionId` it does not know (contract item 16
+/// (A): "unknown id gives null/absent `Data`"). Both answers also carry `Status: null` and
+/// `ErrorMessage: "Transaction not found"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownTransactionData {
+    /// `Data: null` (default).
+    Null,
+    /// No `Data` key at all.
+    Absent,
+}
+
+/// The body of a `/data` answer that reports failed records (spec §2.2 "Error body UNKNOWN",
+/// contract item 13 "error shape configurable (A)"). The HTTP status is the
+/// `ingestion_error_mode` switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IngestionErrorShape {
+    /// `{SPHTransactionId, ErrorMessage: <summary>, RecordCount?, FailedRecords:
+    /// [{ExternalId, ErrorMessage}]}` (default).
+    Structured,
+    /// `{ErrorMessage}` only: one string naming each failed record's `ExternalId` with its
+    /// reason (`ExternalId <id>: <reason>`, joined by `; `). No transaction id, no count, no
+    /// per-record list.
+    Plain,
+}
+
+/// The body of an authentication refusal (contract items 1 and 3 (A)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthErrorBody {
+    /// JSON: APIM's `{statusCode, message}` on a 401, B2C's `{error, error_description}` on
+    /// the token endpoint's 400 (default).
+    Json,
+    /// An empty body, without `Content-Type`.
+    Empty,
+}
+
 /// Every switch of the simulator. `Options::default()` matches the demo configuration.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -164,6 +202,21 @@ pub struct Options {
     /// `/data` and `/asyncdata` answers that accepted records leave out `SPHTransactionId`
     /// (the records are applied all the same).
     pub omit_transaction_id: bool,
+    /// Check-status of an unknown `SPHTransactionId`: `Data: null` or no `Data` key.
+    pub checkstatus_unknown_data: UnknownTransactionData,
+    /// Body of a `/data` answer with failed records: structured (`FailedRecords`) or a plain
+    /// `ErrorMessage` naming the records.
+    pub ingestion_error_shape: IngestionErrorShape,
+    /// `progres_primerotransferstatus` 125080000 (meaning UNKNOWN) is a valid code instead of
+    /// an invalid one.
+    pub transfer_status_accepts_125080000: bool,
+    /// `progres_interoperabilityreferralstatus` of a referral created by SHP-2731 (any
+    /// integer; 125080000, labelled "New" by the simulator, by default).
+    pub new_referral_status: i64,
+    /// Body of the 401 answer to a missing, unknown, expired or revoked bearer token.
+    pub bearer_error_body: AuthErrorBody,
+    /// Body of the token endpoint's 400 answers (bad credentials and the other refusals).
+    pub token_error_body: AuthErrorBody,
 }
 
 impl Default for Options {
@@ -191,6 +244,12 @@ impl Default for Options {
             checkstatus_legacy_malformed: true,
             async_repeat: AsyncRepeat::Duplicate,
             omit_transaction_id: false,
+            checkstatus_unknown_data: UnknownTransactionData::Null,
+            ingestion_error_shape: IngestionErrorShape::Structured,
+            transfer_status_accepts_125080000: false,
+            new_referral_status: crate::model::REFERRAL_STATUS_NEW,
+            bearer_error_body: AuthErrorBody::Json,
+            token_error_body: AuthErrorBody::Json,
         }
     }
 }
@@ -229,6 +288,15 @@ impl std::fmt::Debug for Options {
             )
             .field("async_repeat", &self.async_repeat)
             .field("omit_transaction_id", &self.omit_transaction_id)
+            .field("checkstatus_unknown_data", &self.checkstatus_unknown_data)
+            .field("ingestion_error_shape", &self.ingestion_error_shape)
+            .field(
+                "transfer_status_accepts_125080000",
+                &self.transfer_status_accepts_125080000,
+            )
+            .field("new_referral_status", &self.new_referral_status)
+            .field("bearer_error_body", &self.bearer_error_body)
+            .field("token_error_body", &self.token_error_body)
             .finish()
     }
 }

@@ -18,7 +18,10 @@ use serde_json::{json, Map, Value};
 use crate::conn::ConnHandle;
 use crate::faults::{FaultSet, Terminal};
 use crate::ingest::{check_data_array, process_batch, IngestKind};
-use crate::options::{EmptyRecordCount, ErrorMode, Options, PagingMode};
+use crate::options::{
+    AuthErrorBody, EmptyRecordCount, ErrorMode, IngestionErrorShape, Options, PagingMode,
+    UnknownTransactionData,
+};
 use crate::rows::{make_cookie, page, read_cookie, Cookie, PageStart, RetrieveKind};
 use crate::store::{Store, Transaction, TxStatus};
 
@@ -316,11 +319,16 @@ fn form_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn b2c_error(error: &str, description: &str) -> Response {
-    json_response(
-        StatusCode::BAD_REQUEST,
-        &json!({"error": error, "error_description": description}),
-    )
+/// A token-endpoint refusal: 400 with B2C's `{error, error_description}`, or an empty body
+/// under `token_error_body: empty` (contract item 1 (A)).
+fn b2c_error(shape: AuthErrorBody, error: &str, description: &str) -> Response {
+    match shape {
+        AuthErrorBody::Json => json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": error, "error_description": description}),
+        ),
+        AuthErrorBody::Empty => StatusCode::BAD_REQUEST.into_response(),
+    }
 }
 
 /// B2C ROPC token endpoint (contract item 1).
@@ -335,24 +343,28 @@ fn token(sh: &Shared, body: &[u8]) -> Response {
     let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
     if get("grant_type") != "password" {
         return b2c_error(
+            opts.token_error_body,
             "unsupported_grant_type",
             "AADB2C90086: The supplied grant_type is not supported.",
         );
     }
     if get("client_id") != opts.client_id {
         return b2c_error(
+            opts.token_error_body,
             "unauthorized_client",
             "AADB2C90057: The provided application is not configured to allow the 'OAuth' resource owner password credentials flow.",
         );
     }
     if !get("scope").split_whitespace().any(|s| s == opts.scope) {
         return b2c_error(
+            opts.token_error_body,
             "invalid_scope",
             "AADB2C90146: The scope provided in the request is not supported.",
         );
     }
     if get("username") != opts.username || get("password") != opts.password {
         return b2c_error(
+            opts.token_error_body,
             "invalid_grant",
             "AADB2C90225: The username or password provided in the request are invalid.",
         );
@@ -389,15 +401,43 @@ fn apim_401(message: &str) -> Response {
 
 const BAD_TOKEN: &str = "Unauthorized. Access token is missing or invalid.";
 
+/// The 401 answer to a missing, unknown, expired or revoked bearer token: APIM's
+/// `{statusCode, message}`, or an empty body under `bearer_error_body: empty` (contract item
+/// 3 (A)).
+fn bearer_401(shape: AuthErrorBody) -> Response {
+    match shape {
+        AuthErrorBody::Json => apim_401(BAD_TOKEN),
+        AuthErrorBody::Empty => StatusCode::UNAUTHORIZED.into_response(),
+    }
+}
+
+/// Why [`check_auth`] refused a request.
+enum AuthRefused {
+    /// The subscription key is missing or wrong: APIM's message.
+    Key(&'static str),
+    /// The bearer token is missing, unknown, expired or revoked; the body to answer with.
+    Bearer(AuthErrorBody),
+}
+
+impl AuthRefused {
+    /// The 401 answer.
+    fn response(self) -> Response {
+        match self {
+            AuthRefused::Key(message) => apim_401(message),
+            AuthRefused::Bearer(shape) => bearer_401(shape),
+        }
+    }
+}
+
 /// Subscription key then bearer token (contract items 2-3).
-fn check_auth(sh: &Shared, headers: &HeaderMap) -> Result<(), &'static str> {
+fn check_auth(sh: &Shared, headers: &HeaderMap) -> Result<(), AuthRefused> {
     let opts = sh.opts();
     match headers
         .get("Ocp-Apim-Subscription-Key")
         .and_then(|v| v.to_str().ok())
     {
-        None => return Err("Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API."),
-        Some(k) if k != opts.subscription_key => return Err("Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription."),
+        None => return Err(AuthRefused::Key("Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API.")),
+        Some(k) if k != opts.subscription_key => return Err(AuthRefused::Key("Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription.")),
         Some(_) => {}
     }
     let auth = headers
@@ -408,7 +448,7 @@ fn check_auth(sh: &Shared, headers: &HeaderMap) -> Result<(), &'static str> {
         Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => {
             t.trim()
         }
-        _ => return Err(BAD_TOKEN),
+        _ => return Err(AuthRefused::Bearer(opts.bearer_error_body)),
     };
     let valid = lock(&sh.tokens)
         .get(tok)
@@ -416,7 +456,7 @@ fn check_auth(sh: &Shared, headers: &HeaderMap) -> Result<(), &'static str> {
     if valid {
         Ok(())
     } else {
-        Err(BAD_TOKEN)
+        Err(AuthRefused::Bearer(opts.bearer_error_body))
     }
 }
 
@@ -570,8 +610,8 @@ fn paging_position(
 
 /// `POST /primes/fetch/paging/v3/retrievedatawithpaging` (items 4-10).
 async fn retrieve(State(sh): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(m) = check_auth(&sh, &headers) {
-        return apim_401(m);
+    if let Err(refused) = check_auth(&sh, &headers) {
+        return refused.response();
     }
     let opts = sh.opts();
     let txid = crate::new_guid();
@@ -708,8 +748,8 @@ async fn ingest_sync(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(m) = check_auth(&sh, &headers) {
-        return apim_401(m);
+    if let Err(refused) = check_auth(&sh, &headers) {
+        return refused.response();
     }
     let opts = sh.opts();
     let txid = crate::new_guid();
@@ -741,25 +781,45 @@ async fn ingest_sync(
         }
         return with_tx(json_response(StatusCode::OK, &body), &txid);
     }
-    let failed: Vec<Value> = outcome
-        .failed
-        .iter()
-        .map(|(ext, msg)| json!({"ExternalId": ext, "ErrorMessage": msg}))
-        .collect();
     let status = if outcome.applied > 0 || opts.ingestion_error_mode == ErrorMode::Ok200 {
         StatusCode::OK
     } else {
         StatusCode::BAD_REQUEST
     };
-    let mut body = json!({"SPHTransactionId": txid, "ErrorMessage": summary});
-    if outcome.applied > 0 {
-        body["RecordCount"] = Value::from(outcome.applied);
-    }
-    body["FailedRecords"] = Value::Array(failed);
-    if opts.omit_transaction_id && outcome.applied > 0 {
-        omit_transaction_id(&mut body);
-    }
+    let body = match opts.ingestion_error_shape {
+        IngestionErrorShape::Structured => {
+            let failed: Vec<Value> = outcome
+                .failed
+                .iter()
+                .map(|(ext, msg)| json!({"ExternalId": ext, "ErrorMessage": msg}))
+                .collect();
+            let mut body = json!({"SPHTransactionId": txid, "ErrorMessage": summary});
+            if outcome.applied > 0 {
+                body["RecordCount"] = Value::from(outcome.applied);
+            }
+            body["FailedRecords"] = Value::Array(failed);
+            if opts.omit_transaction_id && outcome.applied > 0 {
+                omit_transaction_id(&mut body);
+            }
+            body
+        }
+        IngestionErrorShape::Plain => json!({"ErrorMessage": plain_error_message(&outcome.failed)}),
+    };
     with_tx(json_response(status, &body), &txid)
+}
+
+/// The `ErrorMessage` of the plain error shape (`ingestion_error_shape: plain`): each failed
+/// record as `ExternalId <id>: <reason>`, joined by `; `; a record without a usable
+/// `ExternalId` contributes its reason alone (which says so).
+fn plain_error_message(failed: &[(Value, String)]) -> String {
+    failed
+        .iter()
+        .map(|(ext, msg)| match ext.as_str() {
+            Some(id) => format!("ExternalId {id}: {msg}"),
+            None => msg.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The `omit_transaction_id` switch: an answer that accepted records loses its
@@ -788,8 +848,8 @@ async fn ingest_async(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(m) = check_auth(&sh, &headers) {
-        return apim_401(m);
+    if let Err(refused) = check_auth(&sh, &headers) {
+        return refused.response();
     }
     let opts = sh.opts();
     let txid = crate::new_guid();
@@ -893,8 +953,8 @@ fn legacy_data_string(items: &[crate::store::ItemResult]) -> String {
 
 /// `POST /primes/ingestion/checkstatus/v1/pingdata` (items 16-17).
 async fn checkstatus(State(sh): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(m) = check_auth(&sh, &headers) {
-        return apim_401(m);
+    if let Err(refused) = check_auth(&sh, &headers) {
+        return refused.response();
     }
     let opts = sh.opts();
     let txid_err = crate::new_guid();
@@ -924,7 +984,13 @@ async fn checkstatus(State(sh): State<Arc<Shared>>, headers: HeaderMap, body: By
     let tx = lock(&sh.store).transaction(&id).cloned();
     let body = match tx {
         None => {
-            json!({"SPHTransactionId": id, "Status": null, "ErrorMessage": "Transaction not found", "Data": null})
+            let mut body = json!({"SPHTransactionId": id, "Status": null, "ErrorMessage": "Transaction not found", "Data": null});
+            if opts.checkstatus_unknown_data == UnknownTransactionData::Absent {
+                if let Some(o) = body.as_object_mut() {
+                    o.remove("Data");
+                }
+            }
+            body
         }
         Some(tx) if tx.status == TxStatus::Pending => {
             json!({"SPHTransactionId": id, "Status": "Pending", "ErrorMessage": null, "Data": []})

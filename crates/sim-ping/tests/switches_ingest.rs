@@ -1,8 +1,11 @@
 //! The ingestion switches and faults for what ping-api.md leaves UNKNOWN, over real HTTP:
 //! `async_repeat` (a repeated SHP-2731 create updates or duplicates), the `apply_then_status`
-//! / `apply_then_drop` faults (the request is applied, the answer lost) and
-//! `omit_transaction_id` (a success answer without `SPHTransactionId`). Each test checks
-//! what the client sees and what proGres holds afterwards.
+//! / `apply_then_drop` faults (the request is applied, the answer lost),
+//! `omit_transaction_id` (a success answer without `SPHTransactionId`),
+//! `ingestion_error_shape` (a `/data` refusal as `FailedRecords` or as one plain
+//! `ErrorMessage`), `transfer_status_accepts_125080000` (a transfer status code of unknown
+//! meaning) and `new_referral_status` (the status SHP-2731 gives a new referral). Each test
+//! checks what the client sees and what proGres holds afterwards.
 
 mod common;
 
@@ -424,4 +427,250 @@ async fn omit_transaction_id_leaves_it_out_of_accepting_answers_and_still_applie
         .await;
     assert_eq!(status, 400);
     assert!(v["SPHTransactionId"].is_string(), "{v}");
+}
+
+/// The SHP-2748 record of `transfer_record` with a field PING refuses on SHP-2748.
+fn displayfield_record(ext: &str, lp: &str) -> Value {
+    let mut r = transfer_record(ext, lp, "125080003");
+    r["Fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"Name": "progres_comments_displayfield", "Value": "Referral acknowledged"}));
+    r
+}
+
+const DISPLAYFIELD: &str = "field 'progres_comments_displayfield' is not allowed for SHP-2748";
+
+#[tokio::test]
+async fn ingestion_error_shape_plain_names_the_failed_records_in_one_message() {
+    let s = start().await;
+    s.seed(small_seed()).await;
+    let (_, opts) = s.control(Method::GET, "/_sim/options", None).await;
+    assert_eq!(opts["ingestion_error_shape"], "structured");
+    let batch = json!([
+        transfer_record("ok", IV1, "125080002"),
+        displayfield_record("case-bad", IV2)
+    ]);
+    // Default (structured): a per-record list.
+    let (status, v) = s.ingest("SHP-2748", batch.clone()).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(
+        keys(&v),
+        BTreeSet::from(["SPHTransactionId", "ErrorMessage", "FailedRecords"].map(String::from))
+    );
+    assert_eq!(v["FailedRecords"][0]["ExternalId"], "case-bad");
+
+    // Plain: one ErrorMessage naming the record, nothing else.
+    s.set_options(json!({"ingestion_error_shape": "plain"}))
+        .await;
+    let (status, v) = s.ingest("SHP-2748", batch.clone()).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(
+        v,
+        json!({"ErrorMessage": format!("ExternalId case-bad: {DISPLAYFIELD}")})
+    );
+    assert!(stored_intervention(&s, IV1)
+        .get("progres_primerotransferstatus")
+        .is_none());
+    // The transaction is still stored and logged, with its per-record results.
+    let tx = last_logged(&s, "data").await["sph_transaction_id"]
+        .as_str()
+        .expect("logged id")
+        .to_string();
+    let state = s.sim.state_json();
+    let stored = state["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["SPHTransactionId"] == tx.as_str())
+        .expect("transaction stored");
+    assert_eq!(stored["records"].as_array().unwrap().len(), 2);
+
+    // Several failures: each named, in batch order; a record without an ExternalId gives
+    // its reason alone.
+    let (status, v) = s
+        .ingest(
+            "SHP-2748",
+            json!([
+                displayfield_record("case-1", IV1),
+                transfer_record("ok", IV2, "125080002"),
+                {"Fields": []},
+                transfer_record("case-3", IV3, "999")
+            ]),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(
+        v["ErrorMessage"],
+        format!(
+            "ExternalId case-1: {DISPLAYFIELD}; \
+             record 2: ExternalId is required and must be a non-empty string; \
+             ExternalId case-3: field 'progres_primerotransferstatus' is not a valid option code \
+             (allowed 125080001..125080004)"
+        )
+    );
+
+    // The HTTP status is still `ingestion_error_mode`'s.
+    s.set_options(json!({"ingestion_error_mode": "ok_200"}))
+        .await;
+    let (status, v) = s.ingest("SHP-2748", batch.clone()).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(keys(&v), BTreeSet::from(["ErrorMessage".to_string()]));
+
+    // A partial batch that applied a record answers 200 with the plain message only.
+    s.set_options(json!({"ingestion_error_mode": "http_400", "batch_mode": "partial"}))
+        .await;
+    let (status, v) = s.ingest("SHP-2748", batch).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v,
+        json!({"ErrorMessage": format!("ExternalId case-bad: {DISPLAYFIELD}")})
+    );
+    assert_eq!(
+        stored_intervention(&s, IV1)["progres_primerotransferstatus"],
+        json!(125080002)
+    );
+
+    // Answers without failures keep their shape.
+    let (status, v) = s
+        .ingest("SHP-2748", json!([transfer_record("ok", IV3, "125080002")]))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["SPHTransactionId"].is_string(), "{v}");
+    assert_eq!(v["RecordCount"], 1);
+
+    // Other values are refused.
+    let (status, _) = s
+        .control(
+            Method::POST,
+            "/_sim/options",
+            Some(json!({"ingestion_error_shape": "prose"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn transfer_status_125080000_is_refused_by_default_and_valid_under_the_switch() {
+    let s = start().await;
+    s.seed(small_seed()).await;
+    let (_, opts) = s.control(Method::GET, "/_sim/options", None).await;
+    assert_eq!(opts["transfer_status_accepts_125080000"], false);
+    let pending = |v: &Value| -> BTreeSet<String> {
+        rows(v)
+            .iter()
+            .map(|r| r["progres_lpinterventionid"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Default: an invalid code; the intervention stays pending.
+    let (status, v) = s
+        .ingest("SHP-2748", json!([transfer_record("t", IV1, "125080000")]))
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(
+        v["FailedRecords"][0]["ErrorMessage"],
+        "field 'progres_primerotransferstatus' is not a valid option code (allowed 125080001..125080004)"
+    );
+    let (_, list) = s.retrieve("SHP-2747", json!([])).await;
+    assert!(pending(&list).contains(IV1));
+
+    // Switched on: written as a number (no label: its meaning is UNKNOWN), and a status
+    // set like any other (the intervention leaves SHP-2747).
+    s.set_options(json!({"transfer_status_accepts_125080000": true}))
+        .await;
+    let (status, v) = s
+        .ingest("SHP-2748", json!([transfer_record("t", IV1, "125080000")]))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        stored_intervention(&s, IV1)["progres_primerotransferstatus"],
+        json!(125080000)
+    );
+    let (_, list) = s.retrieve("SHP-2747", json!([])).await;
+    assert!(!pending(&list).contains(IV1));
+    assert_eq!(pending(&list).len(), 2);
+    // Codes outside the range are still refused, the message gives the wider range.
+    let (status, v) = s
+        .ingest("SHP-2748", json!([transfer_record("t", IV2, "125080005")]))
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(
+        v["FailedRecords"][0]["ErrorMessage"],
+        "field 'progres_primerotransferstatus' is not a valid option code (allowed 125080000..125080004)"
+    );
+}
+
+#[tokio::test]
+async fn new_referral_status_is_the_status_shp_2731_gives_a_created_referral() {
+    let s = start_clean().await;
+    let (_, opts) = s.control(Method::GET, "/_sim/options", None).await;
+    assert_eq!(opts["new_referral_status"], 125080000);
+    let status_of = |list: &[Value], id: &str| -> Value {
+        list.iter()
+            .find(|r| r["progres_interoperabilityreferralid"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("referral {id} listed"))
+    };
+    // Default: 125080000, labelled "New" (the simulator's assumption).
+    let first = create(&s, json!([incoming_record("case-a", "svc-a", "125080000")])).await;
+    let row = status_of(&decision_list(&s).await, &first[0]);
+    assert_eq!(
+        row["progres_interoperabilityreferralstatus"],
+        json!(125080000)
+    );
+    assert_eq!(row["progres_interoperabilityreferralstatusname"], "New");
+
+    // Another status: in SHP-2795 and SHP-2796, with the label of that code.
+    s.set_options(json!({"new_referral_status": 125080001}))
+        .await;
+    let second = create(&s, json!([incoming_record("case-b", "svc-b", "125080000")])).await;
+    let list = decision_list(&s).await;
+    let row = status_of(&list, &second[0]);
+    assert_eq!(
+        row["progres_interoperabilityreferralstatus"],
+        json!(125080001)
+    );
+    assert_eq!(
+        row["progres_interoperabilityreferralstatusname"],
+        "Accepted"
+    );
+    let (_, detail) = s.retrieve_ids("SHP-2796", &second[0]).await;
+    let d = &rows(&detail)[0];
+    assert_eq!(
+        d["progres_interoperabilityreferralstatus"],
+        json!(125080001)
+    );
+    assert_eq!(d["progres_offlineid"], "case-b");
+    // Referrals created before keep theirs.
+    assert_eq!(
+        status_of(&list, &first[0])["progres_interoperabilityreferralstatus"],
+        json!(125080000)
+    );
+
+    // A code without a label is emitted without `…name`.
+    s.set_options(json!({"new_referral_status": 125080009}))
+        .await;
+    let third = create(&s, json!([incoming_record("case-c", "svc-c", "125080000")])).await;
+    let (_, detail) = s.retrieve_ids("SHP-2796", &third[0]).await;
+    let d = &rows(&detail)[0];
+    assert_eq!(
+        d["progres_interoperabilityreferralstatus"],
+        json!(125080009)
+    );
+    assert!(
+        d.get("progres_interoperabilityreferralstatusname")
+            .is_none(),
+        "{d}"
+    );
+
+    // Not an integer: refused, nothing changes.
+    let (status, _) = s
+        .control(
+            Method::POST,
+            "/_sim/options",
+            Some(json!({"new_referral_status": "accepted"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(s.sim.options().new_referral_status, 125080009);
 }
