@@ -461,51 +461,33 @@ fn read_details(
                 continue;
             }
             Some(Err(Rejection { reason, message })) => {
-                if unchanged {
-                    run.report(|r| r.skipped += 1);
-                } else {
-                    changes.push(
-                        run.conflict(
-                            &c.key,
-                            reason,
-                            format!("interoperability referral {}: {message}", c.referral_id),
-                        )
-                        .with_payload_hash(source_hash),
-                    );
-                }
+                let conflict = run.conflict(
+                    &c.key,
+                    reason,
+                    format!("interoperability referral {}: {message}", c.referral_id),
+                );
+                record_unless_unchanged(run, &mut changes, unchanged, conflict, source_hash);
                 continue;
             }
             Some(Ok(Err(e))) => {
-                if unchanged {
-                    run.report(|r| r.skipped += 1);
-                } else {
-                    changes.push(
-                        run.rejected(
-                            &c.key,
-                            MISSING_REQUIRED_FIELDS,
-                            format!("{shp} row of {}: {e}", c.referral_id),
-                        )
-                        .with_payload_hash(source_hash),
-                    );
-                }
+                let rejected = run.rejected(
+                    &c.key,
+                    MISSING_REQUIRED_FIELDS,
+                    format!("{shp} row of {}: {e}", c.referral_id),
+                );
+                record_unless_unchanged(run, &mut changes, unchanged, rejected, source_hash);
                 continue;
             }
             Some(Ok(Ok(d))) => d,
         };
         match flow22::map_decision(&codes, &detail) {
             Err(Rejection { reason, message }) => {
-                if unchanged {
-                    run.report(|r| r.skipped += 1);
-                } else {
-                    changes.push(
-                        run.rejected(
-                            &c.key,
-                            reason,
-                            format!("interoperability referral {}: {message}", c.referral_id),
-                        )
-                        .with_payload_hash(source_hash),
-                    );
-                }
+                let rejected = run.rejected(
+                    &c.key,
+                    reason,
+                    format!("interoperability referral {}: {message}", c.referral_id),
+                );
+                record_unless_unchanged(run, &mut changes, unchanged, rejected, source_hash);
             }
             Ok(d) if d.status != c.status => {
                 // Decided again between the two reads: the next run sees the new status.
@@ -526,6 +508,23 @@ fn read_details(
         }
     }
     (out, changes)
+}
+
+/// Records a rejection or conflict read from a referral's rows with the rows' keyed hash,
+/// unless the rows hash as when it was last recorded (`unchanged`): then it is only counted
+/// as skipped, so unchanged rows are not recorded again on every run.
+fn record_unless_unchanged(
+    run: &RunCtx<'_>,
+    changes: &mut Vec<RecordChange>,
+    unchanged: bool,
+    change: RecordChange,
+    source_hash: String,
+) {
+    if unchanged {
+        run.report(|r| r.skipped += 1);
+    } else {
+        changes.push(change.with_payload_hash(source_hash));
+    }
 }
 
 /// The readings of a referral's SHP-2796 rows as JSON, for the keyed hash of a rejection or
