@@ -6,19 +6,18 @@
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, TimeDelta, Utc};
-use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::builder::{EnumValueParser, PossibleValuesParser, TypedValueParser};
 use pp_ledger::{
     AuditEvent, Ledger, Record, RecordFilter, RecordState, RetryTarget, Run, RunFilter,
 };
 use serde_json::json;
 
-/// The four flow names.
-pub const FLOWS: [&str; 4] = [
-    "referrals-to-primero",
-    "decisions-to-progres",
-    "referrals-to-progres",
-    "decisions-to-primero",
-];
+use crate::flow_arg::FlowArg;
+
+/// A `--flow` option's parser: a flow's name or short id, kept as the flow's name.
+fn flow_parser() -> impl TypedValueParser<Value = String> {
+    EnumValueParser::<FlowArg>::new().map(FlowArg::name)
+}
 
 const STATES: [&str; 6] = [
     "pending",
@@ -46,8 +45,8 @@ fn parse_state(s: &str) -> Result<RecordState, String> {
 pub enum LedgerCommand {
     /// List records, most recently changed first.
     List {
-        /// Only this flow.
-        #[arg(long, value_parser = PossibleValuesParser::new(FLOWS))]
+        /// Only this flow: its name or short id (1.1, 1.2, 2.1, 2.2).
+        #[arg(long, value_parser = flow_parser(), ignore_case = true)]
         flow: Option<String>,
         /// Only this state (repeat for several).
         #[arg(long, value_parser = parse_state)]
@@ -76,8 +75,8 @@ pub enum LedgerCommand {
     Retry {
         /// Record key (all flows that have it unless --flow is given).
         key: Option<String>,
-        /// Only this flow.
-        #[arg(long, value_parser = PossibleValuesParser::new(FLOWS))]
+        /// Only this flow: its name or short id (1.1, 1.2, 2.1, 2.2).
+        #[arg(long, value_parser = flow_parser(), ignore_case = true)]
         flow: Option<String>,
         /// Only this state (only these can be retried).
         #[arg(
@@ -103,8 +102,8 @@ pub enum LedgerCommand {
     },
     /// List runs, newest first.
     Runs {
-        /// Only this flow.
-        #[arg(long, value_parser = PossibleValuesParser::new(FLOWS))]
+        /// Only this flow: its name or short id (1.1, 1.2, 2.1, 2.2).
+        #[arg(long, value_parser = flow_parser(), ignore_case = true)]
         flow: Option<String>,
         /// At most this many runs.
         #[arg(long, default_value_t = 20)]
@@ -470,6 +469,8 @@ mod tests {
     use clap::Parser;
     use pp_ledger::{Cause, RecordChange};
 
+    const FLOWS: [&str; 1] = ["referrals-to-primero"];
+
     #[derive(Debug, Parser)]
     struct Cli {
         #[command(subcommand)]
@@ -503,6 +504,24 @@ mod tests {
     #[test]
     fn arguments_are_checked() {
         assert!(parse(&["list", "--flow", "nope"]).is_err());
+        // A flow is named by its name or its short id, on every subcommand that takes one.
+        for (args, flow) in [
+            (&["list", "--flow", "1.2"][..], "decisions-to-progres"),
+            (&["runs", "--flow", "2.1"], "referrals-to-progres"),
+            (&["retry", "--flow", "2.2"], "decisions-to-primero"),
+            (
+                &["list", "--flow", "Referrals-To-Primero"],
+                "referrals-to-primero",
+            ),
+        ] {
+            let got = match parse(args).unwrap() {
+                LedgerCommand::List { flow, .. }
+                | LedgerCommand::Runs { flow, .. }
+                | LedgerCommand::Retry { flow, .. } => flow,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(got.as_deref(), Some(flow), "{args:?}");
+        }
         assert!(parse(&["list", "--state", "lost"]).is_err());
         assert_eq!(
             parse(&["list", "--state", "rejected", "--state", "conflict"]).unwrap(),

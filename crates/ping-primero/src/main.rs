@@ -9,6 +9,7 @@ mod bench;
 mod daemon;
 mod demo;
 mod exit;
+mod flow_arg;
 mod ledger_cmd;
 mod run_cmd;
 mod scenario;
@@ -49,7 +50,7 @@ enum Command {
     /// Run every enabled flow on its schedule, with the HTTP port (probes, metrics, dashboard).
     #[command(alias = "serve")]
     Run,
-    /// Run one flow (name or short id 1.1/1.2/2.1/2.2), or `all`, once and print its report.
+    /// Run one flow (its name or short id 1.1/1.2/2.1/2.2), or `all`, once and print its report.
     RunOnce(run_cmd::RunOnceArgs),
     /// Each flow's schedule, last run and outcome, next run, and records waiting.
     Status {

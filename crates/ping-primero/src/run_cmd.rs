@@ -9,11 +9,14 @@ use pp_flows::{run_flow, Flow, FlowContext, FlowError, Report, RunOptions};
 use pp_ledger::RecordState;
 use tokio::sync::watch;
 
+use crate::flow_arg::FlowsArg;
+
 /// Arguments of `run-once`.
 #[derive(Debug, clap::Args)]
 pub struct RunOnceArgs {
-    /// A flow name (`referrals-to-primero`), its short id (`1.1`), or `all`.
-    pub flow: String,
+    /// The flow: its name (referrals-to-primero) or short id (1.1), or `all`.
+    #[arg(value_enum, ignore_case = true)]
+    pub flow: FlowsArg,
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -22,25 +25,11 @@ pub struct RunOnceArgs {
     pub dry_run: bool,
 }
 
-/// Which flows `text` names, in run order.
-pub fn flows_named(text: &str) -> Option<Vec<Flow>> {
-    if text.eq_ignore_ascii_case("all") {
-        Some(Flow::ALL.to_vec())
-    } else {
-        Flow::parse(text).map(|f| vec![f])
-    }
-}
-
 /// Runs the flows; returns whether every run completed. Reports go to stdout, errors to
 /// stderr.
 pub async fn run_once(config: Config, args: RunOnceArgs) -> anyhow::Result<bool> {
-    let flows = flows_named(&args.flow).ok_or_else(|| {
-        crate::exit::usage(format!(
-            "unknown flow {:?}: use one of {} (or 1.1, 1.2, 2.1, 2.2), or all",
-            args.flow,
-            pp_config::FLOWS.join(", ")
-        ))
-    })?;
+    let all = args.flow == FlowsArg::All;
+    let flows = args.flow.flows();
     let config = Arc::new(config);
     let ledger = crate::daemon::connect(&config).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -56,7 +45,7 @@ pub async fn run_once(config: Config, args: RunOnceArgs) -> anyhow::Result<bool>
     let mut reports: Vec<Report> = Vec::new();
     let mut errors: Vec<(Flow, FlowError)> = Vec::new();
     for flow in flows {
-        if !config.flow(flow.name()).enabled && args.flow.eq_ignore_ascii_case("all") {
+        if !config.flow(flow.name()).enabled && all {
             eprintln!("{flow}: disabled in the configuration, not run");
             continue;
         }
@@ -87,12 +76,11 @@ pub async fn run_once(config: Config, args: RunOnceArgs) -> anyhow::Result<bool>
             .iter()
             .map(|(f, e)| serde_json::json!({"flow": f.name(), "error": e.to_string()}))
             .collect();
-        let out =
-            if reports.len() == 1 && errors.is_empty() && !args.flow.eq_ignore_ascii_case("all") {
-                serde_json::to_value(&reports[0])?
-            } else {
-                serde_json::json!({ "runs": reports, "failed": failed })
-            };
+        let out = if reports.len() == 1 && errors.is_empty() && !all {
+            serde_json::to_value(&reports[0])?
+        } else {
+            serde_json::json!({ "runs": reports, "failed": failed })
+        };
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(errors.is_empty())
@@ -168,20 +156,4 @@ pub async fn status(config: Config, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flow_names_and_short_ids_resolve() {
-        assert_eq!(flows_named("1.1"), Some(vec![Flow::ReferralsToPrimero]));
-        assert_eq!(
-            flows_named("decisions-to-primero"),
-            Some(vec![Flow::DecisionsToPrimero])
-        );
-        assert_eq!(flows_named("ALL").map(|f| f.len()), Some(4));
-        assert_eq!(flows_named("3.1"), None);
-    }
 }

@@ -42,3 +42,29 @@ fn a_ledger_that_cannot_be_opened_exits_1() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", shown(&out));
     }
 }
+
+#[test]
+fn a_flow_is_named_by_its_name_or_its_short_id() {
+    let s = Setup::new();
+    for args in [
+        &["ledger", "list", "--flow", "1.1"][..],
+        &["ledger", "list", "--flow", "referrals-to-primero"],
+        &["ledger", "runs", "--flow", "2.2"],
+        &["ledger", "retry", "--flow", "1.2", "--operator", "cli-test"],
+    ] {
+        let out = s.run(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", shown(&out));
+    }
+    let out = s.run(&["ledger", "list", "--flow", "1.1"]);
+    assert_eq!(stdout(&out).trim(), "no records", "{}", shown(&out));
+    for args in [
+        &["run-once", "--help"][..],
+        &["ledger", "list", "--help"],
+        &["ledger", "retry", "--help"],
+        &["ledger", "runs", "--help"],
+    ] {
+        let help = stdout(&s.run(args));
+        assert!(help.contains("short id"), "{args:?}:\n{help}");
+        assert!(help.contains("(1.1) "), "{args:?}:\n{help}");
+    }
+}
