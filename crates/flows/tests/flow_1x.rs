@@ -13,38 +13,47 @@ mod support;
 use pp_flows::{run_flow, Flow, FlowContext, FlowError, RunOptions};
 use pp_ledger::{Cause, Ledger, RecordChange, RecordState, RetryTarget};
 use serde_json::{json, Value};
-use support::seed::{guid, ping_intervention};
+use support::seed::{guid, pending_referral, ping_intervention, BU};
 use support::{proxy, TestEnv};
 
-const BU: &str = "577ccdf6-86de-e811-80d8-001dd8b71fe3";
 const F11: &str = "referrals-to-primero";
 const F12: &str = "decisions-to-progres";
 
-/// A pending outgoing referral in the PING simulator's seed format.
+/// A pending outgoing referral in the PING simulator's seed format: the shared fixture with
+/// HTML in its texts and contact details for the individual and the officer.
 fn intervention(lp: &str, number: &str, individual: &str) -> Value {
-    json!({
-        "progres_lpinterventionid": lp,
-        "progres_interventionnumber": number,
-        "progres_businessunit": BU,
-        "intervention_type_description": "BIA",
-        "progres_interventionstartdate": "2026-11-02",
-        "progres_interventiondescription": "<p>Needs <b>urgent</b>&nbsp;care</p>",
-        "progres_reasonforreferral": "Risk of <i>harm</i>",
-        "delivery": {},
-        "individual": {
-            "progres_id": individual,
-            "progres_registrationgroupid": "0a0a0a0a-1111-2222-3333-444444444444",
-            "progres_registrationgroupidname": "803-00012345",
-            "progres_givenname": "Amanimarker",
-            "progres_familyname": "Okello",
-            "progres_dateofbirth": "2014-03-02",
-            "progres_sex": 125080000,
-            "progres_primaryphonenumber": "+251911000001"
-        },
-        "systemuser": {"title": "Protection Officer", "mobilephone": "+251911000002",
-                       "internalemailaddress": "po@example.org"},
-        "languages": ["Nuer"]
-    })
+    with(
+        pending_referral(lp, number, individual),
+        json!({
+            "progres_interventiondescription": "<p>Needs <b>urgent</b>&nbsp;care</p>",
+            "progres_reasonforreferral": "Risk of <i>harm</i>",
+            "individual": {"progres_primaryphonenumber": "+251911000001"},
+            "systemuser": {"mobilephone": "+251911000002",
+                           "internalemailaddress": "po@example.org"}
+        }),
+    )
+}
+
+/// Seeds the pending referrals `range` of series `series` (individual `803-{series}00{i:05}`,
+/// number `803-26-PRTITV-{series}{i:05}`); returns their LP ids with their individuals.
+async fn seed_series(
+    env: &TestEnv,
+    series: u32,
+    range: std::ops::Range<usize>,
+) -> Vec<(String, String)> {
+    let ivs: Vec<(String, String)> = range
+        .clone()
+        .map(|i| (guid(), format!("803-{series}00{i:05}")))
+        .collect();
+    seed_ping(
+        env,
+        range
+            .zip(&ivs)
+            .map(|(i, (lp, ind))| intervention(lp, &format!("803-26-PRTITV-{series}{i:05}"), ind))
+            .collect(),
+    )
+    .await;
+    ivs
 }
 
 fn with(mut v: Value, patch: Value) -> Value {
@@ -127,6 +136,27 @@ async fn run_later(env: &TestEnv, flow: Flow) -> pp_flows::Report {
 
 async fn state_of(env: &TestEnv, flow: &str, key: &str) -> Option<RecordState> {
     env.ledger.get(flow, key).await.unwrap().map(|r| r.state)
+}
+
+/// Asserts that the referral `lp` is confirmed in the ledger and marked sent in PING.
+async fn assert_confirmed_and_sent(env: &TestEnv, lp: &str) {
+    assert_eq!(state_of(env, F11, lp).await, Some(RecordState::Confirmed));
+    assert_eq!(
+        ping_intervention(env, lp).await["progres_primerotransferstatus"],
+        json!(125080002)
+    );
+}
+
+/// The rejected records of `flow`.
+async fn rejected_records(env: &TestEnv, flow: &str) -> Vec<pp_ledger::Record> {
+    env.ledger
+        .list_records(&pp_ledger::RecordFilter {
+            flow: Some(flow.into()),
+            states: vec![RecordState::Rejected],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
 }
 
 async fn pending_lp_ids(env: &TestEnv) -> Vec<String> {
@@ -380,11 +410,7 @@ async fn crash_between_primero_write_and_write_back_creates_nothing_new() {
         let cases = cases_of(&env, individual).await;
         assert_eq!(cases.len(), 1);
         assert_eq!(rows(&cases[0]).len(), 1, "no duplicate row");
-        assert_eq!(state_of(&env, F11, lp).await, Some(RecordState::Confirmed));
-        assert_eq!(
-            ping_intervention(&env, lp).await["progres_primerotransferstatus"],
-            json!(125080002)
-        );
+        assert_confirmed_and_sent(&env, lp).await;
     }
 }
 
@@ -713,21 +739,13 @@ fn mangled(mangle: &Mangle, request: &str, mut text: String) -> String {
 #[tokio::test]
 async fn odd_shapes_from_ping_reject_only_their_own_records() {
     let (bad, wrong_bu, no_lp) = (guid(), guid(), guid());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let proxy_url = format!("http://{}", listener.local_addr().unwrap());
-    let mut target = String::new();
-    let env = TestEnv::start_with(|c| {
-        target = c.ping.base_url.as_str().trim_end_matches('/').to_owned();
-        c.ping.base_url = proxy_url.parse().unwrap();
-    })
-    .await;
-    let mangle = Mangle {
+    let env = env_behind_proxy(Mangle {
         inconsistent: Some(bad.clone()),
         wrong_business_unit: Some(wrong_bu.clone()),
         no_lp_id: Some(no_lp.clone()),
         ..Mangle::default()
-    };
-    start_mangling_proxy(listener, target, mangle).await;
+    })
+    .await;
     let good: Vec<String> = (0..3).map(|_| guid()).collect();
     let mut ivs = vec![
         with(
@@ -754,11 +772,7 @@ async fn odd_shapes_from_ping_reject_only_their_own_records() {
     assert_eq!(report.rejected["validation_error"], 1);
     assert_eq!(report.confirmed, 3);
     for lp in &good {
-        assert_eq!(state_of(&env, F11, lp).await, Some(RecordState::Confirmed));
-        assert_eq!(
-            ping_intervention(&env, lp).await["progres_primerotransferstatus"],
-            json!(125080002)
-        );
+        assert_confirmed_and_sent(&env, lp).await;
     }
     let refused = env.ledger.get(F11, &wrong_bu).await.unwrap().unwrap();
     assert_eq!(refused.state, RecordState::Rejected);
@@ -790,23 +804,12 @@ async fn delivered_referrals(
     n: usize,
     first: usize,
 ) -> Vec<(String, String, String)> {
-    let mut out = Vec::new();
-    let mut ivs = Vec::new();
-    for i in first..first + n {
-        let lp = guid();
-        ivs.push(intervention(
-            &lp,
-            &format!("803-26-PRTITV-50{i:05}"),
-            &format!("803-5000{i:05}"),
-        ));
-        out.push(lp);
-    }
-    seed_ping(env, ivs).await;
+    let seeded = seed_series(env, 50, first..first + n).await;
     let report = env.run(Flow::ReferralsToPrimero).await;
     assert_eq!(report.confirmed as usize, n);
     let mut result = Vec::new();
-    for (i, lp) in (first..first + n).zip(out) {
-        let case = cases_of(env, &format!("803-5000{i:05}")).await.remove(0);
+    for (lp, individual) in seeded {
+        let case = cases_of(env, &individual).await.remove(0);
         let uid = rows(&case)[0]["unique_id"].as_str().unwrap().to_owned();
         result.push((lp, case["id"].as_str().unwrap().to_owned(), uid));
     }
@@ -936,15 +939,7 @@ async fn legacy_intervention_numbers_resolve_through_the_ledger_or_are_rejected(
         ping_intervention(&env, lp).await["progres_primerotransferstatus"],
         json!(125080003)
     );
-    let rejected = env
-        .ledger
-        .list_records(&pp_ledger::RecordFilter {
-            flow: Some(F12.into()),
-            states: vec![RecordState::Rejected],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let rejected = rejected_records(&env, F12).await;
     assert_eq!(rejected.len(), 1);
     assert!(rejected[0].key.contains(&unknown_uid));
     assert!(rejected[0]
@@ -1086,17 +1081,7 @@ async fn cursor_advances_survives_restart_and_keeps_same_second_changes() {
 #[tokio::test]
 async fn transient_faults_on_both_sides_end_with_each_record_delivered_once() {
     let env = TestEnv::start().await;
-    let ivs: Vec<(String, String)> = (0..4)
-        .map(|i| (guid(), format!("803-6000{i:05}")))
-        .collect();
-    seed_ping(
-        &env,
-        ivs.iter()
-            .enumerate()
-            .map(|(i, (lp, ind))| intervention(lp, &format!("803-26-PRTITV-60{i:05}"), ind))
-            .collect(),
-    )
-    .await;
+    let ivs = seed_series(&env, 60, 0..4).await;
     env.ping_post(
         "/_sim/faults",
         json!({"rules": [
@@ -1132,17 +1117,7 @@ async fn transient_faults_on_both_sides_end_with_each_record_delivered_once() {
 #[tokio::test]
 async fn lasting_faults_leave_records_failed_then_delivered_by_the_next_run() {
     let env = TestEnv::start_with(|c| c.primero.http.retry.max_attempts = 2).await;
-    let ivs: Vec<(String, String)> = (0..3)
-        .map(|i| (guid(), format!("803-6100{i:05}")))
-        .collect();
-    seed_ping(
-        &env,
-        ivs.iter()
-            .enumerate()
-            .map(|(i, (lp, ind))| intervention(lp, &format!("803-26-PRTITV-61{i:05}"), ind))
-            .collect(),
-    )
-    .await;
+    let ivs = seed_series(&env, 61, 0..3).await;
     env.primero_post(
         "/_sim/faults",
         json!({"rules": [{"endpoint": "case_create", "kind": "status", "status": 503}]}),
@@ -1424,23 +1399,12 @@ async fn write_back_failures_named_otherwise_or_not_at_all_are_never_taken_as_su
         );
         // SHP-2358 spelling the LP id otherwise still finds its rows (R1: not failed forever).
         for lp in [&good, &shouted] {
-            assert_eq!(state_of(&env, F11, lp).await, Some(RecordState::Confirmed));
-            assert_eq!(
-                ping_intervention(&env, lp).await["progres_primerotransferstatus"],
-                json!(125080002)
-            );
+            assert_confirmed_and_sent(&env, lp).await;
         }
         // A row without any identifier is recorded (not only counted), under a key made from
         // a keyed hash of the row, and nothing of its free-text name is used.
-        let no_id = env
-            .ledger
-            .list_records(&pp_ledger::RecordFilter {
-                flow: Some(F11.into()),
-                states: vec![RecordState::Rejected],
-                ..Default::default()
-            })
+        let no_id = rejected_records(&env, F11)
             .await
-            .unwrap()
             .into_iter()
             .filter(|r| r.reason_code.as_deref() == Some("missing_lp_intervention_id"))
             .collect::<Vec<_>>();
@@ -1661,17 +1625,7 @@ async fn identifiers_the_ledger_would_refuse_reject_only_their_own_referrals() {
 #[tokio::test]
 async fn a_refused_batched_case_search_falls_back_to_one_search_per_individual() {
     let env = TestEnv::start().await;
-    let ivs: Vec<(String, String)> = (0..3)
-        .map(|i| (guid(), format!("803-6200{i:05}")))
-        .collect();
-    seed_ping(
-        &env,
-        ivs.iter()
-            .enumerate()
-            .map(|(i, (lp, ind))| intervention(lp, &format!("803-26-PRTITV-62{i:05}"), ind))
-            .collect(),
-    )
-    .await;
+    let ivs = seed_series(&env, 62, 0..3).await;
     env.primero_post(
         "/_sim/faults",
         json!({"rules": [{"endpoint": "cases_list", "kind": "status", "status": 400, "times": 1}]}),
