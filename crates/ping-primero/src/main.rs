@@ -34,9 +34,10 @@ struct Cli {
         default_value = "ping-primero.toml"
     )]
     config: PathBuf,
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = telemetry::LogFormat::Human)]
-    log_format: telemetry::LogFormat,
+    /// Log format on stderr [default: the configuration's `[service] log_format` for the
+    /// commands that read one, else human].
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<telemetry::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,27 +45,43 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Check the configuration file and list every problem with its key path.
+    #[command(display_order = 0)]
     CheckConfig,
+    #[command(flatten)]
+    Configured(Configured),
+    /// The whole service on embedded simulators with a realistic scenario (no config needed).
+    #[command(display_order = 6)]
+    Demo(demo::DemoArgs),
+    /// Measure each flow against the simulators with added latency.
+    #[command(display_order = 7)]
+    Bench(bench::BenchArgs),
+    /// Serve the PING and Primero simulators on 127.0.0.1 until stopped.
+    #[command(display_order = 8)]
+    Sim(sim_cmd::SimArgs),
+}
+
+/// The commands that work from the configuration file: main loads it before logging starts,
+/// so that its `[service] log_format` applies.
+#[derive(Debug, Subcommand)]
+enum Configured {
     /// Create or upgrade the ledger's tables.
+    #[command(display_order = 1)]
     Migrate,
     /// Run every enabled flow on its schedule, with the HTTP port (probes, metrics, dashboard).
-    #[command(alias = "serve")]
+    #[command(alias = "serve", display_order = 2)]
     Run,
     /// Run one flow (its name or short id 1.1/1.2/2.1/2.2), or `all`, once and print its report.
+    #[command(display_order = 3)]
     RunOnce(run_cmd::RunOnceArgs),
     /// Each flow's schedule, last run and outcome, next run, and records waiting.
+    #[command(display_order = 4)]
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// The whole service on embedded simulators with a realistic scenario (no config needed).
-    Demo(demo::DemoArgs),
-    /// Measure each flow against the simulators with added latency.
-    Bench(bench::BenchArgs),
-    /// Serve the PING and Primero simulators on 127.0.0.1 until stopped.
-    Sim(sim_cmd::SimArgs),
     /// Inspect and re-queue ledger records; purge old audit events and runs.
+    #[command(display_order = 9)]
     Ledger {
         #[command(subcommand)]
         command: ledger_cmd::LedgerCommand,
@@ -74,18 +91,42 @@ enum Command {
     },
 }
 
+impl Command {
+    /// Whether logging stays at warnings (commands whose output is the point).
+    fn quiet(&self) -> bool {
+        match self {
+            Command::CheckConfig | Command::Demo(_) | Command::Bench(_) => true,
+            Command::Sim(_) => false,
+            Command::Configured(c) => match c {
+                Configured::Ledger { .. } | Configured::Status { .. } => true,
+                Configured::RunOnce(a) => a.json,
+                Configured::Migrate | Configured::Run => false,
+            },
+        }
+    }
+}
+
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
-    let quiet = matches!(
-        cli.command,
-        Command::Ledger { .. }
-            | Command::CheckConfig
-            | Command::Status { .. }
-            | Command::Demo(_)
-            | Command::Bench(_)
-    ) || matches!(&cli.command, Command::RunOnce(a) if a.json);
-    telemetry::init(cli.log_format, quiet);
+    let quiet = cli.command.quiet();
+    // A command that reads the configuration loads it first: `--log-format` wins, else the
+    // configuration's `[service] log_format` (file or environment override) applies.
+    let job = match cli.command {
+        Command::Configured(command) => match load_config(&cli.config) {
+            Ok(config) => Job::Configured(command, Box::new(config)),
+            Err(code) => return code,
+        },
+        command => Job::Standalone(command),
+    };
+    let format = cli
+        .log_format
+        .or(match &job {
+            Job::Configured(_, config) => Some(config.service.log_format.into()),
+            Job::Standalone(_) => None,
+        })
+        .unwrap_or_default();
+    telemetry::init(format, quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -96,7 +137,19 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
-    runtime.block_on(dispatch(cli))
+    runtime.block_on(async {
+        match job {
+            Job::Configured(command, config) => configured(command, *config).await,
+            Job::Standalone(command) => standalone(command, &cli.config).await,
+        }
+    })
+}
+
+/// A parsed command, with its configuration when it reads one.
+enum Job {
+    Configured(Configured, Box<pp_config::Config>),
+    /// Any command but [`Command::Configured`].
+    Standalone(Command),
 }
 
 /// glibc's malloc gives each thread that allocates concurrently an arena of its own, up to
@@ -116,68 +169,56 @@ fn limit_malloc_arenas() {
     }
 }
 
-async fn dispatch(cli: Cli) -> ExitCode {
-    match cli.command {
-        Command::CheckConfig => check_config(&cli.config),
-        Command::Migrate => {
-            let config = match load_config(&cli.config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            report(
-                async {
-                    let ledger = pp_ledger::Ledger::connect(secrecy::ExposeSecret::expose_secret(
-                        &config.ledger.url,
-                    ))
-                    .await?;
-                    ledger.migrate().await?;
-                    println!("ledger migrated ({:?})", ledger.backend());
-                    Ok(())
-                }
-                .await,
-            )
-        }
-        Command::Run => match load_config(&cli.config) {
-            Ok(config) => report(daemon::run(config).await),
-            Err(code) => code,
+async fn configured(command: Configured, config: pp_config::Config) -> ExitCode {
+    match command {
+        Configured::Migrate => report(
+            async {
+                let ledger = pp_ledger::Ledger::connect(secrecy::ExposeSecret::expose_secret(
+                    &config.ledger.url,
+                ))
+                .await?;
+                ledger.migrate().await?;
+                println!("ledger migrated ({:?})", ledger.backend());
+                Ok(())
+            }
+            .await,
+        ),
+        Configured::Run => report(daemon::run(config).await),
+        Configured::RunOnce(args) => match run_cmd::run_once(config, args).await {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(exit::FAILURE),
+            Err(e) => report(Err(e)),
         },
-        Command::RunOnce(args) => match load_config(&cli.config) {
-            Ok(config) => match run_cmd::run_once(config, args).await {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::from(exit::FAILURE),
-                Err(e) => report(Err(e)),
-            },
-            Err(code) => code,
-        },
-        Command::Status { json } => match load_config(&cli.config) {
-            Ok(config) => report(run_cmd::status(config, json).await),
-            Err(code) => code,
-        },
+        Configured::Status { json } => report(run_cmd::status(config, json).await),
+        Configured::Ledger { command, json } => report(
+            async {
+                let ledger = pp_ledger::Ledger::connect(secrecy::ExposeSecret::expose_secret(
+                    &config.ledger.url,
+                ))
+                .await?;
+                ledger_cmd::run(
+                    command,
+                    &ledger,
+                    json,
+                    (config.ledger.retention.as_secs() / 86400) as u32,
+                )
+                .await
+            }
+            .await,
+        ),
+    }
+}
+
+/// The commands that need no configuration (`check-config` reads it to report on it).
+async fn standalone(command: Command, config_path: &std::path::Path) -> ExitCode {
+    match command {
+        Command::CheckConfig => check_config(config_path),
         Command::Demo(args) => report(demo::run(args).await),
         Command::Bench(args) => report(bench::run(args).await),
         Command::Sim(args) => report(sim_cmd::run(args).await),
-        Command::Ledger { command, json } => {
-            let config = match load_config(&cli.config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            report(
-                async {
-                    let ledger = pp_ledger::Ledger::connect(secrecy::ExposeSecret::expose_secret(
-                        &config.ledger.url,
-                    ))
-                    .await?;
-                    ledger_cmd::run(
-                        command,
-                        &ledger,
-                        json,
-                        (config.ledger.retention.as_secs() / 86400) as u32,
-                    )
-                    .await
-                }
-                .await,
-            )
-        }
+        Command::Configured(command) => report(Err(anyhow::anyhow!(
+            "internal error: {command:?} was dispatched without its configuration"
+        ))),
     }
 }
 

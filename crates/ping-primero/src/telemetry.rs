@@ -15,6 +15,15 @@ pub enum LogFormat {
     Json,
 }
 
+impl From<pp_config::LogFormat> for LogFormat {
+    fn from(f: pp_config::LogFormat) -> Self {
+        match f {
+            pp_config::LogFormat::Human => LogFormat::Human,
+            pp_config::LogFormat::Json => LogFormat::Json,
+        }
+    }
+}
+
 /// Installs the global subscriber. `RUST_LOG` overrides the default level (`info`).
 pub fn init(format: LogFormat, quiet: bool) {
     let default = if quiet { "warn" } else { "info" };
