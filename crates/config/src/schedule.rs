@@ -26,9 +26,46 @@ pub fn parse_schedule(expr: &str) -> Result<Schedule, String> {
             ))
         }
     }
+    check_ranges(&fields)?;
     fields[5] = translate_day_of_week(&fields[5])?;
-    Schedule::from_str(&fields.join(" "))
-        .map_err(|e| format!("is not a valid cron expression: {e}"))
+    let converted = fields.join(" ");
+    // The crate's message quotes the expression it was given (seconds added, weekdays
+    // renumbered): name the one the operator wrote instead.
+    Schedule::from_str(&converted).map_err(|e| {
+        format!(
+            "is not a valid cron expression: {}",
+            e.to_string().replace(&converted, expr)
+        )
+    })
+}
+
+/// The fields of the 6-field form (seconds first), with their ranges.
+const FIELD_RANGES: [(&str, u32, u32); 6] = [
+    ("seconds", 0, 59),
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day-of-month", 1, 31),
+    ("month", 1, 12),
+    ("day-of-week", 0, 7),
+];
+
+/// Every number of every field within its range, so that `61 * * * *` is refused with the
+/// field and its range rather than the `cron` crate's own wording. Names (`MON`, `JAN`) and
+/// other syntax are left to the crate.
+fn check_ranges(fields: &[String]) -> Result<(), String> {
+    for (field, (name, lo, hi)) in fields.iter().zip(FIELD_RANGES) {
+        for element in field.split(',') {
+            let range = element.split_once('/').map_or(element, |(r, _)| r);
+            for n in range.split('-').filter_map(|n| n.parse::<u32>().ok()) {
+                if n < lo || n > hi {
+                    return Err(format!(
+                        "{name} field `{field}`: {n} is out of range {lo}-{hi}"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Standard cron day-of-week field -> the `cron` crate's (1 = Sunday).
@@ -117,5 +154,31 @@ mod tests {
             .unwrap_err()
             .contains("day-of-week"));
         assert!(parse_schedule("@daily").is_ok());
+    }
+
+    #[test]
+    fn numbers_out_of_range_name_the_field_and_its_range_as_written() {
+        let e = parse_schedule("61 * * * *").unwrap_err();
+        assert!(e.contains("minute field `61`"), "{e}");
+        assert!(e.contains("0-59"), "{e}");
+        // Not the converted 6-field form the operator never wrote.
+        assert!(!e.contains("0 61"), "{e}");
+        let e = parse_schedule("0 24 * * *").unwrap_err();
+        assert!(e.contains("hour") && e.contains("0-23"), "{e}");
+        let e = parse_schedule("0 0 0 * *").unwrap_err();
+        assert!(e.contains("day-of-month") && e.contains("1-31"), "{e}");
+        let e = parse_schedule("0 0 1 1-13 *").unwrap_err();
+        assert!(e.contains("month") && e.contains("1-12"), "{e}");
+        let e = parse_schedule("60 0 0 * * *").unwrap_err();
+        assert!(e.contains("seconds") && e.contains("0-59"), "{e}");
+        // The top of every range is accepted.
+        assert!(parse_schedule("59 23 31 12 7").is_ok());
+        assert!(parse_schedule("*/15 0-23/2 1,15 JAN-DEC MON-FRI").is_ok());
+        // Other mistakes still come from the crate, quoting what was written.
+        let e = parse_schedule("0 0 * FOO *").unwrap_err();
+        assert!(
+            e.contains("0 0 * FOO *") && !e.contains("0 0 0 * FOO"),
+            "{e}"
+        );
     }
 }
