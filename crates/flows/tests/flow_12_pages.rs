@@ -10,7 +10,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pp_flows::{run_flow, Flow, FlowError, RunOptions};
+use pp_flows::{Flow, FlowError};
 use pp_ledger::RecordState;
 use serde_json::json;
 use support::seed::{ping_intervention, seed_decisions, BU};
@@ -41,15 +41,6 @@ fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
-}
-
-/// A clock hours ahead of the real one: every failed record's backoff has passed.
-struct Ahead;
-
-impl pp_flows::Clock for Ahead {
-    fn now(&self) -> chrono::DateTime<chrono::Utc> {
-        chrono::Utc::now() + chrono::Duration::hours(7)
-    }
 }
 
 /// What the proxy does with a PING request whose body holds one of `markers`: answers
@@ -248,10 +239,8 @@ async fn three_pages_are_all_recorded_and_a_failed_batch_of_page_two_holds_the_c
     // PING works again: once due, the two are sent (read by id) and the cursor moves on.
     refuse.set(&[]);
     env.clear_requests().await;
-    let ctx = env.ctx.clone().with_clock(Arc::new(Ahead));
-    let second = run_flow(&ctx, Flow::DecisionsToProgres, RunOptions::default())
-        .await
-        .unwrap();
+    // Hours later: their backoff has passed.
+    let second = env.run_later(Flow::DecisionsToProgres, 7 * 60).await;
     assert_eq!((second.confirmed, second.failed), (2, 0), "{second}");
     for d in &decided {
         assert_eq!(state_of(&env, &d.key()).await, Some(RecordState::Confirmed));

@@ -117,22 +117,8 @@ async fn requests(env: &TestEnv, ping: bool, endpoint: &str) -> usize {
         .count()
 }
 
-/// A clock hours ahead of the real one: every failed record's backoff has passed.
-struct Ahead;
-
-impl pp_flows::Clock for Ahead {
-    fn now(&self) -> chrono::DateTime<chrono::Utc> {
-        chrono::Utc::now() + chrono::Duration::hours(7)
-    }
-}
-
-/// Runs a flow once, hours later (failed records are due again).
-async fn run_later(env: &TestEnv, flow: Flow) -> pp_flows::Report {
-    let ctx = env.ctx.clone().with_clock(std::sync::Arc::new(Ahead));
-    run_flow(&ctx, flow, RunOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("{flow} failed: {e}"))
-}
+/// Minutes ahead for a later run: hours, every failed record's backoff has passed.
+const LATER: i64 = 7 * 60;
 
 async fn state_of(env: &TestEnv, flow: &str, key: &str) -> Option<RecordState> {
     env.ledger.get(flow, key).await.unwrap().map(|r| r.state)
@@ -391,7 +377,7 @@ async fn crash_between_primero_write_and_write_back_creates_nothing_new() {
         .await
         .unwrap();
     env.clear_requests().await;
-    let second = run_later(&env, Flow::ReferralsToPrimero).await;
+    let second = env.run_later(Flow::ReferralsToPrimero, LATER).await;
     // Each record counted once: already in Primero, so not delivered by this run nor
     // skipped; its write-back confirmed it (R13).
     assert_eq!(
@@ -1141,7 +1127,7 @@ async fn lasting_faults_leave_records_failed_then_delivered_by_the_next_run() {
     assert_eq!(early.excluded.get("retry_not_due"), Some(&3), "{early}");
     assert_eq!((early.failed, early.confirmed), (0, 0));
     assert_eq!(requests(&env, false, "case_create").await, 0);
-    let second = run_later(&env, Flow::ReferralsToPrimero).await;
+    let second = env.run_later(Flow::ReferralsToPrimero, LATER).await;
     assert_eq!((second.failed, second.confirmed), (0, 3));
     for (_, ind) in &ivs {
         assert_eq!(cases_of(&env, ind).await.len(), 1);
@@ -1167,7 +1153,7 @@ async fn lasting_faults_leave_records_failed_then_delivered_by_the_next_run() {
     let early = env.run(Flow::DecisionsToProgres).await;
     assert_eq!(early.excluded.get("retry_not_due"), Some(&1), "{early}");
     assert_eq!(requests(&env, true, "data").await, 0);
-    let recovered = run_later(&env, Flow::DecisionsToProgres).await;
+    let recovered = env.run_later(Flow::DecisionsToProgres, LATER).await;
     assert_eq!((recovered.failed, recovered.confirmed), (0, 1));
     assert_eq!(requests(&env, true, "data").await, 1);
     assert_eq!(
@@ -1508,7 +1494,7 @@ async fn a_decision_changed_back_and_refused_or_failing_keeps_the_run_and_earlie
         .send()
         .await
         .unwrap();
-    let recovered = run_later(&env, Flow::DecisionsToProgres).await;
+    let recovered = env.run_later(Flow::DecisionsToProgres, LATER).await;
     assert_eq!(recovered.confirmed, 1, "{recovered}");
     assert_eq!(
         state_of(&env, F12, &second).await,
@@ -1519,7 +1505,7 @@ async fn a_decision_changed_back_and_refused_or_failing_keeps_the_run_and_earlie
         json!(125080003)
     );
     env.clear_requests().await;
-    let quiet = run_later(&env, Flow::DecisionsToProgres).await;
+    let quiet = env.run_later(Flow::DecisionsToProgres, LATER).await;
     assert_eq!(quiet.confirmed + quiet.rejected_total() + quiet.failed, 0);
     assert_eq!(requests(&env, true, "data").await, 0);
 }

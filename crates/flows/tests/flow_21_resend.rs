@@ -11,36 +11,14 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use pp_flows::{run_flow, Clock, Flow, FlowContext, Report, RunOptions};
+use pp_flows::Flow;
 use pp_ledger::RecordState;
 use serde_json::{json, Value};
 use support::TestEnv;
 
 const F21: Flow = Flow::ReferralsToProgres;
-
-/// A clock `ahead` of the real one: later runs find failed records due for retry.
-struct Ahead(chrono::Duration);
-
-impl Clock for Ahead {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now() + self.0
-    }
-}
-
-/// Runs 2.1 with the clock moved forward (past the records' retry times).
-async fn run_later(env: &TestEnv, minutes: i64) -> Report {
-    let ctx: FlowContext = env
-        .ctx
-        .clone()
-        .with_clock(Arc::new(Ahead(chrono::Duration::minutes(minutes))));
-    run_flow(&ctx, F21, RunOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("{F21} failed: {e}"))
-}
 
 /// The PING simulator in `duplicate` mode, whatever its default.
 async fn start(tweak: impl FnOnce(&mut pp_config::Config)) -> TestEnv {
@@ -156,7 +134,7 @@ fn one_referral_each(env: &TestEnv, uids: &[String], when: &str) -> Vec<(String,
 /// that has nothing to do.
 async fn found_not_resent(env: &TestEnv, uids: &[String], unconfirmed: usize) {
     env.clear_requests().await;
-    let later = run_later(env, 10).await;
+    let later = env.run_later(F21, 10).await;
     assert_eq!(
         (later.confirmed, later.delivered, later.failed),
         (unconfirmed as u64, 0, 0),
@@ -184,7 +162,7 @@ async fn found_not_resent(env: &TestEnv, uids: &[String], unconfirmed: usize) {
         );
     }
 
-    let again = run_later(env, 60).await;
+    let again = env.run_later(F21, 60).await;
     assert_eq!(
         (again.confirmed, again.delivered, again.failed),
         (0, 0, 0),

@@ -15,8 +15,7 @@ mod support;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Utc};
-use pp_flows::{run_flow, Clock, Flow, FlowContext, Report, RunOptions};
+use pp_flows::Flow;
 use pp_ledger::RecordState;
 use serde_json::{json, Value};
 use support::{proxy, TestEnv};
@@ -24,25 +23,6 @@ use support::{proxy, TestEnv};
 const F22: Flow = Flow::DecisionsToPrimero;
 const ACCEPTED: i64 = 125080001;
 const REJECTED: i64 = 125080002;
-
-/// A clock `ahead` of the real one: later runs find failed records due for retry.
-struct Ahead(chrono::Duration);
-
-impl Clock for Ahead {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now() + self.0
-    }
-}
-
-async fn run_later(env: &TestEnv, minutes: i64) -> Report {
-    let ctx: FlowContext = env
-        .ctx
-        .clone()
-        .with_clock(Arc::new(Ahead(chrono::Duration::minutes(minutes))));
-    run_flow(&ctx, F22, RunOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("{F22} failed: {e}"))
-}
 
 /// One decided proGres referral and the Primero referral it answers.
 struct Decided {
@@ -362,7 +342,7 @@ async fn a_failing_case_search_fails_only_its_own_chunk() {
     }
     assert_eq!(failed, 50);
     clear_primero_faults(&env).await;
-    let later = run_later(&env, 10).await;
+    let later = env.run_later(F22, 10).await;
     assert_eq!(later.confirmed, 50, "{later}");
 }
 

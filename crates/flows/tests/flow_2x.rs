@@ -7,38 +7,17 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use pp_config::{CaseworkerPolicy, FocalPoint};
-use pp_flows::{run_flow, Clock, Flow, FlowContext, Report, RunOptions};
+use pp_flows::{run_flow, Flow, Report, RunOptions};
 use pp_ledger::RecordState;
 use serde_json::{json, Value};
 use support::TestEnv;
 
 const F21: Flow = Flow::ReferralsToProgres;
 const F22: Flow = Flow::DecisionsToPrimero;
-
-/// A clock `ahead` of the real one: later runs find failed records due for retry.
-struct Ahead(chrono::Duration);
-
-impl Clock for Ahead {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now() + self.0
-    }
-}
-
-/// Runs `flow` with the clock moved forward (past the records' retry times).
-async fn run_later(env: &TestEnv, flow: Flow, minutes: i64) -> Report {
-    let ctx: FlowContext = env
-        .ctx
-        .clone()
-        .with_clock(Arc::new(Ahead(chrono::Duration::minutes(minutes))));
-    run_flow(&ctx, flow, RunOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("{flow} failed: {e}"))
-}
 
 /// Creates a Primero case referred to UNHCR (simulator caseworker action).
 async fn refer(env: &TestEnv, body: Value) -> Value {
@@ -490,7 +469,7 @@ async fn a_decision_whose_case_does_not_exist_yet_fails_then_succeeds() {
                "services": [{"service_type": "medical", "unique_id": unique_id}]}),
     )
     .await;
-    let later = run_later(&env, F22, 10).await;
+    let later = env.run_later(F22, 10).await;
     assert_eq!(later.confirmed, 1, "{later}");
     let referral_id = created["services"][0]["referral_id"].as_str().unwrap();
     assert_eq!(
@@ -656,7 +635,7 @@ async fn transient_faults_end_with_records_delivered_once_or_failed_for_the_next
     )
     .await;
     env.clear_requests().await;
-    let second = run_later(&env, F21, 10).await;
+    let second = env.run_later(F21, 10).await;
     assert_eq!(
         (second.failed, second.delivered, second.confirmed),
         (2, 0, 0),
@@ -690,7 +669,7 @@ async fn transient_faults_end_with_records_delivered_once_or_failed_for_the_next
     // The run after: proGres searched again, nothing found, the batch sent once and
     // confirmed; the 503s on check-status are retried within the run.
     env.clear_requests().await;
-    let third = run_later(&env, F21, 30).await;
+    let third = env.run_later(F21, 30).await;
     assert_eq!(
         (third.confirmed, third.failed, third.rejected_total()),
         (2, 0, 0),
@@ -741,7 +720,7 @@ async fn primero_faults_fail_the_records_of_the_case_and_auth_errors_end_the_run
         .send()
         .await
         .unwrap();
-    let later = run_later(&env, F21, 10).await;
+    let later = env.run_later(F21, 10).await;
     assert_eq!(later.confirmed, 1, "{later}");
     assert_eq!(
         record(&env, F21, &service_ids(&case)[0]).await.state,
@@ -978,13 +957,13 @@ async fn decision_faults_fail_records_for_the_next_run_and_an_unreachable_list_e
         json!({"rules": [{"endpoint": "data", "kind": "status", "status": 503}]}),
     )
     .await;
-    let second = run_later(&env, F22, 10).await;
+    let second = env.run_later(F22, 10).await;
     assert_eq!((second.delivered, second.failed), (2, 2), "{second}");
     let patches = primero_calls(&env, "referral_patch").await;
     clear_faults(&env).await;
 
     // The next run only writes back: no second PATCH.
-    let third = run_later(&env, F22, 60).await;
+    let third = env.run_later(F22, 60).await;
     assert_eq!(third.confirmed, 2, "{third}");
     assert_eq!(primero_calls(&env, "referral_patch").await, patches);
     for key in &keys {
@@ -1063,7 +1042,7 @@ async fn a_referral_id_ping_refuses_is_rejected_alone_and_the_others_of_its_list
         RecordState::Confirmed
     );
     // Rejected and unchanged: the next run records nothing new about them.
-    let again = run_later(&env, F22, 10).await;
+    let again = env.run_later(F22, 10).await;
     assert_eq!(again.rejected_total() + again.failed, 0, "{again}");
 }
 
@@ -1255,7 +1234,7 @@ async fn an_ingestion_ping_may_have_received_is_looked_up_in_progres_before_a_re
         json!({"rules": [{"endpoint": "asyncdata", "kind": "status", "status": 503}]}),
     )
     .await;
-    let first = run_later(&env, F21, 1).await;
+    let first = env.run_later(F21, 1).await;
     assert_eq!(first.failed, 1, "{first}");
     let rec = record(&env, F21, &uid).await;
     assert_eq!(rec.reason_code.as_deref(), Some("ingestion_unconfirmed"));
@@ -1271,7 +1250,7 @@ async fn an_ingestion_ping_may_have_received_is_looked_up_in_progres_before_a_re
         .await
         .unwrap();
     env.clear_requests().await;
-    let later = run_later(&env, F21, 30).await;
+    let later = env.run_later(F21, 30).await;
     assert_eq!(later.confirmed, 1, "{later}");
     assert_eq!(later.delivered, 0, "{later}");
     assert_eq!(ping_calls(&env, "asyncdata").await, 0, "not sent again");

@@ -16,6 +16,15 @@ use pp_ledger::Ledger;
 use serde_json::Value;
 use tokio::sync::watch;
 
+/// A clock `ahead` of the real one: later runs find failed records due for retry.
+struct Ahead(chrono::Duration);
+
+impl pp_flows::Clock for Ahead {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + self.0
+    }
+}
+
 pub struct TestEnv {
     pub ping: pp_sim_ping::SimHandle,
     pub primero: pp_sim_primero::SimHandle,
@@ -84,6 +93,16 @@ impl TestEnv {
     /// Runs a flow once and returns its report (panics when the run itself fails).
     pub async fn run(&self, flow: Flow) -> Report {
         self.try_run(flow)
+            .await
+            .unwrap_or_else(|e| panic!("{flow} failed: {e}"))
+    }
+
+    /// Runs a flow once with the clock `minutes` ahead (past the failed records' retry
+    /// times) and returns its report (panics when the run itself fails).
+    pub async fn run_later(&self, flow: Flow, minutes: i64) -> Report {
+        let ahead = Ahead(chrono::Duration::minutes(minutes));
+        let ctx = self.ctx.clone().with_clock(Arc::new(ahead));
+        run_flow(&ctx, flow, RunOptions::default())
             .await
             .unwrap_or_else(|e| panic!("{flow} failed: {e}"))
     }
