@@ -19,6 +19,7 @@ fn flow_parser() -> impl TypedValueParser<Value = String> {
     EnumValueParser::<FlowArg>::new().map(FlowArg::name)
 }
 
+/// The ledger's record states.
 const STATES: [&str; 6] = [
     "pending",
     "delivered",
@@ -31,15 +32,6 @@ const STATES: [&str; 6] = [
 /// The states `ledger retry` can send back to their flow.
 const RETRYABLE_STATES: [&str; 3] = ["rejected", "conflict", "failed"];
 
-fn parse_state(s: &str) -> Result<RecordState, String> {
-    s.parse::<RecordState>().map_err(|_| {
-        format!(
-            "unknown state `{s}`; expected one of: {}",
-            STATES.join(", ")
-        )
-    })
-}
-
 /// Subcommands of `ping-primero ledger`.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum LedgerCommand {
@@ -49,7 +41,10 @@ pub enum LedgerCommand {
         #[arg(long, value_parser = flow_parser(), ignore_case = true)]
         flow: Option<String>,
         /// Only this state (repeat for several).
-        #[arg(long, value_parser = parse_state)]
+        #[arg(
+            long,
+            value_parser = PossibleValuesParser::new(STATES).try_map(|s| s.parse::<RecordState>())
+        )]
         state: Vec<RecordState>,
         /// Only this reason code.
         #[arg(long)]

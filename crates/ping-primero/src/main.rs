@@ -26,14 +26,11 @@ use exit::report;
 #[derive(Debug, Parser)]
 #[command(name = "ping-primero", version, about)]
 struct Cli {
-    /// Configuration file.
-    #[arg(
-        long,
-        global = true,
-        env = "PING_PRIMERO_CONFIG",
-        default_value = "ping-primero.toml"
-    )]
-    config: PathBuf,
+    /// Configuration file of the commands that read one: check-config, migrate, run, run-once,
+    /// status, ledger (also accepted after the command; demo, bench and sim read none)
+    /// [env: PING_PRIMERO_CONFIG] [default: ping-primero.toml].
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
     /// Log format on stderr [default: the configuration's `[service] log_format` for the
     /// commands that read one, else human].
     #[arg(long, global = true, value_enum)]
@@ -46,7 +43,10 @@ struct Cli {
 enum Command {
     /// Check the configuration file and list every problem with its key path.
     #[command(display_order = 0)]
-    CheckConfig,
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     #[command(flatten)]
     Configured(Configured),
     /// The whole service on embedded simulators with a realistic scenario (no config needed).
@@ -66,19 +66,32 @@ enum Command {
 enum Configured {
     /// Create or upgrade the ledger's tables.
     #[command(display_order = 1)]
-    Migrate,
+    Migrate {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Run every enabled flow on its schedule, with the HTTP port (probes, metrics, dashboard).
     #[command(alias = "serve", display_order = 2)]
-    Run,
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Run one flow (its name or short id 1.1/1.2/2.1/2.2), or `all`, once and print its report.
     #[command(display_order = 3)]
-    RunOnce(run_cmd::RunOnceArgs),
+    RunOnce {
+        #[command(flatten)]
+        args: run_cmd::RunOnceArgs,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Each flow's schedule, last run and outcome, next run, and records waiting.
     #[command(display_order = 4)]
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Inspect and re-queue ledger records; purge old audit events and runs.
     #[command(display_order = 9)]
@@ -88,32 +101,86 @@ enum Configured {
         /// Print JSON instead of a table.
         #[arg(long, global = true)]
         json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
     },
+}
+
+/// `--config` after a command that reads the configuration.
+#[derive(Debug, clap::Args)]
+struct ConfigArg {
+    /// Configuration file [env: PING_PRIMERO_CONFIG] [default: ping-primero.toml].
+    #[arg(long, value_name = "PATH", global = true)]
+    config: Option<PathBuf>,
 }
 
 impl Command {
     /// Whether logging stays at warnings (commands whose output is the point).
     fn quiet(&self) -> bool {
         match self {
-            Command::CheckConfig | Command::Demo(_) | Command::Bench(_) => true,
+            Command::CheckConfig { .. } | Command::Demo(_) | Command::Bench(_) => true,
             Command::Sim(_) => false,
             Command::Configured(c) => match c {
                 Configured::Ledger { .. } | Configured::Status { .. } => true,
-                Configured::RunOnce(a) => a.json,
-                Configured::Migrate | Configured::Run => false,
+                Configured::RunOnce { args, .. } => args.json,
+                Configured::Migrate { .. } | Configured::Run { .. } => false,
             },
         }
     }
+
+    /// The `--config` given after the command; `None` also for the commands without one.
+    fn config_after(&self) -> Option<&PathBuf> {
+        let arg = match self {
+            Command::CheckConfig { config } => config,
+            Command::Configured(
+                Configured::Migrate { config }
+                | Configured::Run { config }
+                | Configured::RunOnce { config, .. }
+                | Configured::Status { config, .. }
+                | Configured::Ledger { config, .. },
+            ) => config,
+            Command::Demo(_) | Command::Bench(_) | Command::Sim(_) => return None,
+        };
+        arg.config.as_ref()
+    }
+
+    /// The name of a command that reads no configuration.
+    fn reads_none(&self) -> Option<&'static str> {
+        match self {
+            Command::Demo(_) => Some("demo"),
+            Command::Bench(_) => Some("bench"),
+            Command::Sim(_) => Some("sim"),
+            Command::CheckConfig { .. } | Command::Configured(_) => None,
+        }
+    }
+}
+
+/// The configuration file: `--config` (after the command, else before it), else
+/// `PING_PRIMERO_CONFIG`, else `ping-primero.toml` in the working directory.
+fn config_path(cli: &Cli) -> PathBuf {
+    cli.command
+        .config_after()
+        .or(cli.config.as_ref())
+        .cloned()
+        .or_else(|| std::env::var_os("PING_PRIMERO_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(pp_config::DEFAULT_CONFIG_PATH))
 }
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
+    if let (Some(name), Some(_)) = (cli.command.reads_none(), &cli.config) {
+        return report(Err(exit::usage(format!(
+            "{name} reads no configuration file: --config is for check-config, migrate, run, \
+             run-once, status and ledger"
+        ))));
+    }
+    let config_path = config_path(&cli);
     let quiet = cli.command.quiet();
     // A command that reads the configuration loads it first: `--log-format` wins, else the
     // configuration's `[service] log_format` (file or environment override) applies.
     let job = match cli.command {
-        Command::Configured(command) => match load_config(&cli.config) {
+        Command::Configured(command) => match load_config(&config_path) {
             Ok(config) => Job::Configured(command, Box::new(config)),
             Err(code) => return code,
         },
@@ -140,7 +207,7 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         match job {
             Job::Configured(command, config) => configured(command, *config).await,
-            Job::Standalone(command) => standalone(command, &cli.config).await,
+            Job::Standalone(command) => standalone(command, &config_path).await,
         }
     })
 }
@@ -171,7 +238,7 @@ fn limit_malloc_arenas() {
 
 async fn configured(command: Configured, config: pp_config::Config) -> ExitCode {
     match command {
-        Configured::Migrate => report(
+        Configured::Migrate { .. } => report(
             async {
                 let ledger = pp_ledger::Ledger::connect(secrecy::ExposeSecret::expose_secret(
                     &config.ledger.url,
@@ -183,14 +250,14 @@ async fn configured(command: Configured, config: pp_config::Config) -> ExitCode 
             }
             .await,
         ),
-        Configured::Run => report(daemon::run(config).await),
-        Configured::RunOnce(args) => match run_cmd::run_once(config, args).await {
+        Configured::Run { .. } => report(daemon::run(config).await),
+        Configured::RunOnce { args, .. } => match run_cmd::run_once(config, args).await {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(exit::FAILURE),
             Err(e) => report(Err(e)),
         },
-        Configured::Status { json } => report(run_cmd::status(config, json).await),
-        Configured::Ledger { command, json } => report(
+        Configured::Status { json, .. } => report(run_cmd::status(config, json).await),
+        Configured::Ledger { command, json, .. } => report(
             async {
                 let ledger = pp_ledger::Ledger::connect(secrecy::ExposeSecret::expose_secret(
                     &config.ledger.url,
@@ -212,7 +279,7 @@ async fn configured(command: Configured, config: pp_config::Config) -> ExitCode 
 /// The commands that need no configuration (`check-config` reads it to report on it).
 async fn standalone(command: Command, config_path: &std::path::Path) -> ExitCode {
     match command {
-        Command::CheckConfig => check_config(config_path),
+        Command::CheckConfig { .. } => check_config(config_path),
         Command::Demo(args) => report(demo::run(args).await),
         Command::Bench(args) => report(bench::run(args).await),
         Command::Sim(args) => report(sim_cmd::run(args).await),

@@ -68,3 +68,74 @@ fn a_flow_is_named_by_its_name_or_its_short_id() {
         assert!(help.contains("(1.1) "), "{args:?}:\n{help}");
     }
 }
+
+#[test]
+fn help_texts_say_what_is_accepted() {
+    let help = |args: &[&str]| {
+        let out = bin().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", shown(&out));
+        stdout(&out)
+    };
+    let list = help(&["ledger", "list", "--help"]);
+    let state = list
+        .split("--state <STATE>")
+        .nth(1)
+        .expect("--state in the help");
+    for s in [
+        "pending",
+        "delivered",
+        "confirmed",
+        "rejected",
+        "conflict",
+        "failed",
+    ] {
+        assert!(state.contains(s), "{s} not listed for --state:\n{list}");
+    }
+    let retry = help(&["ledger", "retry", "-h"]);
+    assert!(
+        retry.contains("[possible values: rejected, conflict, failed]"),
+        "{retry}"
+    );
+    let purge = help(&["ledger", "purge", "--help"]);
+    assert!(purge.contains("at least 1"), "{purge}");
+
+    // demo, bench and sim read no configuration: no --config in their help, and one given
+    // is refused rather than ignored.
+    for cmd in ["demo", "bench", "sim"] {
+        let text = help(&[cmd, "--help"]);
+        assert!(!text.contains("--config"), "{cmd} offers --config:\n{text}");
+        for args in [
+            &[cmd, "--config", "x.toml"][..],
+            &["--config", "x.toml", cmd],
+        ] {
+            let out = bin().args(args).output().unwrap();
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", shown(&out));
+        }
+    }
+}
+
+#[test]
+fn the_configuration_file_is_given_before_or_after_the_command() {
+    let s = Setup::new();
+    let config = s.config.to_str().unwrap();
+    for args in [
+        &["--config", config, "ledger", "list"][..],
+        &["ledger", "list", "--config", config],
+        &["ledger", "--config", config, "list"],
+        &["status", "--config", config],
+    ] {
+        let out = bin()
+            .args(args)
+            .envs(s.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", shown(&out));
+    }
+    let out = bin()
+        .args(["ledger", "list"])
+        .env("PING_PRIMERO_CONFIG", config)
+        .envs(s.env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", shown(&out));
+}
