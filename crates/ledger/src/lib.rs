@@ -83,6 +83,13 @@ impl Ledger {
             }
             "postgres" | "postgresql" => {
                 let options = PgConnectOptions::from_str(url)?;
+                // The pool retries a refused connection until its acquire timeout and then
+                // says only "pool timed out": one direct connection first reports the cause
+                // (refused, unknown host, authentication) at once.
+                sqlx::Connection::close(
+                    <sqlx::PgConnection as sqlx::Connection>::connect_with(&options).await?,
+                )
+                .await?;
                 Pool::Pg(
                     PgPoolOptions::new()
                         .max_connections(8)
