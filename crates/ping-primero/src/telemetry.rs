@@ -1,6 +1,9 @@
-//! Logging set-up: `tracing` with a human-readable or JSON format on stderr. Log lines carry
-//! flow names, run ids, system identifiers and counts only; the types that hold personal data
-//! redact themselves, so nothing here filters content.
+//! Logging set-up: `tracing` with a human-readable or JSON format on stderr, coloured only
+//! when stderr is a terminal. Log lines carry flow names, run ids, system identifiers and
+//! counts only; the types that hold personal data redact themselves, so nothing here filters
+//! content.
+
+use std::io::IsTerminal;
 
 use clap::ValueEnum;
 use tracing_subscriber::{fmt, EnvFilter};
@@ -32,7 +35,11 @@ pub fn init(format: LogFormat, quiet: bool) {
             "{default},sqlx=warn,hyper=warn,reqwest=warn,tower_http=warn"
         ))
     });
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: piped into a file or a log collector, escapes are noise.
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let result = match format {
         LogFormat::Human => builder.with_target(false).try_init(),
         LogFormat::Json => builder

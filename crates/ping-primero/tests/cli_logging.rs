@@ -1,6 +1,6 @@
 //! The built binary's log lines on stderr: the format comes from `--log-format`, else from
 //! the configuration's `[service] log_format` (file or environment override), else human;
-//! human lines carry no colour escapes when stderr is not a terminal.
+//! human lines carry no colour escapes when stderr is not a terminal (here, a pipe).
 
 mod common;
 
@@ -64,4 +64,20 @@ fn the_configured_log_format_applies_unless_the_flag_says_otherwise() {
     // The flag alone, on a file that says human.
     let lines = log_lines(&mut Setup::new(), &["--log-format", "json"]);
     assert!(all_json(&lines), "{lines:?}");
+}
+
+#[test]
+fn human_lines_piped_carry_no_colour_escapes() {
+    let mut s = Setup::new();
+    s.set("RUST_LOG", "pp_ledger=debug");
+    // NO_COLOR would hide the escapes whatever the terminal.
+    let out = s
+        .command(&["migrate"])
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", shown(&out));
+    let err = stderr(&out);
+    assert!(err.contains("ledger connected"), "{}", shown(&out));
+    assert!(!err.contains('\u{1b}'), "colour escapes in {err:?}");
 }
