@@ -371,11 +371,7 @@ async fn crash_between_primero_write_and_write_back_creates_nothing_new() {
         .await
         .unwrap();
 
-    env.http
-        .delete(format!("{}/_sim/faults", env.ping.base_url()))
-        .send()
-        .await
-        .unwrap();
+    env.ping_delete("/_sim/faults").await;
     env.clear_requests().await;
     let second = env.run_later(Flow::ReferralsToPrimero, LATER).await;
     // Each record counted once: already in Primero, so not delivered by this run nor
@@ -1116,11 +1112,7 @@ async fn lasting_faults_leave_records_failed_then_delivered_by_the_next_run() {
     assert!(rec.next_retry_at.is_some());
     assert!(ping_intervention(&env, &ivs[0].0).await["progres_primerotransferstatus"].is_null());
 
-    env.http
-        .delete(format!("{}/_sim/faults", env.primero.base_url()))
-        .send()
-        .await
-        .unwrap();
+    env.primero_delete("/_sim/faults").await;
     // R9: not due yet: left alone, counted, nothing sent.
     env.clear_requests().await;
     let early = env.run(Flow::ReferralsToPrimero).await;
@@ -1144,11 +1136,7 @@ async fn lasting_faults_leave_records_failed_then_delivered_by_the_next_run() {
     .await;
     let failing = env.run(Flow::DecisionsToProgres).await;
     assert_eq!((failing.failed, failing.confirmed), (1, 0));
-    env.http
-        .delete(format!("{}/_sim/faults", env.ping.base_url()))
-        .send()
-        .await
-        .unwrap();
+    env.ping_delete("/_sim/faults").await;
     env.clear_requests().await;
     let early = env.run(Flow::DecisionsToProgres).await;
     assert_eq!(early.excluded.get("retry_not_due"), Some(&1), "{early}");
@@ -1489,11 +1477,7 @@ async fn a_decision_changed_back_and_refused_or_failing_keeps_the_run_and_earlie
     );
 
     // PING recovers: once due, the decision goes out once.
-    env.http
-        .delete(format!("{}/_sim/faults", env.ping.base_url()))
-        .send()
-        .await
-        .unwrap();
+    env.ping_delete("/_sim/faults").await;
     let recovered = env.run_later(Flow::DecisionsToProgres, LATER).await;
     assert_eq!(recovered.confirmed, 1, "{recovered}");
     assert_eq!(

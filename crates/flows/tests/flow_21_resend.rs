@@ -222,11 +222,7 @@ async fn answer_of_the_first_batch_lost(fault: Value, label: &str) {
     // PING applied the batch whose answer was lost: one referral per service, no twin.
     one_referral_each(&env, &uids, label);
 
-    env.http
-        .delete(format!("{}/_sim/faults", env.ping.base_url()))
-        .send()
-        .await
-        .unwrap();
+    env.ping_delete("/_sim/faults").await;
     found_not_resent(&env, &uids, unconfirmed.len()).await;
 }
 

@@ -116,11 +116,7 @@ async fn set_primero_faults(env: &TestEnv, rules: Value) {
 }
 
 async fn clear_primero_faults(env: &TestEnv) {
-    env.http
-        .delete(format!("{}/_sim/faults", env.primero.base_url()))
-        .send()
-        .await
-        .unwrap();
+    env.primero_delete("/_sim/faults").await;
 }
 
 /// The `case_id` values one logged case search asked for.

@@ -551,11 +551,7 @@ async fn cursor_is_safe_against_updates_during_the_run() {
         tokio::time::sleep(Duration::from_millis(150)).await;
         refer(&env, json!({})).await
     });
-    env.http
-        .delete(format!("{}/_sim/faults", env.primero.base_url()))
-        .send()
-        .await
-        .unwrap();
+    env.primero_delete("/_sim/faults").await;
     let cursor = env.ledger.cursor(F21.name()).await.unwrap().unwrap();
     let cursor: DateTime<Utc> = cursor.parse().unwrap();
     // The cursor comes from the data seen, not from the clock at the end of the run.
@@ -715,11 +711,7 @@ async fn primero_faults_fail_the_records_of_the_case_and_auth_errors_end_the_run
     .await;
     let first = env.run(F21).await;
     assert_eq!(first.failed, 1, "{first}");
-    env.http
-        .delete(format!("{}/_sim/faults", env.primero.base_url()))
-        .send()
-        .await
-        .unwrap();
+    env.primero_delete("/_sim/faults").await;
     let later = env.run_later(F21, 10).await;
     assert_eq!(later.confirmed, 1, "{later}");
     assert_eq!(
@@ -1276,13 +1268,8 @@ async fn an_ingestion_ping_may_have_received_is_looked_up_in_progres_before_a_re
 }
 
 async fn clear_faults(env: &TestEnv) {
-    for base in [env.ping.base_url(), env.primero.base_url()] {
-        env.http
-            .delete(format!("{base}/_sim/faults"))
-            .send()
-            .await
-            .unwrap();
-    }
+    env.ping_delete("/_sim/faults").await;
+    env.primero_delete("/_sim/faults").await;
 }
 
 /// Creates `n` cases with one service each referred to UNHCR; returns the services' ids.

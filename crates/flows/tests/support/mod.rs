@@ -133,16 +133,28 @@ impl TestEnv {
         get(&self.http, &self.primero.base_url(), path).await
     }
 
+    /// DELETE on the PING simulator (its answer's status is not checked).
+    pub async fn ping_delete(&self, path: &str) {
+        delete(&self.http, &self.ping.base_url(), path).await
+    }
+
+    /// DELETE on the Primero simulator (its answer's status is not checked).
+    pub async fn primero_delete(&self, path: &str) {
+        delete(&self.http, &self.primero.base_url(), path).await
+    }
+
     /// Clears both simulators' request logs.
     pub async fn clear_requests(&self) {
-        for base in [self.ping.base_url(), self.primero.base_url()] {
-            self.http
-                .delete(format!("{base}/_sim/requests"))
-                .send()
-                .await
-                .expect("clear request log");
-        }
+        self.ping_delete("/_sim/requests").await;
+        self.primero_delete("/_sim/requests").await;
     }
+}
+
+async fn delete(http: &reqwest::Client, base: &str, path: &str) {
+    http.delete(format!("{base}{path}"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("DELETE {path}: {e}"));
 }
 
 async fn post(http: &reqwest::Client, base: &str, path: &str, body: Value) -> Value {
