@@ -18,7 +18,7 @@ use std::time::Duration;
 use pp_flows::{Flow, FlowError};
 use pp_ledger::RecordState;
 use serde_json::{json, Value};
-use support::seed::{guid, pending_referral, ping_intervention, seed_decisions};
+use support::seed::{guid, pending_referral, ping_intervention, seed_decisions, Decided};
 use support::{proxy, TestEnv};
 
 const F11: &str = "referrals-to-primero";
@@ -234,6 +234,35 @@ fn sent(calls: &[DataCall]) -> Vec<String> {
     calls.iter().flat_map(|c| c.lps.clone()).collect()
 }
 
+/// Asserts that the run's `/data` requests began with `expected` (step, records sent), the
+/// last of them the first refused for the credentials, and that every request from that one
+/// on was refused too: nothing was sent after the credentials were refused.
+fn assert_steps_then_refused(calls: &[DataCall], expected: &[(Step, usize)]) {
+    let steps: Vec<(Step, usize)> = calls.iter().map(|c| (c.step, c.lps.len())).collect();
+    assert_eq!(steps[..expected.len()], *expected, "{calls:?}");
+    assert!(
+        calls[expected.len() - 1..]
+            .iter()
+            .all(|c| c.step == Step::Unauthorized),
+        "nothing was sent after the credentials were refused: {calls:?}"
+    );
+}
+
+/// Asserts that every decision of `decided` is confirmed in the ledger and applied in PING.
+async fn assert_all_confirmed_and_applied(env: &TestEnv, decided: &[Decided]) {
+    for d in decided {
+        assert_eq!(
+            env.ledger
+                .get(F12, &d.key())
+                .await
+                .unwrap()
+                .map(|r| r.state),
+            Some(RecordState::Confirmed)
+        );
+        assert!(applied_in_ping(env, &d.lp).await);
+    }
+}
+
 #[tokio::test]
 async fn flow_11_records_the_write_backs_ping_applied_before_refused_credentials_end_the_run() {
     let script = Script::new();
@@ -263,20 +292,14 @@ async fn flow_11_records_the_write_backs_ping_applied_before_refused_credentials
     assert!(matches!(err, FlowError::Auth { .. }), "{err}");
 
     let calls = script.calls();
-    let steps: Vec<(Step, usize)> = calls.iter().map(|c| (c.step, c.lps.len())).collect();
-    assert_eq!(
-        steps[..4],
-        [
+    assert_steps_then_refused(
+        &calls,
+        &[
             (Step::Forward, 4),
             (Step::Unnamed, 4),
             (Step::Forward, 2),
-            (Step::Unauthorized, 2)
+            (Step::Unauthorized, 2),
         ],
-        "{calls:?}"
-    );
-    assert!(
-        calls[3..].iter().all(|c| c.step == Step::Unauthorized),
-        "nothing was sent after the credentials were refused: {calls:?}"
     );
     let applied = applied_calls(&calls);
     assert_eq!(applied.len(), 6, "batch 1 and the first half of batch 2");
@@ -383,19 +406,13 @@ async fn flow_12_records_the_decisions_ping_applied_in_a_split_batch_before_refu
     assert!(matches!(err, FlowError::Auth { .. }), "{err}");
 
     let calls = script.calls();
-    let steps: Vec<(Step, usize)> = calls.iter().map(|c| (c.step, c.lps.len())).collect();
-    assert_eq!(
-        steps[..3],
-        [
+    assert_steps_then_refused(
+        &calls,
+        &[
             (Step::Unnamed, 4),
             (Step::Forward, 2),
-            (Step::Unauthorized, 2)
+            (Step::Unauthorized, 2),
         ],
-        "{calls:?}"
-    );
-    assert!(
-        calls[2..].iter().all(|c| c.step == Step::Unauthorized),
-        "nothing was sent after the credentials were refused: {calls:?}"
     );
     let applied = applied_calls(&calls);
     assert_eq!(applied.len(), 2, "the first half of the first batch");
@@ -430,16 +447,8 @@ async fn flow_12_records_the_decisions_ping_applied_in_a_split_batch_before_refu
     for d in &decided {
         let was_applied = applied.iter().any(|(lp, _)| *lp == d.lp);
         assert_eq!(again.contains(&d.lp), !was_applied, "{}", d.lp);
-        assert_eq!(
-            env.ledger
-                .get(F12, &d.key())
-                .await
-                .unwrap()
-                .map(|r| r.state),
-            Some(RecordState::Confirmed)
-        );
-        assert!(applied_in_ping(&env, &d.lp).await);
     }
+    assert_all_confirmed_and_applied(&env, &decided).await;
 }
 
 /// Batches in flight when another batch meets refused credentials are awaited: PING applied
@@ -500,15 +509,5 @@ async fn flow_12_awaits_the_batches_in_flight_when_another_batch_meets_refused_c
         .collect();
     rest.sort();
     assert_eq!(again, rest, "the twelve not applied, each once");
-    for d in &decided {
-        assert_eq!(
-            env.ledger
-                .get(F12, &d.key())
-                .await
-                .unwrap()
-                .map(|r| r.state),
-            Some(RecordState::Confirmed)
-        );
-        assert!(applied_in_ping(&env, &d.lp).await);
-    }
+    assert_all_confirmed_and_applied(&env, &decided).await;
 }
