@@ -36,7 +36,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<Ledger> {
     let url = secrecy::ExposeSecret::expose_secret(&config.ledger.url).to_owned();
     Ledger::connect(&url)
         .await
-        .with_context(|| format!("cannot open the ledger {}", config.ledger.redacted_url()))
+        .with_context(|| format!("cannot open the ledger at {}", config.ledger.redacted_url()))
 }
 
 /// Metrics for this process, installed as the API clients' request observer.

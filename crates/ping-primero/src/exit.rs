@@ -3,6 +3,10 @@
 //! was invoked wrongly (invalid arguments or configuration). Clap's own parse errors already
 //! exit 2; a misuse found only after parsing is raised as a [`UsageError`], which [`report`]
 //! maps to 2 wherever it sits in the error chain.
+//!
+//! The error line gives each cause once: a wrapper whose message already includes its
+//! source's text (as `thiserror`'s `"…: {0}"` with `#[from]` does) is not followed by that
+//! source again, which anyhow's `{:#}` would print.
 
 use std::fmt;
 use std::process::ExitCode;
@@ -44,10 +48,26 @@ pub fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::from(code_of(&e))
         }
     }
+}
+
+/// The error's chain joined with `: `, leaving out each source whose text the message before
+/// it already holds.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut previous: Option<String> = None;
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let repeated = previous.as_deref().is_some_and(|p| p.contains(&text));
+        if !repeated && !text.is_empty() {
+            parts.push(text.clone());
+        }
+        previous = Some(text);
+    }
+    parts.join(": ")
 }
 
 #[cfg(test)]
@@ -63,5 +83,44 @@ mod tests {
             .unwrap_err();
         assert_eq!(code_of(&wrapped), USAGE);
         assert_eq!(code_of(&anyhow::anyhow!("PING unreachable")), FAILURE);
+    }
+
+    /// A source that a wrapper's message repeats, as `thiserror` makes with `"…: {0}"`.
+    #[derive(Debug)]
+    struct Wrapper(Leaf);
+    #[derive(Debug)]
+    struct Leaf;
+    impl fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "ledger database error: {}", self.0)
+        }
+    }
+    impl fmt::Display for Leaf {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("(code: 14) unable to open database file")
+        }
+    }
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+    impl std::error::Error for Leaf {}
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let e = Err::<(), _>(Wrapper(Leaf))
+            .context("cannot open the ledger at sqlite://x.db")
+            .unwrap_err();
+        assert_eq!(
+            error_text(&e),
+            "cannot open the ledger at sqlite://x.db: ledger database error: \
+             (code: 14) unable to open database file"
+        );
+        // Sources that add something are all kept.
+        let e = Err::<(), _>(anyhow::anyhow!("connection refused"))
+            .context("PING unreachable")
+            .unwrap_err();
+        assert_eq!(error_text(&e), "PING unreachable: connection refused");
     }
 }

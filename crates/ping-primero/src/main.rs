@@ -240,10 +240,7 @@ async fn configured(command: Configured, config: pp_config::Config) -> ExitCode 
     match command {
         Configured::Migrate { .. } => report(
             async {
-                let ledger = pp_ledger::Ledger::connect(secrecy::ExposeSecret::expose_secret(
-                    &config.ledger.url,
-                ))
-                .await?;
+                let ledger = daemon::connect(&config).await?;
                 ledger.migrate().await?;
                 println!("ledger migrated ({:?})", ledger.backend());
                 Ok(())
@@ -259,10 +256,7 @@ async fn configured(command: Configured, config: pp_config::Config) -> ExitCode 
         Configured::Status { json, .. } => report(run_cmd::status(config, json).await),
         Configured::Ledger { command, json, .. } => report(
             async {
-                let ledger = pp_ledger::Ledger::connect(secrecy::ExposeSecret::expose_secret(
-                    &config.ledger.url,
-                ))
-                .await?;
+                let ledger = daemon::connect(&config).await?;
                 ledger_cmd::run(
                     command,
                     &ledger,
@@ -289,9 +283,29 @@ async fn standalone(command: Command, config_path: &std::path::Path) -> ExitCode
     }
 }
 
+/// The configuration file's text, or an error line on stderr and exit code 2.
+fn read_config_file(path: &std::path::Path) -> Result<String, ExitCode> {
+    std::fs::read_to_string(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            eprintln!(
+                "error: configuration file {} not found (give --config PATH or set \
+                 PING_PRIMERO_CONFIG)",
+                path.display()
+            );
+        } else {
+            eprintln!(
+                "error: cannot read the configuration file {}: {e}",
+                path.display()
+            );
+        }
+        ExitCode::from(exit::USAGE)
+    })
+}
+
 /// Loads the configuration or prints every problem and returns exit code 2.
 fn load_config(path: &std::path::Path) -> Result<pp_config::Config, ExitCode> {
-    pp_config::load(path).map_err(|errors| {
+    let text = read_config_file(path)?;
+    pp_config::load_str(&text, &pp_config::process_env()).map_err(|errors| {
         eprintln!("error: invalid configuration {}:", path.display());
         eprintln!("{errors}");
         ExitCode::from(exit::USAGE)
@@ -299,7 +313,11 @@ fn load_config(path: &std::path::Path) -> Result<pp_config::Config, ExitCode> {
 }
 
 fn check_config(path: &std::path::Path) -> ExitCode {
-    match pp_config::load(path) {
+    let text = match read_config_file(path) {
+        Ok(text) => text,
+        Err(code) => return code,
+    };
+    match pp_config::load_str(&text, &pp_config::process_env()) {
         Ok(config) => {
             println!("{}", pp_config::summary(&config));
             ExitCode::SUCCESS
