@@ -85,22 +85,14 @@ async fn env_with(
     per: usize,
     tweak: impl FnOnce(&mut pp_config::Config),
 ) -> TestEnv {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_url = format!("http://{}", listener.local_addr().unwrap());
-    let mut target = String::new();
-    let env = TestEnv::start_with(|c| {
-        target = c.ping.base_url.as_str().trim_end_matches('/').to_owned();
-        c.ping.base_url = proxy_url.parse().unwrap();
-        tweak(c);
+    let http = reqwest::Client::new();
+    let env = proxy::ping_behind(tweak, move |target, request| {
+        let (http, refuse) = (http.clone(), refuse.clone());
+        async move { refuse.answer(&http, &target, request).await }
     })
     .await;
     env.primero_post("/_sim/options", json!({ "per_clamp": per }))
         .await;
-    let http = reqwest::Client::new();
-    proxy::serve(listener, move |request: proxy::Request| {
-        let (http, target, refuse) = (http.clone(), target.clone(), refuse.clone());
-        async move { refuse.answer(&http, &target, request).await }
-    });
     env
 }
 

@@ -642,21 +642,24 @@ enum FailedIds {
     Missing,
 }
 
-/// A proxy in front of the PING simulator that applies `mangle` to retrieval answers.
-async fn start_mangling_proxy(listener: std::net::TcpListener, target: String, lp: Mangle) {
-    listener.set_nonblocking(true).unwrap();
-    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+/// Starts a test environment whose PING answers pass through a proxy that applies `mangle`
+/// to retrieval answers.
+async fn env_behind_proxy(mangle: Mangle) -> TestEnv {
     let http = reqwest::Client::new();
-    proxy::serve(listener, move |request: proxy::Request| {
-        let (http, target, mangle) = (http.clone(), target.clone(), lp.clone());
-        async move {
-            let mut answer = proxy::forward(&http, &target, &request).await?;
-            let text = String::from_utf8_lossy(&answer.body).into_owned();
-            answer.body = mangled(&mangle, &request.text(), text).into_bytes();
-            answer.content_type = "application/json".into();
-            Some(answer)
-        }
-    });
+    proxy::ping_behind(
+        |_| {},
+        move |target, request| {
+            let (http, mangle) = (http.clone(), mangle.clone());
+            async move {
+                let mut answer = proxy::forward(&http, &target, &request).await?;
+                let text = String::from_utf8_lossy(&answer.body).into_owned();
+                answer.body = mangled(&mangle, &request.text(), text).into_bytes();
+                answer.content_type = "application/json".into();
+                Some(answer)
+            }
+        },
+    )
+    .await
 }
 
 /// The answer `text` to a PING `request` body, mangled as `mangle` says.
@@ -1315,20 +1318,6 @@ async fn an_unreachable_list_endpoint_ends_the_run() {
     let err = env.try_run(Flow::DecisionsToProgres).await.unwrap_err();
     assert!(matches!(err, FlowError::Unreachable { .. }), "{err}");
     assert_eq!(env.ledger.cursor(F12).await.unwrap(), None);
-}
-
-/// Starts a test environment whose PING answers pass through the mangling proxy.
-async fn env_behind_proxy(mangle: Mangle) -> TestEnv {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let proxy_url = format!("http://{}", listener.local_addr().unwrap());
-    let mut target = String::new();
-    let env = TestEnv::start_with(|c| {
-        target = c.ping.base_url.as_str().trim_end_matches('/').to_owned();
-        c.ping.base_url = proxy_url.parse().unwrap();
-    })
-    .await;
-    start_mangling_proxy(listener, target, mangle).await;
-    env
 }
 
 #[tokio::test]

@@ -192,22 +192,16 @@ async fn env_with(script: Script) -> TestEnv {
 
 /// [`env_with`], with up to `concurrency` PING requests at a time.
 async fn env_at(script: Script, concurrency: usize) -> TestEnv {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_url = format!("http://{}", listener.local_addr().unwrap());
-    let mut target = String::new();
-    let env = TestEnv::start_with(|c| {
-        target = c.ping.base_url.as_str().trim_end_matches('/').to_owned();
-        c.ping.base_url = proxy_url.parse().unwrap();
+    let http = reqwest::Client::new();
+    let tweak = |c: &mut pp_config::Config| {
         c.ping.batch_size = 4;
         c.ping.http.max_concurrency = concurrency;
-    })
-    .await;
-    let http = reqwest::Client::new();
-    proxy::serve(listener, move |request: proxy::Request| {
-        let (http, target, script) = (http.clone(), target.clone(), script.clone());
+    };
+    proxy::ping_behind(tweak, move |target, request| {
+        let (http, script) = (http.clone(), script.clone());
         async move { script.answer(&http, &target, request).await }
-    });
-    env
+    })
+    .await
 }
 
 /// Whether PING holds a transfer status for `lp` (a write-back was applied).

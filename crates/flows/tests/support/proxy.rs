@@ -7,6 +7,8 @@ use std::future::Future;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::TestEnv;
+
 /// One request as the client sent it (header names lower-cased).
 pub struct Request {
     pub method: String,
@@ -75,6 +77,29 @@ where
             });
         }
     });
+}
+
+/// Starts a test environment whose PING API calls (not the token endpoint) go to a proxy that
+/// answers each with `handle`, given PING's base URL without a trailing slash and the
+/// request; `tweak` adjusts the configuration further.
+pub async fn ping_behind<F, Fut>(tweak: impl FnOnce(&mut pp_config::Config), handle: F) -> TestEnv
+where
+    F: Fn(String, Request) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Option<Answer>> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", listener.local_addr().unwrap());
+    let mut target = String::new();
+    let env = TestEnv::start_with(|c| {
+        target = c.ping.base_url.as_str().trim_end_matches('/').to_owned();
+        c.ping.base_url = proxy_url.parse().unwrap();
+        tweak(c);
+    })
+    .await;
+    serve(listener, move |request: Request| {
+        handle(target.clone(), request)
+    });
+    env
 }
 
 /// Sends `request` to `upstream` (a base URL without a trailing slash) with its credentials
