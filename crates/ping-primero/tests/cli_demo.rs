@@ -179,6 +179,17 @@ fn bench_prints_per_flow_figures() {
     }
     assert!(stdout.contains("Peak memory (VmHWM):"));
     assert!(stdout.contains("Targets:"));
+    // The floor targets are set at 50 ms: at 5 ms the ratio is shown, not judged.
+    for id in ["1.1", "1.2", "2.1", "2.2"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(&format!("{id} within 2x its floor")))
+            .unwrap_or_else(|| panic!("no floor target for {id}:\n{stdout}"));
+        assert!(
+            line.trim_start().starts_with("n/a") && line.contains("not judged: set at 50 ms"),
+            "{line}"
+        );
+    }
 
     let (out, _) = run(&[
         "bench",
@@ -221,7 +232,11 @@ fn bench_prints_per_flow_figures() {
         assert!((f["wall_over_floor"].as_f64().unwrap() - wall / floor).abs() < 1e-6);
     }
     assert!(v["peak_memory_mb"].as_f64().unwrap() > 1.0);
-    assert!(!v["targets"].as_array().unwrap().is_empty());
+    let targets = v["targets"].as_array().unwrap();
+    assert!(!targets.is_empty());
+    for t in targets {
+        assert!(t["met"].is_null() == t["not_judged"].is_string(), "{t}");
+    }
     let pages = v["dashboard"]["pages"].as_array().unwrap();
     assert!(!pages.is_empty());
     assert!(pages.iter().all(|p| p["median_ms"].as_f64().unwrap() > 0.0));
