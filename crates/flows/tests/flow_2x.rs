@@ -74,6 +74,11 @@ async fn record(env: &TestEnv, flow: Flow, key: &str) -> pp_ledger::Record {
         .unwrap_or_else(|| panic!("no ledger record {key}"))
 }
 
+/// The proGres interoperability referral that 2.1 recorded for the service `uid`.
+async fn interop_id(env: &TestEnv, uid: &str) -> String {
+    record(env, F21, uid).await.dest_ids["progres_interoperabilityreferralid"].clone()
+}
+
 /// The Primero referral (by id) as the simulator holds it.
 async fn primero_referral(env: &TestEnv, referral_id: &str) -> Value {
     env.primero_get("/_sim/state").await["referrals"]
@@ -339,10 +344,8 @@ async fn progres_decisions_reach_primero_and_are_marked_synced_once() {
         "{undecided}"
     );
     assert_eq!(primero_calls(&env, "referral_patch").await, 0);
-    let accepted_id =
-        record(&env, F21, &uids[0]).await.dest_ids["progres_interoperabilityreferralid"].clone();
-    let rejected_id =
-        record(&env, F21, &uids[1]).await.dest_ids["progres_interoperabilityreferralid"].clone();
+    let accepted_id = interop_id(&env, &uids[0]).await;
+    let rejected_id = interop_id(&env, &uids[1]).await;
     env.ping_post(
         "/_sim/actions/decide-referral",
         json!({"referral_id": accepted_id, "decision": "accept"}),
@@ -412,8 +415,7 @@ async fn an_unknown_status_code_is_rejected_never_accepted() {
     let case = refer(&env, json!({})).await;
     assert_eq!(env.run(F21).await.confirmed, 1);
     let uid = &service_ids(&case)[0];
-    let interop =
-        record(&env, F21, uid).await.dest_ids["progres_interoperabilityreferralid"].clone();
+    let interop = interop_id(&env, uid).await;
     env.ping_post(
         "/_sim/actions/set-referral-status",
         json!({"referral_id": interop, "status": 125080009}),
@@ -506,8 +508,7 @@ async fn a_refused_transition_is_reported_and_progres_is_not_marked_synced() {
     let case = refer(&env, json!({})).await;
     assert_eq!(env.run(F21).await.confirmed, 1);
     let uid = &service_ids(&case)[0];
-    let interop =
-        record(&env, F21, uid).await.dest_ids["progres_interoperabilityreferralid"].clone();
+    let interop = interop_id(&env, uid).await;
     let referral_id = case["services"][0]["referral_id"].as_str().unwrap();
     // The UNHCR caseworker already rejected it in Primero; proGres accepts it.
     env.primero_post(
@@ -828,8 +829,7 @@ async fn dry_runs_map_and_write_nothing() {
 
     // 2.2 dry run: a decision is previewed, nothing is written.
     assert_eq!(env.run(F21).await.confirmed, 1);
-    let interop =
-        record(&env, F21, &p.key).await.dest_ids["progres_interoperabilityreferralid"].clone();
+    let interop = interop_id(&env, &p.key).await;
     env.ping_post(
         "/_sim/actions/decide-referral",
         json!({"referral_id": interop, "decision": "reject", "reason": "R", "comment": "C"}),
@@ -907,8 +907,7 @@ async fn decision_faults_fail_records_for_the_next_run_and_an_unreachable_list_e
     assert_eq!(env.run(F21).await.confirmed, 2);
     let mut keys = Vec::new();
     for uid in &uids {
-        let interop =
-            record(&env, F21, uid).await.dest_ids["progres_interoperabilityreferralid"].clone();
+        let interop = interop_id(&env, uid).await;
         env.ping_post(
             "/_sim/actions/decide-referral",
             json!({"referral_id": interop, "decision": "accept"}),
