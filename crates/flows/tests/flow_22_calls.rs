@@ -38,6 +38,15 @@ impl Decided {
     }
 }
 
+/// Cases 1 to `count` in Primero, each with one service whose referral is accepted in PING.
+async fn accepted_cases(env: &TestEnv, count: u32) -> Vec<Decided> {
+    let mut decided = Vec::new();
+    for n in 1..=count {
+        decided.extend(decided_case(env, n, &[ACCEPTED]).await);
+    }
+    decided
+}
+
 /// Case `n` in Primero (`case_id` derived from `n`) with `services` referred service rows,
 /// each with an interoperability referral in PING decided with `codes[i]`.
 async fn decided_case(env: &TestEnv, n: u32, codes: &[i64]) -> Vec<Decided> {
@@ -271,10 +280,7 @@ async fn two_cases_with_one_case_id_park_only_that_decision_as_duplicate_cases()
         config.primero.base_url = proxy.parse().unwrap();
     })
     .await;
-    let mut decided = Vec::new();
-    for n in 1..=3u32 {
-        decided.extend(decided_case(&env, n, &[ACCEPTED]).await);
-    }
+    let decided = accepted_cases(&env, 3).await;
     env.clear_requests().await;
     let report = env.run(F22).await;
     assert_eq!(report.confirmed, 2, "{report}");
@@ -313,10 +319,7 @@ async fn a_failing_case_search_fails_only_its_own_chunk() {
         config.primero.http.retry.max_attempts = 3;
     })
     .await;
-    let mut decided = Vec::new();
-    for n in 1..=51u32 {
-        decided.extend(decided_case(&env, n, &[ACCEPTED]).await);
-    }
+    let decided = accepted_cases(&env, 51).await;
     set_primero_faults(
         &env,
         json!([{"endpoint": "cases_list", "kind": "status", "status": 503, "times": 3}]),
@@ -345,10 +348,7 @@ async fn a_failing_case_search_fails_only_its_own_chunk() {
 #[tokio::test]
 async fn a_refused_case_search_is_halved_and_a_case_id_refused_alone_is_rejected() {
     let env = TestEnv::start().await;
-    let mut decided = Vec::new();
-    for n in 1..=3u32 {
-        decided.extend(decided_case(&env, n, &[ACCEPTED]).await);
-    }
+    accepted_cases(&env, 3).await;
     // Refused once: the halves are asked and every decision goes through.
     set_primero_faults(
         &env,
