@@ -268,8 +268,12 @@ pub async fn run_one(ctx: &FlowContext, flow: Flow) -> anyhow::Result<Report> {
 #[derive(Debug, Default)]
 struct Planted {
     referrals: usize,
+    /// Generated Primero cases, each referring its service rows to UNHCR.
     cases: usize,
+    /// Their service rows, all referred to UNHCR.
     service_rows: usize,
+    /// Cases added without services for the individual with two Primero cases.
+    twin_cases: usize,
     /// LP intervention id of the referral missing required fields.
     missing_fields: String,
     /// LP intervention id of the referral with an unmapped intervention type.
@@ -366,6 +370,7 @@ fn scenario(n: usize) -> anyhow::Result<(Value, Planted)> {
         .iter()
         .map(|c| c["services_section"].as_array().map_or(0, Vec::len))
         .sum();
+    let twin_cases = twins.len();
     for mut twin in twins {
         if let Some(t) = twin.as_object_mut() {
             t.remove("services_section");
@@ -377,11 +382,25 @@ fn scenario(n: usize) -> anyhow::Result<(Value, Planted)> {
         referrals,
         cases: n,
         service_rows,
+        twin_cases,
         missing_fields,
         unmapped_type,
         duplicate: duplicate_lp,
     };
     Ok((doc, planted))
+}
+
+/// What was seeded, planted problems included: `incomplete_services` rows referred to UNHCR
+/// on the one case added for the caseworker with an incomplete profile.
+fn seed_line(planted: &Planted, incomplete_services: usize) -> String {
+    let referring = planted.cases + 1;
+    format!(
+        "seeded proGres with {} outgoing referrals, Primero with {} cases, {referring} of them \
+         referring {} services to UNHCR; planted problems:",
+        planted.referrals,
+        referring + planted.twin_cases,
+        planted.service_rows + incomplete_services
+    )
 }
 
 /// `ping-primero demo`.
@@ -430,11 +449,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         )
         .await?;
     let incomplete_case = incomplete["id"].as_str().unwrap_or("?").to_owned();
-    p.line(format_args!(
-        "seeded proGres with {} outgoing referrals, Primero with {} cases referring {} \
-         services to UNHCR; planted problems:",
-        planted.referrals, planted.cases, planted.service_rows
-    ));
+    let incomplete_services = incomplete["services"].as_array().map_or(0, Vec::len);
+    p.line(seed_line(&planted, incomplete_services));
     println!(
         "                 proGres referral {} lacks date of birth and sex",
         planted.missing_fields
@@ -746,6 +762,30 @@ mod tests {
             .filter(|c| c["unhcr_individual_no"] == json!(dup))
             .count();
         assert_eq!(twins, 2);
+    }
+
+    #[test]
+    fn the_seed_line_counts_every_case_and_service_seeded() {
+        let (doc, planted) = scenario(24).unwrap();
+        let cases = doc["primero"]["cases"].as_array().unwrap();
+        let rows: usize = cases
+            .iter()
+            .map(|c| c["services_section"].as_array().map_or(0, Vec::len))
+            .sum();
+        // The incomplete caseworker's case (one service) is added after the seed.
+        let line = seed_line(&planted, 1);
+        assert!(
+            line.contains(&format!(
+                "Primero with {} cases, 25 of them referring {} services to UNHCR",
+                cases.len() + 1,
+                rows + 1
+            )),
+            "{line}"
+        );
+        assert!(
+            line.contains("proGres with 24 outgoing referrals"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -106,6 +106,24 @@ fn demo_runs_the_four_flows_and_lists_what_needs_a_person() {
         assert_eq!(r.len(), 8, "eight counts per row");
     }
     let (fetched, confirmed, rejected, conflicts) = (0, 2, 5, 6);
+    // The seed line counts what was seeded, planted problems included: 2.1 reads every
+    // service referred to UNHCR.
+    let seeded = stdout
+        .lines()
+        .find(|l| l.contains("[2/9]"))
+        .expect("the seed line");
+    let services: u64 = seeded
+        .split(" services to UNHCR")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no service count in {seeded:?}"));
+    assert_eq!(services, r21[fetched], "{seeded}");
+    assert!(
+        seeded.contains("Primero with 27 cases, 25 of them"),
+        "24 generated, two for the individual with two cases, one for the incomplete \
+         caseworker: {seeded}"
+    );
     assert_eq!(r11[fetched], 24, "1.1 reads the 24 seeded referrals");
     assert_eq!(r11[conflicts], 1, "1.1 parks the individual with two cases");
     assert_eq!(
