@@ -16,7 +16,6 @@ use pp_ledger::{
     Cause, Ledger, LedgerError, Record, RecordChange, RecordFilter, RecordState, RetryTarget,
     OPERATOR_RETRY,
 };
-use sqlx::Executor;
 
 const F11: &str = "referrals-to-primero";
 const F12: &str = "decisions-to-progres";
@@ -675,25 +674,10 @@ async fn migration_backfills_counters_of_an_existing_sqlite_ledger() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migration_backfills_counters_of_an_existing_postgres_ledger() {
-    if std::env::var("PP_SKIP_POSTGRES").as_deref() == Ok("1") {
-        eprintln!("SKIPPED PostgreSQL migration test: PP_SKIP_POSTGRES=1");
+    let Some(schema) = common::PgSchema::create("migration", "backfill").await else {
         return;
-    }
-    let base = common::postgres_base_url();
-    let admin = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&base)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {base}: {e}"));
-    let schema = format!(
-        "pp_ledger_backfill_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    );
-    admin
-        .execute(format!("CREATE SCHEMA \"{schema}\"").as_str())
-        .await
-        .unwrap();
-    let url = common::with_schema(&base, &schema);
+    };
+    let url = schema.url.clone();
     let outcome = tokio::spawn(async move {
         let (_src, old) = first_migration_only("postgres").await;
         let pool = sqlx::postgres::PgPoolOptions::new()
@@ -709,12 +693,5 @@ async fn migration_backfills_counters_of_an_existing_postgres_ledger() {
         l.close().await;
     })
     .await;
-    admin
-        .execute(format!("DROP SCHEMA \"{schema}\" CASCADE").as_str())
-        .await
-        .unwrap();
-    admin.close().await;
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    schema.drop_then(outcome.map_err(|e| e.into_panic())).await;
 }
