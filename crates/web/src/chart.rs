@@ -1,6 +1,8 @@
-//! The overview's chart: records per day by outcome over the last days, drawn on the server
-//! as an inline SVG of stacked bars, with a text summary for screen readers, a title per
-//! bar for pointer users, and a legend that does not rely on colour alone (word + swatch).
+//! The overview's chart: outcomes per day (the states records reached, from the ledger's
+//! audit counters) over the last days, drawn on the server as an inline SVG of stacked bars,
+//! with a text summary for screen readers, a title per bar for pointer users, and a legend
+//! that does not rely on colour alone (word + swatch). A record delivered one day and
+//! confirmed the next is two outcomes: the chart counts outcomes, never records.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -65,8 +67,12 @@ pub fn daily_chart(
 
     let title_id = format!("chart-{id}-title");
     let desc_id = format!("chart-{id}-desc");
-    let mut summary = format!("{total} records in the last {days} days");
+    let mut summary = format!(
+        "{total} {} in the last {days} days",
+        if total == 1 { "outcome" } else { "outcomes" }
+    );
     if total > 0 {
+        summary.push_str(" (a record counts once for each state it reached)");
         summary.push_str(": ");
         let parts: Vec<String> = ordered(&totals)
             .into_iter()
@@ -81,7 +87,7 @@ pub fn daily_chart(
         s,
         "<svg class=\"chart\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" \
          aria-labelledby=\"{title_id} {desc_id}\" xmlns=\"http://www.w3.org/2000/svg\">\
-         <title id=\"{title_id}\">Records per day of {}</title><desc id=\"{desc_id}\">{}</desc>",
+         <title id=\"{title_id}\">Outcomes per day of {}</title><desc id=\"{desc_id}\">{}</desc>",
         esc(flow),
         esc(&summary)
     );
@@ -193,7 +199,12 @@ mod tests {
             (d("2026-10-01"), "confirmed".to_string(), 99),
         ];
         let svg = daily_chart("a", "referrals-to-primero", today, 30, &data);
-        assert!(svg.contains("9 records in the last 30 days: 6 confirmed, 1 failed, 2 rejected."));
+        assert!(svg.contains(
+            "9 outcomes in the last 30 days (a record counts once for each state it reached): \
+             6 confirmed, 1 failed, 2 rejected."
+        ));
+        assert!(svg.contains("Outcomes per day of referrals-to-primero"));
+        assert!(!svg.contains("records in the last"));
         assert!(svg.contains("<title>2026-11-30: 6 confirmed, 2 rejected</title>"));
         assert!(svg.contains("<title>2026-11-01: 1 failed</title>"));
         assert_eq!(svg.matches("<rect").count(), 3);
@@ -203,7 +214,7 @@ mod tests {
     #[test]
     fn an_empty_chart_says_so() {
         let svg = daily_chart("b", "x", d("2026-11-30"), 30, &[]);
-        assert!(svg.contains("0 records in the last 30 days."));
+        assert!(svg.contains("0 outcomes in the last 30 days."));
         assert_eq!(svg.matches("<rect").count(), 0);
     }
 }

@@ -381,10 +381,21 @@ pub(crate) async fn overview(
             }
             None => body.push_str("<dt>Last run</dt><dd>none yet</dd>"),
         }
-        body.push_str("</dl><h3>Records now</h3><ul class=\"stats\">");
+        // Each record once, by the state it is in now (the chart below counts outcomes).
+        let total: i64 = counts
+            .iter()
+            .filter(|((flow, _), _)| flow == name)
+            .map(|(_, n)| n)
+            .sum();
+        let _ = write!(
+            body,
+            "</dl><h3>Records now</h3><p>{total} {} in the ledger, by current state:</p><ul class=\"stats\">",
+            if total == 1 { "record" } else { "records" }
+        );
         for (state, label) in [
             (RecordState::Pending, "waiting"),
             (RecordState::Delivered, "awaiting confirmation"),
+            (RecordState::Confirmed, "confirmed"),
             (RecordState::Failed, "failed, will retry"),
             (RecordState::Rejected, "rejected"),
             (RecordState::Conflict, "in conflict"),
@@ -398,6 +409,7 @@ pub(crate) async fn overview(
             );
         }
         body.push_str("</ul>");
+        let _ = write!(body, "<h3>Outcomes, last {CHART_DAYS} days</h3>");
         body.push_str(&daily_chart(&i.to_string(), name, today, CHART_DAYS, daily));
         if info.is_some_and(|f| f.enabled) {
             body.push_str(&post_button(

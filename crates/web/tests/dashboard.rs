@@ -241,9 +241,11 @@ async fn pages_show_the_seeded_ledger() {
         );
     }
     assert!(overview.contains("<svg class=\"chart\""));
-    assert!(
-        overview.contains("3 records in the last 30 days: 1 confirmed, 1 conflict, 1 rejected.")
-    );
+    assert!(overview.contains(
+        "3 outcomes in the last 30 days (a record counts once for each state it reached): \
+         1 confirmed, 1 conflict, 1 rejected."
+    ));
+    assert!(overview.contains("3 records in the ledger, by current state:"));
     assert!(overview.contains(&format!("/runs/{}", seeded.run_id)));
     assert!(overview.contains("fetched 3"));
     // Enabled flows have a "Run now" button, the disabled one does not.
@@ -452,4 +454,64 @@ async fn bench_pages_renders_every_page() {
     assert!(names.iter().any(|p| p.starts_with("/runs/")));
     assert!(names.iter().any(|p| p.starts_with("/records?q=")));
     assert!(names.iter().any(|p| p.starts_with("/records/")));
+}
+
+#[tokio::test]
+async fn the_overview_counts_each_record_once_and_calls_state_changes_outcomes() {
+    let s = start().await;
+    // Flow 1.1 as a run leaves it: two referrals delivered, then confirmed by the next step,
+    // a third rejected. Five outcomes, three records.
+    let flow = FLOWS[0];
+    let run = s.ledger.start_run(flow, "test-instance").await.unwrap();
+    let cause = pp_ledger::Cause::Run(run);
+    let change = |key: &str, state| pp_ledger::RecordChange::new(flow, key, state);
+    s.ledger
+        .apply(
+            &[
+                change("lp-a", RecordState::Delivered),
+                change("lp-b", RecordState::Delivered),
+                change("lp-c", RecordState::Rejected).with_reason("unmapped_sex", "sex: x"),
+            ],
+            None,
+            &cause,
+        )
+        .await
+        .unwrap();
+    s.ledger
+        .apply(
+            &[
+                change("lp-a", RecordState::Confirmed),
+                change("lp-b", RecordState::Confirmed),
+            ],
+            None,
+            &cause,
+        )
+        .await
+        .unwrap();
+
+    let c = client();
+    signed_in(&c, &s.base).await;
+    let html = c
+        .get(format!("{}/", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let card = html
+        .split("<section class=\"card\"")
+        .find(|c| c.contains(&format!(">{flow}</h2>")))
+        .expect("the flow's card");
+    assert!(
+        card.contains("3 records in the ledger, by current state:"),
+        "{card}"
+    );
+    assert!(card.contains("<strong>2</strong> confirmed"), "{card}");
+    assert!(card.contains("<strong>1</strong> rejected"), "{card}");
+    assert!(
+        card.contains("5 outcomes in the last 30 days (a record counts once for each state it reached): 2 confirmed, 2 delivered, 1 rejected."),
+        "{card}"
+    );
+    assert!(!card.contains("5 records"), "{card}");
 }
