@@ -536,6 +536,16 @@ mod tests {
         })
     }
 
+    /// The transport error of a POST to `url` with the short client (panics if it answers).
+    async fn failed_post(url: String) -> reqwest::Error {
+        short_client()
+            .post(url)
+            .body("{}")
+            .send()
+            .await
+            .unwrap_err()
+    }
+
     /// A listener that reads one request head and then runs `then` on the connection.
     async fn one_connection<F, Fut>(then: F) -> std::net::SocketAddr
     where
@@ -568,12 +578,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let e = short_client()
-            .post(format!("http://127.0.0.1:{port}/x"))
-            .body("{}")
-            .send()
-            .await
-            .unwrap_err();
+        let e = failed_post(format!("http://127.0.0.1:{port}/x")).await;
         assert!(transport_not_sent(&e), "{}", describe_transport(&e));
         assert_eq!(classify_transport(&e), ErrorClass::Transient);
 
@@ -583,23 +588,13 @@ mod tests {
             drop(stream);
         })
         .await;
-        let e = short_client()
-            .post(format!("http://{addr}/x"))
-            .body("{}")
-            .send()
-            .await
-            .unwrap_err();
+        let e = failed_post(format!("http://{addr}/x")).await;
         assert!(e.is_timeout(), "{}", describe_transport(&e));
         assert!(!transport_not_sent(&e));
 
         // The request was read, then the connection closed without an answer.
         let addr = one_connection(|stream| async move { drop(stream) }).await;
-        let e = short_client()
-            .post(format!("http://{addr}/x"))
-            .body("{}")
-            .send()
-            .await
-            .unwrap_err();
+        let e = failed_post(format!("http://{addr}/x")).await;
         assert!(!e.is_timeout(), "{}", describe_transport(&e));
         assert!(!transport_not_sent(&e), "{}", describe_transport(&e));
     }
