@@ -165,7 +165,7 @@ async fn process_page(
                 let known = ctx.ledger.get(flow, &key).await?;
                 // Recorded already (unless an operator re-queued it): nothing new to say.
                 if known.is_some_and(|r| r.state != RecordState::Pending) {
-                    run.report(|r| r.skipped += 1);
+                    run.report(|r| r.held += 1);
                 } else {
                     let Rejection { reason, message } = flow22::unknown_status(entry.status);
                     changes.push(run.rejected(
@@ -382,7 +382,7 @@ async fn details(
                             .as_ref()
                             .is_some_and(|h| h.as_deref() == Some(hash.as_str()))
                         {
-                            run.report(|r| r.skipped += 1);
+                            run.report(|r| r.held += 1);
                             continue;
                         }
                         changes.push(
@@ -500,7 +500,8 @@ fn read_details(
                     .as_ref()
                     .is_some_and(|h| h.as_deref() == Some(&hash))
                 {
-                    run.report(|r| r.skipped += 1);
+                    // Refused earlier with this very decision: nothing changed since.
+                    run.report(|r| r.held += 1);
                     continue;
                 }
                 out.push((c, d));
@@ -512,7 +513,7 @@ fn read_details(
 
 /// Records a rejection or conflict read from a referral's rows with the rows' keyed hash,
 /// unless the rows hash as when it was last recorded (`unchanged`): then it is only counted
-/// as skipped, so unchanged rows are not recorded again on every run.
+/// as held, so unchanged rows are not recorded again on every run.
 fn record_unless_unchanged(
     run: &RunCtx<'_>,
     changes: &mut Vec<RecordChange>,
@@ -521,7 +522,7 @@ fn record_unless_unchanged(
     source_hash: String,
 ) {
     if unchanged {
-        run.report(|r| r.skipped += 1);
+        run.report(|r| r.held += 1);
     } else {
         changes.push(change.with_payload_hash(source_hash));
     }

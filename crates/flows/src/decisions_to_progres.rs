@@ -530,7 +530,7 @@ async fn unknown_rejections(
             "status": u.value,
         }));
         if unchanged_refusal(records.get(&key), &hash) {
-            run.report(|r| r.skipped += 1);
+            run.report(|r| r.held += 1);
             continue;
         }
         let rejection = u.rejection();
@@ -594,7 +594,7 @@ async fn prepare_rows(
             }
         };
         if unchanged_refusal(record.as_ref(), &hash) {
-            run.report(|r| r.skipped += 1);
+            run.report(|r| r.held += 1);
             continue;
         }
         match record_out {
@@ -751,6 +751,8 @@ fn outcome_changes(
     progress: &Mutex<Progress>,
 ) -> Vec<RecordChange> {
     let mut changes = Vec::with_capacity(batch.len());
+    // Applied in proGres: written to the destination and verified at once.
+    run.report(|r| r.delivered += outcome.applied.len() as u64);
     for (i, tx) in outcome.applied {
         let o = &batch[i];
         let mut change = run

@@ -16,7 +16,7 @@
 //!    searches through Solr, which may not see a case created a moment ago), else one search
 //!    for the whole chunk (`unhcr_individual_no[n]=…`, every hit checked exactly; when that
 //!    search fails, each individual is searched on its own). Rejected and conflict records
-//!    whose source did not change (same keyed payload hash) are skipped unless an operator
+//!    whose source did not change (same keyed payload hash) are held (counted, not sent) unless an operator
 //!    re-queued them;
 //! 3. deliver, while later chunks are still prepared: referrals of one individual one after
 //!    another, individuals concurrently (the clients' limiters bound the requests in
@@ -520,7 +520,7 @@ async fn prepare_chunk(
         let ids = p.ids.with_details(rows.first());
         let hash = ctx.payload_hash(&rows_source(&rows));
         if unchanged_refusal(p.prior.as_ref(), &hash) {
-            run.report(|r| r.skipped += 1);
+            run.report(|r| r.held += 1);
             continue;
         }
         if let Some(problem) = malformed.get(lp) {
@@ -697,7 +697,7 @@ async fn reject_unusable_row(
     };
     let prior = run.ctx.ledger.get(run.flow.name(), &key).await?;
     if unchanged_refusal(prior.map(Prior::from).as_ref(), &hash) {
-        run.report(|r| r.skipped += 1);
+        run.report(|r| r.held += 1);
         return Ok(None);
     }
     let mut change = run

@@ -518,7 +518,8 @@ async fn prepare_cases(
                         .as_ref()
                         .is_some_and(|h| h.as_deref() == Some(&hash))
                     {
-                        run.report(|r| r.skipped += 1);
+                        // Refused earlier, nothing changed since.
+                        run.report(|r| r.held += 1);
                         continue;
                     }
                     outgoing.push(Outgoing {
@@ -533,7 +534,8 @@ async fn prepare_cases(
                         .as_ref()
                         .is_some_and(|h| h.as_deref() == Some(&hash))
                     {
-                        run.report(|r| r.skipped += 1);
+                        // Refused earlier, nothing changed since.
+                        run.report(|r| r.held += 1);
                         continue;
                     }
                     let change = run

@@ -38,12 +38,18 @@ pub struct Report {
     pub finished_at: Option<DateTime<Utc>>,
     /// Records read from the source in this run (retries of earlier runs included).
     pub fetched: u64,
-    /// Written to the destination (not yet confirmed).
+    /// Written to the destination in this run. A write that is verified at once (flow 1.2's
+    /// synchronous ingestion) counts here and in `confirmed`; one confirmed on a later run
+    /// (flow 2.1's check-status) counts only in that run's `confirmed`.
     pub delivered: u64,
     /// Destination write verified and source write-back done.
     pub confirmed: u64,
     /// Already done earlier (R5): nothing sent.
     pub skipped: u64,
+    /// Rejected or in conflict on an earlier run and unchanged at the source since: not
+    /// examined again until the source changes or an operator re-queues them (they still
+    /// need a person; `status` and the dashboard list them).
+    pub held: u64,
     /// Not for this flow (e.g. a service row not implemented by UNHCR), by reason.
     pub excluded: BTreeMap<String, u64>,
     /// Waiting at the source (e.g. a proGres referral not decided yet).
@@ -126,6 +132,7 @@ impl Report {
         c.insert("delivered".to_owned(), self.delivered as i64);
         c.insert("confirmed".to_owned(), self.confirmed as i64);
         c.insert("skipped".to_owned(), self.skipped as i64);
+        c.insert("held".to_owned(), self.held as i64);
         c.insert("waiting".to_owned(), self.waiting as i64);
         c.insert("rejected".to_owned(), self.rejected_total() as i64);
         c.insert("conflict".to_owned(), self.conflicts as i64);
@@ -142,44 +149,54 @@ impl Report {
 }
 
 impl fmt::Display for Report {
-    /// A short human-readable block, as printed by `run-once`.
+    /// A short human-readable block, as printed by `run-once`: one label a line, every value
+    /// in one column as wide as the longest label or reason code.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rows: Vec<(String, String)> = Vec::new();
+        let mut row = |label: &str, value: String| rows.push((label.to_owned(), value));
+        if let Some(id) = &self.run_id {
+            row("run id", id.clone());
+        }
+        row("fetched", self.fetched.to_string());
+        row("delivered", self.delivered.to_string());
+        row("confirmed", self.confirmed.to_string());
+        row("skipped (done)", self.skipped.to_string());
+        if self.held > 0 {
+            row("held (unchanged)", self.held.to_string());
+        }
+        if self.waiting > 0 {
+            row("waiting at source", self.waiting.to_string());
+        }
+        for (reason, n) in &self.excluded {
+            row("excluded", format!("{n} ({reason})"));
+        }
+        row("rejected", self.rejected_total().to_string());
+        for (reason, n) in &self.rejected {
+            row(&format!("  {reason}"), n.to_string());
+        }
+        row("conflicts", self.conflicts.to_string());
+        row("failed (retry)", self.failed.to_string());
+        if !self.ping_transaction_ids.is_empty() {
+            row("PING transactions", self.ping_transaction_ids.join(", "));
+        }
+        let width = rows
+            .iter()
+            .map(|(label, _)| label.chars().count())
+            .max()
+            .unwrap_or(0);
         let dry = if self.dry_run {
             " (dry run: nothing written)"
         } else {
             ""
         };
         writeln!(f, "{}{dry}", self.flow)?;
-        if let Some(id) = &self.run_id {
-            writeln!(f, "  run id            {id}")?;
+        for (label, value) in &rows {
+            writeln!(f, "  {label:<width$}  {value}")?;
         }
-        writeln!(f, "  fetched           {}", self.fetched)?;
-        writeln!(f, "  delivered         {}", self.delivered)?;
-        writeln!(f, "  confirmed         {}", self.confirmed)?;
-        writeln!(f, "  skipped (done)    {}", self.skipped)?;
-        if self.waiting > 0 {
-            writeln!(f, "  waiting at source {}", self.waiting)?;
-        }
-        for (reason, n) in &self.excluded {
-            writeln!(f, "  excluded          {n} ({reason})")?;
-        }
-        writeln!(f, "  rejected          {}", self.rejected_total())?;
-        for (reason, n) in &self.rejected {
-            writeln!(f, "    {reason:<24}{n}")?;
-        }
-        writeln!(f, "  conflicts         {}", self.conflicts)?;
-        writeln!(f, "  failed (retry)    {}", self.failed)?;
         if self.interrupted {
             writeln!(
                 f,
                 "  interrupted by shutdown: the rest is picked up by the next run"
-            )?;
-        }
-        if !self.ping_transaction_ids.is_empty() {
-            writeln!(
-                f,
-                "  PING transactions {}",
-                self.ping_transaction_ids.join(", ")
             )?;
         }
         if !self.would_send.is_empty() {
@@ -222,7 +239,43 @@ mod tests {
         let c = r.counts();
         assert_eq!(c["rejected"], 2);
         assert_eq!(c["rejected:unmapped_intervention_type"], 2);
+        assert!(r.to_string().contains("unmapped_intervention_type"));
+    }
+
+    #[test]
+    fn labels_and_reason_codes_get_a_column_as_wide_as_the_longest() {
+        let mut r = Report::new("referrals-to-primero", false);
+        r.fetched = 24;
+        r.confirmed = 21;
+        r.held = 2;
+        r.rejected.insert("unmapped_intervention_type".into(), 1);
+        r.rejected.insert("missing_required_fields".into(), 12);
+        r.conflicts = 1;
+        r.excluded.insert("not_unhcr".into(), 3);
         let text = r.to_string();
-        assert!(text.contains("unmapped_intervention_type"));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "referrals-to-primero");
+        assert!(
+            lines.contains(&"    unmapped_intervention_type  1"),
+            "{text}"
+        );
+        assert!(
+            lines.contains(&"    missing_required_fields     12"),
+            "{text}"
+        );
+        assert!(
+            lines.contains(&"  held (unchanged)              2"),
+            "{text}"
+        );
+        // Every value starts in the same column.
+        let column = |l: &str| l.rfind("  ").map(|i| i + 2);
+        let first = column(lines[1]);
+        for l in &lines[1..] {
+            assert_eq!(column(l), first, "{l:?} in\n{text}");
+        }
+        assert!(
+            lines.contains(&"  excluded                      3 (not_unhcr)"),
+            "{text}"
+        );
     }
 }

@@ -506,12 +506,17 @@ async fn conflicts_and_rejections_do_not_stop_the_other_referrals() {
     // Nothing of the refused ones reached proGres (R7).
     assert!(ping_intervention(&env, &missing).await["progres_primerotransferstatus"].is_null());
 
-    // Unchanged source: skipped, not re-examined.
+    // Unchanged source: held (counted as still needing a person), not re-examined.
     env.clear_requests().await;
     let again = env.run(Flow::ReferralsToPrimero).await;
     assert_eq!(
-        (again.skipped, again.conflicts, again.rejected_total()),
-        (3, 0, 0)
+        (
+            again.held,
+            again.skipped,
+            again.conflicts,
+            again.rejected_total()
+        ),
+        (3, 0, 0, 0)
     );
     assert_eq!(requests(&env, false, "cases_list").await, 0);
 
@@ -536,7 +541,11 @@ async fn conflicts_and_rejections_do_not_stop_the_other_referrals() {
         .await
         .unwrap();
     let third = env.run(Flow::ReferralsToPrimero).await;
-    assert_eq!((third.confirmed, third.conflicts, third.skipped), (1, 1, 1));
+    // The unmapped type, unchanged, is still held.
+    assert_eq!(
+        (third.confirmed, third.conflicts, third.held, third.skipped),
+        (1, 1, 1, 0)
+    );
     assert_eq!(
         state_of(&env, F11, &missing).await,
         Some(RecordState::Confirmed)
@@ -1528,7 +1537,8 @@ async fn odd_decisions_are_rejected_or_counted_and_the_run_goes_on() {
         .try_run(Flow::DecisionsToProgres)
         .await
         .expect("odd identifiers and statuses do not end the run (R1)");
-    assert_eq!(report.confirmed, 1, "{report}");
+    // Applied by the synchronous ingestion: delivered and confirmed at once.
+    assert_eq!((report.delivered, report.confirmed), (1, 1), "{report}");
     assert_eq!(report.rejected.get("unknown_status"), Some(&2), "{report}");
     assert_eq!(report.rejected.get("malformed_identifier"), Some(&1));
     assert_eq!(report.excluded.get("malformed_identifier"), Some(&1));
@@ -1543,9 +1553,10 @@ async fn odd_decisions_are_rejected_or_counted_and_the_run_goes_on() {
         ping_intervention(&env, &lp).await["progres_primerotransferstatus"],
         json!(125080003)
     );
-    // Unchanged next run: nothing new.
+    // Unchanged next run: nothing new; the three refused decisions are held.
     let again = env.run(Flow::DecisionsToProgres).await;
     assert_eq!(again.rejected_total() + again.confirmed, 0, "{again}");
+    assert_eq!(again.held, 3, "{again}");
 }
 
 #[tokio::test]

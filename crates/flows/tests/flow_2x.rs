@@ -280,7 +280,7 @@ async fn incomplete_caseworker_is_rejected_by_default() {
     // Rejected and unchanged: the next run leaves it alone.
     let again = env.run(F21).await;
     assert_eq!(again.rejected_total(), 0, "{again}");
-    assert_eq!(again.skipped, 1, "{again}");
+    assert_eq!((again.held, again.skipped), (1, 0), "{again}");
 }
 
 #[tokio::test]
@@ -432,6 +432,9 @@ async fn an_unknown_status_code_is_rejected_never_accepted() {
         json!("in_progress")
     );
     assert_eq!(ping_calls(&env, "data").await, 0);
+    // The next run finds the same code: held, not rejected again.
+    let again = env.run(F22).await;
+    assert_eq!((again.held, again.rejected_total()), (1, 0), "{again}");
 }
 
 #[tokio::test]

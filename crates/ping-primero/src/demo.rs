@@ -308,6 +308,9 @@ fn counts_line(r: &Report) -> String {
         "fetched {}, delivered {}, confirmed {}, skipped {}",
         r.fetched, r.delivered, r.confirmed, r.skipped
     );
+    if r.held > 0 {
+        s.push_str(&format!(", held {}", r.held));
+    }
     if r.waiting > 0 {
         s.push_str(&format!(", waiting {}", r.waiting));
     }
@@ -564,12 +567,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 fn print_summary(reports: &[(Flow, Report)]) {
     println!("Summary");
     println!(
-        "  {:<26} {:>7} {:>9} {:>9} {:>7} {:>7} {:>8} {:>9} {:>6}",
+        "  {:<26} {:>7} {:>9} {:>9} {:>7} {:>4} {:>7} {:>8} {:>9} {:>6}",
         "flow",
         "fetched",
         "delivered",
         "confirmed",
         "skipped",
+        "held",
         "waiting",
         "rejected",
         "conflicts",
@@ -577,12 +581,13 @@ fn print_summary(reports: &[(Flow, Report)]) {
     );
     for (flow, r) in reports {
         println!(
-            "  {:<26} {:>7} {:>9} {:>9} {:>7} {:>7} {:>8} {:>9} {:>6}",
+            "  {:<26} {:>7} {:>9} {:>9} {:>7} {:>4} {:>7} {:>8} {:>9} {:>6}",
             format!("{} {}", flow.id(), flow.name()),
             r.fetched,
             r.delivered,
             r.confirmed,
             r.skipped,
+            r.held,
             r.waiting,
             r.rejected_total(),
             r.conflicts,

@@ -61,7 +61,7 @@ pub async fn run_once(config: Config, args: RunOnceArgs) -> anyhow::Result<bool>
         match result {
             Ok(r) => {
                 if !args.json {
-                    println!("{}", report_text(&r));
+                    println!("{r}");
                 }
                 reports.push(r);
             }
@@ -84,67 +84,6 @@ pub async fn run_once(config: Config, args: RunOnceArgs) -> anyhow::Result<bool>
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(errors.is_empty())
-}
-
-/// A report as `run-once` prints it: the flow, then one line per count with the labels
-/// (reason codes included, however long) in a column sized to the longest.
-pub fn report_text(r: &Report) -> String {
-    let mut rows: Vec<(String, String)> = Vec::new();
-    let mut row = |label: &str, value: String| rows.push((label.to_owned(), value));
-    if let Some(id) = &r.run_id {
-        row("run id", id.clone());
-    }
-    row("fetched", r.fetched.to_string());
-    row("delivered", r.delivered.to_string());
-    row("confirmed", r.confirmed.to_string());
-    row("skipped (done)", r.skipped.to_string());
-    if r.waiting > 0 {
-        row("waiting at source", r.waiting.to_string());
-    }
-    for (reason, n) in &r.excluded {
-        row("excluded", format!("{n} ({reason})"));
-    }
-    row("rejected", r.rejected_total().to_string());
-    for (reason, n) in &r.rejected {
-        row(&format!("  {reason}"), n.to_string());
-    }
-    row("conflicts", r.conflicts.to_string());
-    row("failed (retry)", r.failed.to_string());
-    if !r.ping_transaction_ids.is_empty() {
-        row("PING transactions", r.ping_transaction_ids.join(", "));
-    }
-    let width = rows
-        .iter()
-        .map(|(label, _)| label.chars().count())
-        .max()
-        .unwrap_or(0);
-    let mut out = format!(
-        "{}{}\n",
-        r.flow,
-        if r.dry_run {
-            " (dry run: nothing written)"
-        } else {
-            ""
-        }
-    );
-    for (label, value) in &rows {
-        out.push_str(&format!("  {label:<width$}  {value}\n"));
-    }
-    if r.interrupted {
-        out.push_str("  interrupted by shutdown: the rest is picked up by the next run\n");
-    }
-    if !r.would_send.is_empty() {
-        out.push_str("  would send:\n");
-        for p in &r.would_send {
-            out.push_str(&format!(
-                "    {} {}: {}\n",
-                p.action,
-                p.key,
-                p.fields.join(", ")
-            ));
-        }
-    }
-    out
 }
 
 /// `status`: one block per flow.
@@ -217,41 +156,4 @@ pub async fn status(config: Config, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn report_labels_and_reason_codes_get_a_column_as_wide_as_the_longest() {
-        let mut r = Report::new("referrals-to-primero", false);
-        r.fetched = 24;
-        r.confirmed = 21;
-        r.rejected.insert("unmapped_intervention_type".into(), 1);
-        r.rejected.insert("missing_required_fields".into(), 12);
-        r.conflicts = 1;
-        r.excluded.insert("not_unhcr".into(), 3);
-        let text = report_text(&r);
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "referrals-to-primero");
-        assert!(
-            lines.contains(&"    unmapped_intervention_type  1"),
-            "{text}"
-        );
-        assert!(
-            lines.contains(&"    missing_required_fields     12"),
-            "{text}"
-        );
-        // Every value starts in the same column.
-        let column = |l: &str| l.rfind("  ").map(|i| i + 2);
-        let first = column(lines[1]);
-        for l in &lines[1..] {
-            assert_eq!(column(l), first, "{l:?} in\n{text}");
-        }
-        assert!(
-            lines.contains(&"  excluded                      3 (not_unhcr)"),
-            "{text}"
-        );
-    }
 }

@@ -103,9 +103,9 @@ fn demo_runs_the_four_flows_and_lists_what_needs_a_person() {
     let r21 = summary_row(&stdout, "2.1", "referrals-to-progres");
     let r22 = summary_row(&stdout, "2.2", "decisions-to-primero");
     for r in [&r11, &r12, &r21, &r22] {
-        assert_eq!(r.len(), 8, "eight counts per row");
+        assert_eq!(r.len(), 9, "nine counts per row");
     }
-    let (fetched, confirmed, rejected, conflicts) = (0, 2, 5, 6);
+    let (fetched, delivered, confirmed, rejected, conflicts) = (0, 1, 2, 6, 7);
     // The seed line counts what was seeded, planted problems included: 2.1 reads every
     // service referred to UNHCR.
     let seeded = stdout
@@ -132,6 +132,10 @@ fn demo_runs_the_four_flows_and_lists_what_needs_a_person() {
     );
     assert_eq!(r11[confirmed], 21, "1.1 delivers and confirms the rest");
     assert_eq!(r12[confirmed], 21, "1.2 sends back every Primero decision");
+    assert_eq!(
+        r12[delivered], 21,
+        "1.2's decisions are delivered and confirmed at once"
+    );
     assert!(
         r21[confirmed] >= 24,
         "2.1 delivers the services referred to UNHCR"
