@@ -33,8 +33,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use options::{
-    AsyncRepeat, AuthErrorBody, BatchMode, EmptyRecordCount, ErrorMode, IngestionErrorShape,
-    InvalidOptionCode, Options, PagingMode, ShippingProcesses, UnknownTransactionData,
+    AsyncRepeat, AuthErrorBody, BatchMode, CheckStatusItemKeys, EmptyRecordCount, ErrorMode,
+    IngestionErrorShape, InvalidOptionCode, Options, PagingMode, ShippingProcesses,
+    UnknownTransactionData,
 };
 pub use server::{RequestLogEntry, CHECKSTATUS_PATH, RETRIEVE_PATH, TOKEN_PATH};
 

@@ -125,6 +125,18 @@ pub enum UnknownTransactionData {
     Absent,
 }
 
+/// The keys of a processed check-status item besides its inner `Data` (spec §2.4: "other
+/// item keys UNKNOWN"; the only example shows `Data` between two unnamed keys).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatusItemKeys {
+    /// `ExternalId`, `Data`, `RecordStatus` (`Success`/`Failed`), `ErrorMessage` (default).
+    Named,
+    /// `Data` between two keys no client knows (`Key1`, `Key2`, both null): an item that
+    /// says nothing of its outcome.
+    DataOnly,
+}
+
 /// The body of a `/data` answer that reports failed records (spec §2.2 "Error body UNKNOWN",
 /// contract item 13 "error shape configurable (A)"). The HTTP status is the
 /// `ingestion_error_mode` switch.
@@ -204,6 +216,9 @@ pub struct Options {
     pub omit_transaction_id: bool,
     /// Check-status of an unknown `SPHTransactionId`: `Data: null` or no `Data` key.
     pub checkstatus_unknown_data: UnknownTransactionData,
+    /// Keys of a processed check-status item: named (`ExternalId`, `RecordStatus`,
+    /// `ErrorMessage`) or only the inner `Data`.
+    pub checkstatus_item_keys: CheckStatusItemKeys,
     /// Body of a `/data` answer with failed records: structured (`FailedRecords`) or a plain
     /// `ErrorMessage` naming the records.
     pub ingestion_error_shape: IngestionErrorShape,
@@ -245,6 +260,7 @@ impl Default for Options {
             async_repeat: AsyncRepeat::Duplicate,
             omit_transaction_id: false,
             checkstatus_unknown_data: UnknownTransactionData::Null,
+            checkstatus_item_keys: CheckStatusItemKeys::Named,
             ingestion_error_shape: IngestionErrorShape::Structured,
             transfer_status_accepts_125080000: false,
             new_referral_status: crate::model::REFERRAL_STATUS_NEW,
@@ -289,6 +305,7 @@ impl std::fmt::Debug for Options {
             .field("async_repeat", &self.async_repeat)
             .field("omit_transaction_id", &self.omit_transaction_id)
             .field("checkstatus_unknown_data", &self.checkstatus_unknown_data)
+            .field("checkstatus_item_keys", &self.checkstatus_item_keys)
             .field("ingestion_error_shape", &self.ingestion_error_shape)
             .field(
                 "transfer_status_accepts_125080000",

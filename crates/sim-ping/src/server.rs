@@ -19,8 +19,8 @@ use crate::conn::ConnHandle;
 use crate::faults::{FaultSet, Terminal};
 use crate::ingest::{check_data_array, process_batch, IngestKind};
 use crate::options::{
-    AuthErrorBody, EmptyRecordCount, ErrorMode, IngestionErrorShape, Options, PagingMode,
-    UnknownTransactionData,
+    AuthErrorBody, CheckStatusItemKeys, EmptyRecordCount, ErrorMode, IngestionErrorShape, Options,
+    PagingMode, UnknownTransactionData,
 };
 use crate::rows::{make_cookie, page, read_cookie, Cookie, PageStart, RetrieveKind};
 use crate::store::{Store, Transaction, TxStatus};
@@ -920,23 +920,22 @@ pub(crate) fn process_async(sh: &Shared, txid: &str, kind: IngestKind) {
 
 /// Serializes items as the legacy malformed string: inner `Data` objects are embedded as
 /// `"{"k":"v"}"` with unescaped quotes, never as an item's last key (item 17).
-fn legacy_data_string(items: &[crate::store::ItemResult]) -> String {
+fn legacy_data_string(items: &[crate::store::ItemResult], keys: CheckStatusItemKeys) -> String {
     let mut s = String::from("[");
     for (i, it) in items.iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
+        if keys == CheckStatusItemKeys::DataOnly {
+            s.push_str("{\"Key1\":null,\"Data\":\"{");
+            push_inner(&mut s, &it.data);
+            s.push_str("}\",\"Key2\":null}");
+            continue;
+        }
         s.push_str("{\"ExternalId\":");
         s.push_str(&it.external_id.to_string());
         s.push_str(",\"Data\":\"{");
-        for (j, (k, v)) in it.data.iter().enumerate() {
-            if j > 0 {
-                s.push(',');
-            }
-            s.push_str(&Value::String(k.clone()).to_string());
-            s.push(':');
-            s.push_str(&v.to_string());
-        }
+        push_inner(&mut s, &it.data);
         s.push_str("}\",\"RecordStatus\":");
         s.push_str(if it.success {
             "\"Success\""
@@ -949,6 +948,18 @@ fn legacy_data_string(items: &[crate::store::ItemResult]) -> String {
     }
     s.push(']');
     s
+}
+
+/// An inner `Data` object's members, quotes unescaped (the legacy malformed string).
+fn push_inner(s: &mut String, data: &serde_json::Map<String, Value>) {
+    for (j, (k, v)) in data.iter().enumerate() {
+        if j > 0 {
+            s.push(',');
+        }
+        s.push_str(&Value::String(k.clone()).to_string());
+        s.push(':');
+        s.push_str(&v.to_string());
+    }
 }
 
 /// `POST /primes/ingestion/checkstatus/v1/pingdata` (items 16-17).
@@ -997,9 +1008,14 @@ async fn checkstatus(State(sh): State<Arc<Shared>>, headers: HeaderMap, body: By
         }
         Some(tx) => {
             let data = if opts.checkstatus_legacy_malformed {
-                Value::String(legacy_data_string(&tx.items))
+                Value::String(legacy_data_string(&tx.items, opts.checkstatus_item_keys))
             } else {
-                Value::Array(tx.items.iter().map(|i| i.to_json()).collect())
+                Value::Array(
+                    tx.items
+                        .iter()
+                        .map(|i| i.to_json(opts.checkstatus_item_keys))
+                        .collect(),
+                )
             };
             json!({"SPHTransactionId": id, "Status": "Processed", "ErrorMessage": tx.error_message, "Data": data})
         }

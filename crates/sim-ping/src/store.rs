@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 
 use crate::model::{InteropReferral, Intervention, SeedDoc};
+use crate::options::CheckStatusItemKeys;
 
 /// Processing state of a PING transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,14 +47,22 @@ pub(crate) struct Transaction {
 }
 
 impl ItemResult {
-    /// Check-status item: `ExternalId`, `Data`, `RecordStatus`, `ErrorMessage` (Data never last).
-    pub fn to_json(&self) -> Value {
-        json!({
-            "ExternalId": self.external_id,
-            "Data": Value::Object(self.data.clone()),
-            "RecordStatus": if self.success { "Success" } else { "Failed" },
-            "ErrorMessage": self.error,
-        })
+    /// Check-status item: `ExternalId`, `Data`, `RecordStatus`, `ErrorMessage` (Data never
+    /// last), or under `data_only` the inner `Data` between two unnamed null keys.
+    pub fn to_json(&self, keys: CheckStatusItemKeys) -> Value {
+        match keys {
+            CheckStatusItemKeys::Named => json!({
+                "ExternalId": self.external_id,
+                "Data": Value::Object(self.data.clone()),
+                "RecordStatus": if self.success { "Success" } else { "Failed" },
+                "ErrorMessage": self.error,
+            }),
+            CheckStatusItemKeys::DataOnly => json!({
+                "Key1": null,
+                "Data": Value::Object(self.data.clone()),
+                "Key2": null,
+            }),
+        }
     }
 }
 
@@ -66,7 +75,11 @@ impl Transaction {
             "received_at": self.received_at,
             "Status": match self.status { TxStatus::Pending => "Pending", TxStatus::Processed => "Processed" },
             "ErrorMessage": self.error_message,
-            "records": self.items.iter().map(ItemResult::to_json).collect::<Vec<_>>(),
+            "records": self
+                .items
+                .iter()
+                .map(|i| i.to_json(CheckStatusItemKeys::Named))
+                .collect::<Vec<_>>(),
         })
     }
 }

@@ -2,7 +2,8 @@
 //! `bearer_error_body` (the 401 to a missing, unknown or expired token: APIM's JSON or an
 //! empty body, item 3), `token_error_body` (the token endpoint's 400: B2C's JSON or an empty
 //! body, item 1) and `checkstatus_unknown_data` (check-status of an unknown transaction:
-//! `Data: null` or no `Data` key, item 16). Each test checks the default, the other value,
+//! `Data: null` or no `Data` key, item 16) and `checkstatus_item_keys` (a processed item's
+//! keys besides `Data`, spec §2.4). Each test checks the default, the other value,
 //! and that the answers the switch is not about keep their shape.
 
 mod common;
@@ -11,7 +12,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::*;
-use pp_sim_ping::{AuthErrorBody, Options, UnknownTransactionData};
+use pp_sim_ping::{AuthErrorBody, BatchMode, Options, UnknownTransactionData};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -209,4 +210,66 @@ async fn checkstatus_unknown_data_is_null_or_absent() {
         )
         .await;
     assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn checkstatus_item_keys_data_only_leaves_every_item_without_an_outcome() {
+    let s = start_with(Options {
+        checkstatus_legacy_malformed: false,
+        async_delay_ms: 0,
+        batch_mode: BatchMode::Partial,
+        ..Options::default()
+    })
+    .await;
+    // One record PING accepts, one it refuses (an invalid option code).
+    let records = json!([
+        incoming_record("case-a", "svc-a", "125080000"),
+        incoming_record("case-b", "svc-b", "Unknown")
+    ]);
+    let (_, accepted) = s.ingest_async(records.clone()).await;
+    let named = s
+        .wait_processed(accepted["SPHTransactionId"].as_str().unwrap())
+        .await;
+    // Default: every item names its record and its outcome.
+    let outcomes: Vec<&Value> = named["Data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["RecordStatus"])
+        .collect();
+    assert_eq!(outcomes, [&json!("Success"), &json!("Failed")]);
+
+    s.set_options(json!({"checkstatus_item_keys": "data_only"}))
+        .await;
+    let (_, again) = s.ingest_async(records).await;
+    let bare = s
+        .wait_processed(again["SPHTransactionId"].as_str().unwrap())
+        .await;
+    let items = bare["Data"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    for item in items {
+        let keys: BTreeSet<&str> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, BTreeSet::from(["Key1", "Data", "Key2"]), "{item}");
+        assert!(item["Data"].is_object(), "{item}");
+    }
+    // The transaction's own keys keep their shape.
+    assert_eq!(bare["Status"], "Processed");
+
+    // The legacy malformed string carries the same items: no outcome, no ExternalId.
+    s.set_options(json!({"checkstatus_legacy_malformed": true}))
+        .await;
+    let (_, text) = s
+        .checkstatus(again["SPHTransactionId"].as_str().unwrap())
+        .await;
+    let data = text["Data"].as_str().expect("the legacy string");
+    assert!(data.starts_with("[{\"Key1\":null,\"Data\":\"{"), "{data}");
+    assert!(
+        !data.contains("RecordStatus") && !data.contains("ExternalId"),
+        "{data}"
+    );
 }
