@@ -173,6 +173,31 @@ async fn two_referred_services_become_confirmed_interop_referrals_once() {
 }
 
 #[tokio::test]
+async fn check_status_items_that_state_no_outcome_confirm_nothing() {
+    // Which keys a processed check-status item carries besides its inner Data is UNKNOWN
+    // (ping-api.md 2.4). Items that name no status and no error must not be read as success.
+    let env = TestEnv::start().await;
+    env.ping_post(
+        "/_sim/options",
+        json!({"checkstatus_item_keys": "data_only"}),
+    )
+    .await;
+    let case = refer(&env, json!({})).await;
+    let uid = &service_ids(&case)[0];
+
+    let report = env.run(F21).await;
+    assert_eq!((report.delivered, report.confirmed), (1, 0), "{report}");
+    let rec = record(&env, F21, uid).await;
+    assert_eq!(rec.state, RecordState::Delivered);
+    assert_eq!(rec.reason_code.as_deref(), Some("check_status_no_result"));
+    // PING did create it, and it is not sent again while it waits for a result.
+    assert_eq!(interop_referrals(&env).await.len(), 1);
+    let again = env.run(F21).await;
+    assert_eq!((again.delivered, again.confirmed), (0, 0), "{again}");
+    assert_eq!(ping_calls(&env, "asyncdata").await, 1);
+}
+
+#[tokio::test]
 async fn agency_matching_is_case_insensitive_and_unmapped_service_types_are_rejected() {
     let env = TestEnv::start().await;
     let case = refer(

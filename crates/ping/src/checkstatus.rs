@@ -26,7 +26,11 @@ pub enum CheckStatus {
     Pending,
     /// PING does not know the transaction (`Data` null or absent).
     Unknown,
-    /// Processed: one result per record.
+    /// Processed: one result per item that states its outcome. The keys of an item besides
+    /// its inner `Data` are UNKNOWN (ping-api.md §2.4): an item with neither a status
+    /// (`RecordStatus`, or `Status`) nor an `ErrorMessage` key says nothing of its outcome
+    /// and is left out, so that no record is taken as applied on the strength of a silence;
+    /// the caller sees no result for it.
     Processed(Vec<RecordResult>),
 }
 
@@ -243,22 +247,27 @@ fn is_identifier_like_id(v: &str) -> bool {
                 .all(|c| c.is_ascii_alphanumeric() || "-_#".contains(c)))
 }
 
-fn parse_item(item: &Value) -> Result<RecordResult, PingError> {
+/// One item of a processed transaction; `None` when it states no outcome (see
+/// [`CheckStatus::Processed`]).
+fn parse_item(item: &Value) -> Result<Option<RecordResult>, PingError> {
     if !item.is_object() {
         return Err(PingError::Unexpected {
             detail: "a check-status item is not an object".into(),
         });
     }
     let external_id = get_ci(item, "ExternalId").map(text_of).unwrap_or_default();
-    let message = get_ci(item, "ErrorMessage").and_then(|v| match v {
+    let message_key = get_ci(item, "ErrorMessage");
+    let status_key = get_ci(item, "RecordStatus").or_else(|| get_ci(item, "Status"));
+    if message_key.is_none() && status_key.is_none() {
+        return Ok(None);
+    }
+    let message = message_key.and_then(|v| match v {
         Value::Null => None,
         Value::String(s) if s.trim().is_empty() => None,
         Value::String(s) => Some(mask_message(s)),
         other => Some(mask_message(&other.to_string())),
     });
-    let status = get_ci(item, "RecordStatus")
-        .or_else(|| get_ci(item, "Status"))
-        .and_then(Value::as_str);
+    let status = status_key.and_then(Value::as_str);
     let success = match status {
         Some(s) => {
             let s = s.trim();
@@ -282,12 +291,12 @@ fn parse_item(item: &Value) -> Result<RecordResult, PingError> {
         Some(v) => system_ids(v),
         None => BTreeMap::new(),
     };
-    Ok(RecordResult {
+    Ok(Some(RecordResult {
         external_id,
         success,
         message,
         data,
-    })
+    }))
 }
 
 /// Reads a check-status response body (HTTP 2xx).
@@ -328,10 +337,20 @@ pub fn parse_check_status(body: &Value) -> Result<CheckStatus, PingError> {
     if items.is_empty() && !is_processed(status) {
         return Ok(CheckStatus::Pending);
     }
-    let results = items
+    let total = items.len();
+    let results: Vec<RecordResult> = items
         .into_iter()
         .map(parse_item)
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    if results.len() < total {
+        tracing::warn!(
+            unstated = total - results.len(),
+            "check-status items without a status or an error message were not read as results"
+        );
+    }
     Ok(CheckStatus::Processed(results))
 }
 
@@ -440,5 +459,33 @@ mod tests {
         assert!(!r[1].success);
         let m = r[1].message.as_deref().unwrap();
         assert!(m.contains("progres_pocsex") && !m.contains("Unknown"));
+    }
+
+    #[test]
+    fn an_item_that_states_no_outcome_is_no_result() {
+        let body = json!({"SPHTransactionId":"t","Status":"Processed","ErrorMessage":null,
+        "Data": [
+            // The spec's example: Data between two keys nobody knows.
+            {"Key1": null, "Data": {"progres_orgreferralid": "s1"}, "Key2": null},
+            // An explicit empty error message states that nothing went wrong.
+            {"ExternalId": "c2", "Data": {"progres_orgreferralid": "s2"}, "ErrorMessage": null},
+            {"ExternalId": "c3", "Data": {}, "ErrorMessage": "Invalid value for progres_pocsex"},
+            {"ExternalId": "c4", "Data": {}, "Status": "Failed"}
+        ]});
+        let CheckStatus::Processed(r) = parse_check_status(&body).unwrap() else {
+            panic!("not processed")
+        };
+        let read: Vec<(&str, bool)> = r
+            .iter()
+            .map(|x| (x.external_id.as_str(), x.success))
+            .collect();
+        assert_eq!(read, [("c2", true), ("c3", false), ("c4", false)]);
+        // The same through the legacy malformed string.
+        let body = json!({"SPHTransactionId":"t","Status":"Processed","ErrorMessage":null,
+            "Data": r#"[{"Key1":null,"Data":"{"progres_orgreferralid":"s1"}","Key2":null}]"#});
+        assert_eq!(
+            parse_check_status(&body).unwrap(),
+            CheckStatus::Processed(Vec::new())
+        );
     }
 }
