@@ -302,17 +302,73 @@ pub struct LedgerConfig {
 }
 
 impl LedgerConfig {
-    /// The URL with any password replaced by `***`, for logs and `check-config`.
+    /// The URL with any password replaced by `***`, for logs, error lines and `check-config`:
+    /// the user-info password and a `password` query parameter (which sqlx also accepts). A
+    /// URL that does not parse (a password with an unencoded `#`, `/` or `?` does that) is
+    /// shown as its scheme only, since where its password ends cannot be told.
     pub fn redacted_url(&self) -> String {
-        let raw = self.url.expose_secret();
-        match Url::parse(raw) {
-            Ok(mut u) if u.password().is_some() => {
-                // Setting a password only fails on URLs without a host, which have none.
-                let _ = u.set_password(Some("***"));
-                u.to_string()
-            }
-            _ => raw.to_owned(),
-        }
+        redact_url(self.url.expose_secret())
+    }
+}
+
+fn redact_url(raw: &str) -> String {
+    let Ok(mut u) = Url::parse(raw) else {
+        return match ["postgresql", "postgres", "sqlite"]
+            .into_iter()
+            .find(|s| raw.starts_with(&format!("{s}:")))
+        {
+            Some(scheme) => format!("{scheme}://*** (not a valid URL)"),
+            None => "*** (not a valid URL)".to_owned(),
+        };
+    };
+    if u.password().is_some() {
+        // Setting a password only fails on URLs without a host, which have none.
+        let _ = u.set_password(Some("***"));
+    }
+    let is_password = |k: &str| k.eq_ignore_ascii_case("password");
+    if u.query_pairs().any(|(k, _)| is_password(&k)) {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if is_password(&k) {
+                    "***".to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn no_password_survives_redaction() {
+        assert_eq!(
+            redact_url("postgres://pp:s3cret@db:5432/pp"),
+            "postgres://pp:***@db:5432/pp"
+        );
+        // An unencoded '#' makes the URL unparseable: only the scheme is shown.
+        let shown = redact_url("postgres://pp:ab#cd@db/pp");
+        assert_eq!(shown, "postgres://*** (not a valid URL)");
+        let shown = redact_url("postgresql://pp:a/b?c@db/pp");
+        assert!(!shown.contains("a/b") && !shown.contains("pp:"), "{shown}");
+        assert_eq!(redact_url("s3cret-without-scheme"), "*** (not a valid URL)");
+        // A password given as a query parameter.
+        let shown = redact_url("postgres://pp@db/pp?sslmode=require&password=s3cret");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("password=***") && shown.contains("sslmode=require"),
+            "{shown}"
+        );
+        // Nothing to hide: unchanged.
+        assert_eq!(redact_url("sqlite://ledger.db"), "sqlite://ledger.db");
+        assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
     }
 }
 
