@@ -39,6 +39,13 @@ use db::Pool;
 /// Reason code given to records an operator re-queued with [`Ledger::retry`].
 pub const OPERATOR_RETRY: &str = "operator_retry";
 
+/// How long opening a PostgreSQL ledger keeps trying (a server still starting up refuses
+/// connections for a while), and how long a query waits for a free connection.
+const POSTGRES_PATIENCE: Duration = Duration::from_secs(30);
+
+/// How long the one direct connection that names the cause of a failed opening may take.
+const CAUSE_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a SQLite connection waits for another writer before giving up.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -59,6 +66,12 @@ impl Ledger {
     /// (one private in-memory database, one connection), or `postgres://...` /
     /// `postgresql://...` (a `?options=-c search_path=<schema>` parameter selects a schema).
     pub async fn connect(url: &str) -> Result<Ledger, LedgerError> {
+        Ledger::connect_within(url, POSTGRES_PATIENCE).await
+    }
+
+    /// [`Ledger::connect`], with how long a PostgreSQL ledger keeps trying to connect (and a
+    /// query waits for a free connection) instead of 30 s.
+    pub async fn connect_within(url: &str, patience: Duration) -> Result<Ledger, LedgerError> {
         let scheme = url.split(':').next().unwrap_or_default();
         let pool = match scheme {
             "sqlite" => {
@@ -83,19 +96,29 @@ impl Ledger {
             }
             "postgres" | "postgresql" => {
                 let options = PgConnectOptions::from_str(url)?;
-                // The pool retries a refused connection until its acquire timeout and then
-                // says only "pool timed out": one direct connection first reports the cause
-                // (refused, unknown host, authentication) at once.
-                sqlx::Connection::close(
-                    <sqlx::PgConnection as sqlx::Connection>::connect_with(&options).await?,
-                )
-                .await?;
-                Pool::Pg(
-                    PgPoolOptions::new()
-                        .max_connections(8)
-                        .connect_with(options)
-                        .await?,
-                )
+                let opened = PgPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(patience)
+                    .connect_with(options.clone())
+                    .await;
+                match opened {
+                    Ok(pool) => Pool::Pg(pool),
+                    // The pool retries what may pass (a refused connection, a server starting
+                    // up) until `patience`, then says only "pool timed out": one direct
+                    // attempt names the cause (refused, unknown host, authentication).
+                    Err(sqlx::Error::PoolTimedOut) => {
+                        let probe = tokio::time::timeout(
+                            CAUSE_PROBE_TIMEOUT,
+                            <sqlx::PgConnection as sqlx::Connection>::connect_with(&options),
+                        )
+                        .await;
+                        return Err(match probe {
+                            Ok(Err(cause)) => cause.into(),
+                            _ => sqlx::Error::PoolTimedOut.into(),
+                        });
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             other => {
                 return Err(LedgerError::UnsupportedUrl {
