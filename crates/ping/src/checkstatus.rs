@@ -27,10 +27,10 @@ pub enum CheckStatus {
     /// PING does not know the transaction (`Data` null or absent).
     Unknown,
     /// Processed: one result per item that states its outcome. The keys of an item besides
-    /// its inner `Data` are UNKNOWN (ping-api.md §2.4): an item with neither a status
-    /// (`RecordStatus`, or `Status`) nor an `ErrorMessage` key says nothing of its outcome
-    /// and is left out, so that no record is taken as applied on the strength of a silence;
-    /// the caller sees no result for it.
+    /// its inner `Data` are UNKNOWN (ping-api.md §2.4): an item without a status word
+    /// (`RecordStatus`, or `Status`) and without an error message (`ErrorMessage`) says
+    /// nothing of its outcome and is left out, so that no record is taken as applied on the
+    /// strength of a silence; the caller sees no result for it.
     Processed(Vec<RecordResult>),
 }
 
@@ -256,26 +256,25 @@ fn parse_item(item: &Value) -> Result<Option<RecordResult>, PingError> {
         });
     }
     let external_id = get_ci(item, "ExternalId").map(text_of).unwrap_or_default();
-    let message_key = get_ci(item, "ErrorMessage");
-    let status_key = get_ci(item, "RecordStatus").or_else(|| get_ci(item, "Status"));
-    if message_key.is_none() && status_key.is_none() {
-        return Ok(None);
-    }
-    let message = message_key.and_then(|v| match v {
+    let message = get_ci(item, "ErrorMessage").and_then(|v| match v {
         Value::Null => None,
         Value::String(s) if s.trim().is_empty() => None,
         Value::String(s) => Some(mask_message(s)),
         other => Some(mask_message(&other.to_string())),
     });
-    let status = status_key.and_then(Value::as_str);
-    let success = match status {
-        Some(s) => {
-            let s = s.trim();
-            ["success", "succeeded", "successful", "processed"]
-                .iter()
-                .any(|w| s.eq_ignore_ascii_case(w))
-        }
-        None => message.is_none(),
+    let status = get_ci(item, "RecordStatus")
+        .or_else(|| get_ci(item, "Status"))
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    // An outcome is a status word, or else an error message (a failure). Neither (keys
+    // absent, null, blank or not text) says nothing: no result, never a success by default.
+    let success = match (status, &message) {
+        (Some(s), _) => ["success", "succeeded", "successful", "processed"]
+            .iter()
+            .any(|w| s.eq_ignore_ascii_case(w)),
+        (None, Some(_)) => false,
+        (None, None) => return Ok(None),
     };
     let data = match get_ci(item, "Data") {
         Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
@@ -467,10 +466,14 @@ mod tests {
         "Data": [
             // The spec's example: Data between two keys nobody knows.
             {"Key1": null, "Data": {"progres_orgreferralid": "s1"}, "Key2": null},
-            // An explicit empty error message states that nothing went wrong.
+            // Keys present but empty, or not text, say nothing either.
             {"ExternalId": "c2", "Data": {"progres_orgreferralid": "s2"}, "ErrorMessage": null},
+            {"ExternalId": "c5", "Data": {}, "RecordStatus": null},
+            {"ExternalId": "c6", "Data": {}, "RecordStatus": 1, "ErrorMessage": " "},
+            {"ExternalId": "c7", "Data": {}, "RecordStatus": "", "ErrorMessage": null},
             {"ExternalId": "c3", "Data": {}, "ErrorMessage": "Invalid value for progres_pocsex"},
-            {"ExternalId": "c4", "Data": {}, "Status": "Failed"}
+            {"ExternalId": "c4", "Data": {}, "Status": "Failed"},
+            {"ExternalId": "c8", "Data": {}, "RecordStatus": "Success", "ErrorMessage": null}
         ]});
         let CheckStatus::Processed(r) = parse_check_status(&body).unwrap() else {
             panic!("not processed")
@@ -479,7 +482,7 @@ mod tests {
             .iter()
             .map(|x| (x.external_id.as_str(), x.success))
             .collect();
-        assert_eq!(read, [("c2", true), ("c3", false), ("c4", false)]);
+        assert_eq!(read, [("c3", false), ("c4", false), ("c8", true)]);
         // The same through the legacy malformed string.
         let body = json!({"SPHTransactionId":"t","Status":"Processed","ErrorMessage":null,
             "Data": r#"[{"Key1":null,"Data":"{"progres_orgreferralid":"s1"}","Key2":null}]"#});
