@@ -72,7 +72,7 @@ pub fn daily_chart(
         if total == 1 { "outcome" } else { "outcomes" }
     );
     if total > 0 {
-        summary.push_str(" (a record counts once for each state it reached)");
+        summary.push_str(" (each change of state or reason of a record counts once)");
         summary.push_str(": ");
         let parts: Vec<String> = ordered(&totals)
             .into_iter()
@@ -200,7 +200,7 @@ mod tests {
         ];
         let svg = daily_chart("a", "referrals-to-primero", today, 30, &data);
         assert!(svg.contains(
-            "9 outcomes in the last 30 days (a record counts once for each state it reached): \
+            "9 outcomes in the last 30 days (each change of state or reason of a record counts once): \
              6 confirmed, 1 failed, 2 rejected."
         ));
         assert!(svg.contains("Outcomes per day of referrals-to-primero"));

@@ -242,7 +242,7 @@ async fn pages_show_the_seeded_ledger() {
     }
     assert!(overview.contains("<svg class=\"chart\""));
     assert!(overview.contains(
-        "3 outcomes in the last 30 days (a record counts once for each state it reached): \
+        "3 outcomes in the last 30 days (each change of state or reason of a record counts once): \
          1 confirmed, 1 conflict, 1 rejected."
     ));
     assert!(overview.contains("3 records in the ledger, by current state:"));
@@ -510,7 +510,7 @@ async fn the_overview_counts_each_record_once_and_calls_state_changes_outcomes()
     assert!(card.contains("<strong>2</strong> confirmed"), "{card}");
     assert!(card.contains("<strong>1</strong> rejected"), "{card}");
     assert!(
-        card.contains("5 outcomes in the last 30 days (a record counts once for each state it reached): 2 confirmed, 2 delivered, 1 rejected."),
+        card.contains("5 outcomes in the last 30 days (each change of state or reason of a record counts once): 2 confirmed, 2 delivered, 1 rejected."),
         "{card}"
     );
     assert!(!card.contains("5 records"), "{card}");
