@@ -74,7 +74,7 @@ static FLOWS_ARGS: [FlowsArg; 5] = [
 ];
 
 impl FlowsArg {
-    /// The flows, in run order (referrals before decisions).
+    /// The flows, in the order 1.1, 1.2, 2.1, 2.2.
     pub fn flows(self) -> Vec<Flow> {
         match self {
             FlowsArg::One(f) => vec![f],
