@@ -6,14 +6,14 @@
 //! Hand-made cursors show that each mode is really in force, and that `cookie_and_page`
 //! refuses a wrong or missing cookie.
 
-use std::collections::BTreeSet;
-use std::time::Duration;
+mod common;
 
-use pp_http::{HttpSettings, RetryPolicy};
-use pp_ping::{shp, NextPage, PingClient, PingError, PingSettings, Row};
+use common::client;
+use std::collections::BTreeSet;
+
+use pp_ping::{shp, NextPage, PingClient, PingError, Row};
 use pp_sim_ping::scenario::{generate, ScenarioOptions};
 use pp_sim_ping::{Options, SimHandle};
-use secrecy::SecretString;
 use serde_json::{json, Value};
 
 const PAGE: usize = 3;
@@ -35,31 +35,6 @@ async fn start(mode: &str) -> SimHandle {
     sim.set_options(&json!({"paging_mode": mode}))
         .expect("paging_mode accepted");
     sim
-}
-
-fn client(sim: &SimHandle) -> PingClient {
-    let mut s = PingSettings::new(
-        sim.base_url().parse().unwrap(),
-        sim.token_url().parse().unwrap(),
-        "ping-primero-sim",
-        "ping.partner@sim.local",
-        SecretString::from("sim-ping-password"),
-        SecretString::from("sim-subscription-key"),
-        "PNR-1363",
-        "INT-1436",
-    );
-    s.http = HttpSettings {
-        connect_timeout: Duration::from_secs(2),
-        request_timeout: Duration::from_secs(5),
-        max_concurrency: 4,
-        retry: RetryPolicy {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_secs(1),
-            max_elapsed: Duration::from_secs(10),
-        },
-    };
-    PingClient::new(s).expect("valid settings")
 }
 
 /// Ids of the seeded records: (LP intervention ids, interoperability referral ids).

@@ -5,10 +5,13 @@
 //! reach PING's processing, and ingestion answers without `SPHTransactionId` (transient for
 //! `/asyncdata`, a success without a transaction id for `/data`).
 
+mod common;
+
+use common::{lp_ids, PASSWORD, SUB_KEY, USERNAME};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use pp_http::{ErrorClass, HttpSettings, RetryPolicy};
+use pp_http::{ErrorClass, RetryPolicy};
 use pp_ping::{
     shp, CheckStatus, DecisionDetail, DecisionListRow, FromRow, IngestRecord,
     InterventionDetailRow, PendingReferral, PingClient, PingError, PingSettings,
@@ -18,9 +21,6 @@ use pp_sim_ping::{Options, SimHandle};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 
-const PASSWORD: &str = "sim-ping-password";
-const SUB_KEY: &str = "sim-subscription-key";
-const USERNAME: &str = "ping.partner@sim.local";
 const BUSINESS_UNIT: &str = "577ccdf6-86de-e811-80d8-001dd8b71fe3";
 
 async fn start(count: usize, count_referrals: usize) -> SimHandle {
@@ -40,26 +40,14 @@ async fn start(count: usize, count_referrals: usize) -> SimHandle {
 }
 
 fn settings(sim: &SimHandle) -> PingSettings {
-    let mut s = PingSettings::new(
-        sim.base_url().parse().unwrap(),
-        sim.token_url().parse().unwrap(),
-        "ping-primero-sim",
-        USERNAME,
-        SecretString::from(PASSWORD),
-        SecretString::from(SUB_KEY),
-        "PNR-1363",
-        "INT-1436",
-    );
-    s.http = HttpSettings {
-        connect_timeout: Duration::from_secs(2),
-        request_timeout: Duration::from_secs(3),
-        max_concurrency: 4,
-        retry: RetryPolicy {
-            max_attempts: 4,
-            initial_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_secs(3),
-            max_elapsed: Duration::from_secs(20),
-        },
+    let mut s = common::settings(sim, PASSWORD);
+    // More patience than the shared settings: the retry tests count on four attempts.
+    s.http.request_timeout = Duration::from_secs(3);
+    s.http.retry = RetryPolicy {
+        max_attempts: 4,
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_secs(3),
+        max_elapsed: Duration::from_secs(20),
     };
     s
 }
@@ -96,15 +84,6 @@ async fn requests(sim: &SimHandle, endpoint: &str) -> Vec<(Option<u16>, Option<S
                 e["shp"].as_str().map(str::to_string),
             )
         })
-        .collect()
-}
-
-fn lp_ids(sim: &SimHandle) -> Vec<String> {
-    sim.state_json()["interventions"]
-        .as_array()
-        .expect("interventions in state")
-        .iter()
-        .map(|i| i["progres_lpinterventionid"].as_str().unwrap().to_string())
         .collect()
 }
 

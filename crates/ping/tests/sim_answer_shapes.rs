@@ -10,13 +10,14 @@
 //!   (`bearer_error_body`, `token_error_body`, items 1 and 3): one new token after a 401, then
 //!   an authentication error, whatever the body.
 
-use std::time::Duration;
+mod common;
 
-use pp_http::{ErrorClass, HttpSettings, RetryPolicy};
-use pp_ping::{shp, CheckStatus, IngestRecord, PingClient, PingError, PingSettings};
+use common::{client, lp_ids, settings};
+
+use pp_http::ErrorClass;
+use pp_ping::{shp, CheckStatus, IngestRecord, PingClient, PingError};
 use pp_sim_ping::scenario::{generate, ScenarioOptions};
 use pp_sim_ping::{Options, SimHandle};
-use secrecy::SecretString;
 use serde_json::{json, Value};
 
 const BUSINESS_UNIT: &str = "577ccdf6-86de-e811-80d8-001dd8b71fe3";
@@ -40,50 +41,12 @@ async fn start(count: usize, patch: Value) -> SimHandle {
     sim
 }
 
-fn settings(sim: &SimHandle, password: &str) -> PingSettings {
-    let mut s = PingSettings::new(
-        sim.base_url().parse().unwrap(),
-        sim.token_url().parse().unwrap(),
-        "ping-primero-sim",
-        "ping.partner@sim.local",
-        SecretString::from(password),
-        SecretString::from("sim-subscription-key"),
-        "PNR-1363",
-        "INT-1436",
-    );
-    s.http = HttpSettings {
-        connect_timeout: Duration::from_secs(2),
-        request_timeout: Duration::from_secs(5),
-        max_concurrency: 4,
-        retry: RetryPolicy {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_secs(1),
-            max_elapsed: Duration::from_secs(10),
-        },
-    };
-    s
-}
-
-fn client(sim: &SimHandle) -> PingClient {
-    PingClient::new(settings(sim, "sim-ping-password")).expect("valid settings")
-}
-
 /// Statuses of the logged requests to `endpoint`, in order.
 fn statuses(sim: &SimHandle, endpoint: &str) -> Vec<Option<u16>> {
     sim.requests()
         .into_iter()
         .filter(|e| e.endpoint == endpoint)
         .map(|e| e.status)
-        .collect()
-}
-
-fn lp_ids(sim: &SimHandle) -> Vec<String> {
-    sim.state_json()["interventions"]
-        .as_array()
-        .expect("interventions in state")
-        .iter()
-        .map(|i| i["progres_lpinterventionid"].as_str().unwrap().to_string())
         .collect()
 }
 
