@@ -151,14 +151,10 @@ async fn token_error_body_empty_answers_refused_credentials_with_an_empty_400() 
     assert_eq!(status, 400);
     let v: Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(v["error"], "invalid_grant");
-    let (status, _) = s
-        .control(
-            Method::POST,
-            "/_sim/options",
-            Some(json!({"token_error_body": "html"})),
-        )
-        .await;
-    assert_eq!(status, 400);
+    assert_eq!(
+        s.options_status(json!({"token_error_body": "html"})).await,
+        400
+    );
 }
 
 #[tokio::test]
@@ -202,14 +198,11 @@ async fn checkstatus_unknown_data_is_null_or_absent() {
     assert_eq!(pending["Status"], "Pending");
     assert_eq!(keys(&pending), all);
     assert_eq!(pending["Data"], json!([]));
-    let (status, _) = s
-        .control(
-            Method::POST,
-            "/_sim/options",
-            Some(json!({"checkstatus_unknown_data": "missing"})),
-        )
-        .await;
-    assert_eq!(status, 400);
+    assert_eq!(
+        s.options_status(json!({"checkstatus_unknown_data": "missing"}))
+            .await,
+        400
+    );
 }
 
 #[tokio::test]

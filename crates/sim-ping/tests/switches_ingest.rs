@@ -137,14 +137,7 @@ async fn async_repeat_duplicate_is_the_default_and_a_second_create_makes_a_secon
 async fn async_repeat_update_changes_the_stored_referral_and_adds_no_row() {
     let s = start_clean().await;
     // A value that is not a mode is refused and changes nothing.
-    let (status, _) = s
-        .control(
-            Method::POST,
-            "/_sim/options",
-            Some(json!({"async_repeat": "drop"})),
-        )
-        .await;
-    assert_eq!(status, 400);
+    assert_eq!(s.options_status(json!({"async_repeat": "drop"})).await, 400);
     assert_eq!(
         s.sim.options().async_repeat,
         pp_sim_ping::AsyncRepeat::Duplicate
@@ -540,14 +533,11 @@ async fn ingestion_error_shape_plain_names_the_failed_records_in_one_message() {
     assert_eq!(v["RecordCount"], 1);
 
     // Other values are refused.
-    let (status, _) = s
-        .control(
-            Method::POST,
-            "/_sim/options",
-            Some(json!({"ingestion_error_shape": "prose"})),
-        )
-        .await;
-    assert_eq!(status, 400);
+    assert_eq!(
+        s.options_status(json!({"ingestion_error_shape": "prose"}))
+            .await,
+        400
+    );
 }
 
 #[tokio::test]
@@ -664,13 +654,10 @@ async fn new_referral_status_is_the_status_shp_2731_gives_a_created_referral() {
     );
 
     // Not an integer: refused, nothing changes.
-    let (status, _) = s
-        .control(
-            Method::POST,
-            "/_sim/options",
-            Some(json!({"new_referral_status": "accepted"})),
-        )
-        .await;
-    assert_eq!(status, 400);
+    assert_eq!(
+        s.options_status(json!({"new_referral_status": "accepted"}))
+            .await,
+        400
+    );
     assert_eq!(s.sim.options().new_referral_status, 125080009);
 }

@@ -226,14 +226,11 @@ async fn paging_mode_is_a_documented_switch_with_today_as_default() {
         pp_sim_ping::PagingMode::CookieOnly
     );
     for bad in [json!("offset"), json!(2), json!(null)] {
-        let (st, _) = s
-            .control(
-                Method::POST,
-                "/_sim/options",
-                Some(json!({"paging_mode": bad})),
-            )
-            .await;
-        assert_eq!(st, 400, "{bad}");
+        assert_eq!(
+            s.options_status(json!({"paging_mode": bad})).await,
+            400,
+            "{bad}"
+        );
     }
     assert_eq!(
         s.sim.options().paging_mode,

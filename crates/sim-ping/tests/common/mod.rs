@@ -159,6 +159,13 @@ impl Sim {
         assert_eq!(s, 200, "{v}");
     }
 
+    /// The status `/_sim/options` answers to `patch` (400 for a value a switch does not take).
+    pub async fn options_status(&self, patch: Value) -> u16 {
+        self.control(reqwest::Method::POST, "/_sim/options", Some(patch))
+            .await
+            .0
+    }
+
     pub async fn seed(&self, doc: Value) {
         self.sim.seed(doc).await.expect("seed");
     }
