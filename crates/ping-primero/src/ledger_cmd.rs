@@ -556,6 +556,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn guards_behind_the_parser_still_refuse_as_usage_errors() {
+        // Clap refuses these first; the guards keep a caller that builds the command itself
+        // from re-queueing every record of the ledger or purging up to now.
+        let l = ledger_with_records().await;
+        let everything = LedgerCommand::Retry {
+            key: None,
+            flow: None,
+            state: None,
+            reason: None,
+            operator: None,
+        };
+        let e = execute(everything, &l, false, 30, Utc::now())
+            .await
+            .unwrap_err();
+        assert_eq!(crate::exit::code_of(&e), crate::exit::USAGE);
+        assert_eq!(
+            l.get(FLOWS[0], "lp-1").await.unwrap().unwrap().state,
+            RecordState::Rejected,
+            "nothing re-queued"
+        );
+        let zero = LedgerCommand::Purge {
+            older_than_days: None,
+        };
+        let e = execute(zero, &l, false, 0, Utc::now()).await.unwrap_err();
+        assert_eq!(crate::exit::code_of(&e), crate::exit::USAGE);
+    }
+
+    #[tokio::test]
     async fn list_show_retry_purge() {
         let l = ledger_with_records().await;
         let now = Utc::now();
