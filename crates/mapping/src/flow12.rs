@@ -207,7 +207,7 @@ pub struct CaseDecisions {
 pub fn decided_rows(case: &Case, is_unhcr: impl Fn(&str) -> bool) -> CaseDecisions {
     let mut out = CaseDecisions::default();
     let case_ok = is_ident(&case.id);
-    for row in case.services() {
+    for row in case.service_rows() {
         if !row.service_request_agency().is_some_and(&is_unhcr) {
             out.excluded.push(EXCLUDED_NOT_REQUESTED_BY_UNHCR);
             continue;
@@ -224,7 +224,7 @@ pub fn decided_rows(case: &Case, is_unhcr: impl Fn(&str) -> bool) -> CaseDecisio
             out.excluded.push(EXCLUDED_UNDECIDED);
             continue;
         };
-        let Some(unique_id) = row.unique_id.clone() else {
+        let Some(unique_id) = row.unique_id().map(str::to_owned) else {
             out.excluded.push(EXCLUDED_NO_UNIQUE_ID);
             continue;
         };

@@ -16,5 +16,7 @@ mod query;
 pub use auth::AuthMode;
 pub use client::{routes, CasePages, ListStats, PrimeroClient, PrimeroSettings, PAGE_SIZE, SYSTEM};
 pub use error::PrimeroError;
-pub use model::{Case, Referral, ReferralStatus, ServiceRow, TransitionOutcome, User, Users};
+pub use model::{
+    Case, Referral, ReferralStatus, ServiceRow, ServiceRowRef, TransitionOutcome, User, Users,
+};
 pub use query::{format_cursor, CaseQuery, OrderBy, SortDirection};

@@ -118,6 +118,18 @@ impl Case {
         }
     }
 
+    /// The rows of `services_section` (non-object rows skipped), in Primero's order, borrowed.
+    pub fn service_rows(&self) -> impl Iterator<Item = ServiceRowRef<'_>> {
+        let rows = match self.data.get("services_section") {
+            Some(Value::Array(rows)) => rows.as_slice(),
+            _ => &[],
+        };
+        rows.iter().filter_map(|r| match r {
+            Value::Object(fields) => Some(ServiceRowRef { fields }),
+            _ => None,
+        })
+    }
+
     /// The service row with this `unique_id`.
     pub fn service(&self, unique_id: &str) -> Option<ServiceRow> {
         self.services()
@@ -158,6 +170,40 @@ impl fmt::Debug for Case {
     }
 }
 
+/// The named string fields of a service row, for [`ServiceRow`] and [`ServiceRowRef`] alike
+/// (each has a `str_field`).
+macro_rules! service_row_accessors {
+    () => {
+        pub fn service_type(&self) -> Option<&str> {
+            self.str_field("service_type")
+        }
+        pub fn service_type_other(&self) -> Option<&str> {
+            self.str_field("service_type_other")
+        }
+        pub fn service_implementing_agency(&self) -> Option<&str> {
+            self.str_field("service_implementing_agency")
+        }
+        pub fn service_request_agency(&self) -> Option<&str> {
+            self.str_field("service_request_agency")
+        }
+        pub fn service_referral(&self) -> Option<&str> {
+            self.str_field("service_referral")
+        }
+        pub fn unhcr_referral_status(&self) -> Option<&str> {
+            self.str_field("unhcr_referral_status")
+        }
+        pub fn unhcr_referral_rejection_reason(&self) -> Option<&str> {
+            self.str_field("unhcr_referral_rejection_reason")
+        }
+        pub fn progres_interventionnumber(&self) -> Option<&str> {
+            self.str_field("progres_interventionnumber")
+        }
+        pub fn service_referral_notes(&self) -> Option<&str> {
+            self.str_field("service_referral_notes")
+        }
+    };
+}
+
 /// One row of a case's `services_section` subform.
 #[derive(Clone, PartialEq)]
 pub struct ServiceRow {
@@ -185,33 +231,7 @@ impl ServiceRow {
         self.fields.get(key)?.as_bool()
     }
 
-    pub fn service_type(&self) -> Option<&str> {
-        self.str_field("service_type")
-    }
-    pub fn service_type_other(&self) -> Option<&str> {
-        self.str_field("service_type_other")
-    }
-    pub fn service_implementing_agency(&self) -> Option<&str> {
-        self.str_field("service_implementing_agency")
-    }
-    pub fn service_request_agency(&self) -> Option<&str> {
-        self.str_field("service_request_agency")
-    }
-    pub fn service_referral(&self) -> Option<&str> {
-        self.str_field("service_referral")
-    }
-    pub fn unhcr_referral_status(&self) -> Option<&str> {
-        self.str_field("unhcr_referral_status")
-    }
-    pub fn unhcr_referral_rejection_reason(&self) -> Option<&str> {
-        self.str_field("unhcr_referral_rejection_reason")
-    }
-    pub fn progres_interventionnumber(&self) -> Option<&str> {
-        self.str_field("progres_interventionnumber")
-    }
-    pub fn service_referral_notes(&self) -> Option<&str> {
-        self.str_field("service_referral_notes")
-    }
+    service_row_accessors!();
 }
 
 impl fmt::Debug for ServiceRow {
@@ -219,6 +239,42 @@ impl fmt::Debug for ServiceRow {
         f.debug_struct("ServiceRow")
             .field("unique_id", &self.unique_id)
             .field("fields", &Keys(&self.fields))
+            .finish()
+    }
+}
+
+/// A row of a case's `services_section` as borrowed from the case: what [`ServiceRow`] offers,
+/// without copying the row (a listing of thousands of cases is picked over row by row, and
+/// most rows are passed over).
+#[derive(Clone, Copy)]
+pub struct ServiceRowRef<'a> {
+    fields: &'a Map<String, Value>,
+}
+
+impl<'a> ServiceRowRef<'a> {
+    /// The row's `unique_id`, if a non-blank string.
+    pub fn unique_id(&self) -> Option<&'a str> {
+        non_blank(self.fields.get("unique_id"))
+    }
+
+    /// A string field of the row; blank strings count as absent.
+    pub fn str_field(&self, key: &str) -> Option<&'a str> {
+        non_blank(self.fields.get(key))
+    }
+
+    /// The row, copied.
+    pub fn to_owned_row(&self) -> ServiceRow {
+        ServiceRow::from_fields(self.fields.clone())
+    }
+
+    service_row_accessors!();
+}
+
+impl fmt::Debug for ServiceRowRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceRowRef")
+            .field("unique_id", &self.unique_id())
+            .field("fields", &Keys(self.fields))
             .finish()
     }
 }
@@ -509,6 +565,38 @@ mod tests {
         assert_eq!(food.service_type(), Some("food"));
         assert_eq!(food.service_implementing_agency(), Some("UNHCR"));
         assert_eq!(food.bool_field("service_status_referred"), Some(true));
+    }
+
+    #[test]
+    fn borrowed_service_rows_read_as_the_copied_ones() {
+        let c = Case::from_json(serde_json::json!({
+            "id": "406b539a-e662-425e-810b-47e4fa7da496",
+            "services_section": [
+                {"unique_id": "a", "service_referral": "external_referral", "service_type": " "},
+                "not an object",
+                {"unique_id": "  ", "service_request_agency": "UNHCR"},
+                {"service_type": "food"}
+            ]
+        }))
+        .unwrap();
+        let copied = c.services();
+        let borrowed: Vec<ServiceRowRef<'_>> = c.service_rows().collect();
+        assert_eq!(
+            borrowed.len(),
+            3,
+            "the row that is not an object is skipped"
+        );
+        assert_eq!(borrowed.len(), copied.len());
+        for (b, o) in borrowed.iter().zip(&copied) {
+            assert_eq!(b.unique_id(), o.unique_id.as_deref());
+            assert_eq!(b.service_referral(), o.service_referral());
+            assert_eq!(b.service_request_agency(), o.service_request_agency());
+            assert_eq!(b.service_type(), o.service_type());
+            assert!(b.to_owned_row() == *o);
+        }
+        assert_eq!(borrowed[1].unique_id(), None, "a blank unique_id is absent");
+        assert_eq!(borrowed[0].service_type(), None, "a blank field is absent");
+        assert_eq!(borrowed[2].service_type(), Some("food"));
     }
 
     #[test]
