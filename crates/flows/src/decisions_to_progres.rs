@@ -737,8 +737,9 @@ async fn send_batch(
     page: u64,
     batch: Vec<Outgoing>,
 ) -> (u64, Vec<Outgoing>, IngestOutcomes) {
-    let records: Vec<IngestRecord> = batch.iter().map(|o| o.record.clone()).collect();
+    let records: Vec<&IngestRecord> = batch.iter().map(|o| &o.record).collect();
     let outcome = ingest_isolated(run, shp, &records).await;
+    drop(records);
     (page, batch, outcome)
 }
 

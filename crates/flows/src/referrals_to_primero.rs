@@ -39,6 +39,7 @@
 //! referral starts (concurrent deliveries share ledger transactions), so a crash loses
 //! nothing that happened.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -1336,10 +1337,10 @@ impl IngestOutcomes {
 /// those outcomes in the ledger before it ends the run with the error, so that no record PING
 /// applied is left pending (and sent again) and the run's report says what happened. Records
 /// left without an outcome were not applied.
-pub(crate) async fn ingest_isolated(
+pub(crate) async fn ingest_isolated<R: Borrow<IngestRecord> + Sync>(
     run: &RunCtx<'_>,
     shp: &str,
-    records: &[IngestRecord],
+    records: &[R],
 ) -> IngestOutcomes {
     let mut out = IngestOutcomes::default();
     if run.dry_run {
@@ -1350,7 +1351,7 @@ pub(crate) async fn ingest_isolated(
     let mut current: Vec<usize> = Vec::new();
     let mut ids: HashSet<String> = HashSet::new();
     for (i, r) in records.iter().enumerate() {
-        let id = external_id_key(&r.external_id);
+        let id = external_id_key(&r.borrow().external_id);
         if current.len() >= batch_size || ids.contains(&id) {
             queue.push(std::mem::take(&mut current));
             ids.clear();
@@ -1378,10 +1379,10 @@ pub(crate) async fn ingest_isolated(
 /// One batch of [`ingest_isolated`], split until every refused record is found. Sends
 /// nothing once `stop` is set; sets it (and returns the outcomes so far with the error) when
 /// PING refuses the credentials.
-async fn ingest_batch(
+async fn ingest_batch<R: Borrow<IngestRecord> + Sync>(
     run: &RunCtx<'_>,
     shp: &str,
-    records: &[IngestRecord],
+    records: &[R],
     set: Vec<usize>,
     stop: &AtomicBool,
 ) -> IngestOutcomes {
@@ -1392,7 +1393,7 @@ async fn ingest_batch(
             // Another batch met refused credentials: what is left is not sent.
             break;
         }
-        let batch: Vec<IngestRecord> = set.iter().map(|&i| records[i].clone()).collect();
+        let batch: Vec<&IngestRecord> = set.iter().map(|&i| records[i].borrow()).collect();
         match run.ctx.ping.ingest(shp, &batch).await {
             Ok(outcome) => {
                 if let Some(tx) = &outcome.transaction_id {
@@ -1403,8 +1404,9 @@ async fn ingest_batch(
                 // so none is taken as applied; the batch is split until the culprit is found
                 // (re-sending a keyed update is harmless).
                 let unmatched = outcome.failed.iter().any(|f| {
-                    !set.iter()
-                        .any(|&i| same_external_id(&f.external_id, &records[i].external_id))
+                    !set.iter().any(|&i| {
+                        same_external_id(&f.external_id, &records[i].borrow().external_id)
+                    })
                 });
                 if unmatched {
                     split_or_refuse(
@@ -1416,11 +1418,9 @@ async fn ingest_batch(
                     continue;
                 }
                 for &i in &set {
-                    match outcome
-                        .failed
-                        .iter()
-                        .find(|f| same_external_id(&f.external_id, &records[i].external_id))
-                    {
+                    match outcome.failed.iter().find(|f| {
+                        same_external_id(&f.external_id, &records[i].borrow().external_id)
+                    }) {
                         Some(f) => out.refused.push((i, f.message.clone())),
                         None => out.applied.push((i, outcome.transaction_id.clone())),
                     }
@@ -1436,7 +1436,7 @@ async fn ingest_batch(
                 let (named, rest): (Vec<usize>, Vec<usize>) = set.iter().partition(|&&i| {
                     failed
                         .iter()
-                        .any(|f| same_external_id(&f.external_id, &records[i].external_id))
+                        .any(|f| same_external_id(&f.external_id, &records[i].borrow().external_id))
                 });
                 if named.is_empty() {
                     split_or_refuse(
@@ -1449,7 +1449,9 @@ async fn ingest_batch(
                     for i in named {
                         let message = failed
                             .iter()
-                            .find(|f| same_external_id(&f.external_id, &records[i].external_id))
+                            .find(|f| {
+                                same_external_id(&f.external_id, &records[i].borrow().external_id)
+                            })
                             .map(|f| f.message.clone())
                             .unwrap_or_default();
                         out.refused.push((i, message));

@@ -9,6 +9,7 @@
 //! unknown. That a 429 or a 401 was answered before processing is an inference (the gateway
 //! answers them), not a documented fact.
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -574,10 +575,10 @@ impl PingClient {
     ///   `ExternalId`s, so that the caller rejects those and sends the rest again (R1).
     ///
     /// An empty `records` makes no call and returns an empty outcome.
-    pub async fn ingest(
+    pub async fn ingest<R: Borrow<IngestRecord>>(
         &self,
         shp: &str,
-        records: &[IngestRecord],
+        records: &[R],
     ) -> Result<IngestOutcome, PingError> {
         check_shp(shp)?;
         if records.is_empty() {
@@ -586,7 +587,7 @@ impl PingClient {
         let body = json!({
             "ShippingProcessId": shp,
             "InteropId": self.inner.settings.interop_id,
-            "Data": records.iter().map(|r| r.to_wire(true)).collect::<Vec<_>>(),
+            "Data": records.iter().map(|r| r.borrow().to_wire(true)).collect::<Vec<_>>(),
         });
         self.call(ROUTE_DATA, &self.inner.url_data, body, |reply| {
             let failed = parse_failed_records(&reply.body);
@@ -777,7 +778,7 @@ mod tests {
         let e = c.ingest_async("SHP-2731", &[]).await.unwrap_err();
         assert!(matches!(e, PingError::InvalidRequest { .. }));
         assert_eq!(
-            c.ingest("SHP-2748", &[]).await.unwrap(),
+            c.ingest::<IngestRecord>("SHP-2748", &[]).await.unwrap(),
             IngestOutcome::default()
         );
     }
