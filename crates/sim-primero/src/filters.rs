@@ -222,19 +222,21 @@ fn range_kind(lo: &Option<FVal>, hi: &Option<FVal>) -> RangeKind {
     }
 }
 
-/// Second precision, inclusive; a date bound covers its whole day.
+/// Second precision, inclusive; a date bound covers its whole day. Compares whole seconds
+/// since the epoch (`timestamp()` drops the fraction, as [`floor_sec`] does), which needs
+/// no calendar work for each stored value.
 fn time_in_range(vt: Option<DateTime<Utc>>, lo: &Option<FVal>, hi: &Option<FVal>) -> bool {
-    let Some(vt) = vt.map(floor_sec) else {
+    let Some(vt) = vt.map(|t| t.timestamp()) else {
         return false;
     };
     let lo_ok = match lo {
-        Some(FVal::Time(t)) => vt >= floor_sec(*t),
-        Some(FVal::Date(d)) => vt >= d.and_hms_opt(0, 0, 0).unwrap().and_utc(),
+        Some(FVal::Time(t)) => vt >= t.timestamp(),
+        Some(FVal::Date(d)) => vt >= d.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp(),
         _ => true,
     };
     let hi_ok = match hi {
-        Some(FVal::Time(t)) => vt <= floor_sec(*t),
-        Some(FVal::Date(d)) => vt <= d.and_hms_opt(23, 59, 59).unwrap().and_utc(),
+        Some(FVal::Time(t)) => vt <= t.timestamp(),
+        Some(FVal::Date(d)) => vt <= d.and_hms_opt(23, 59, 59).unwrap().and_utc().timestamp(),
         _ => true,
     };
     lo_ok && hi_ok
@@ -317,6 +319,18 @@ mod tests {
         let (_, cond) = &c[0];
         assert!(matches(Some(&json!("2024-01-01T10:00:00.100Z")), cond));
         assert!(!matches(Some(&json!("2024-01-01T09:59:59.999Z")), cond));
+        let c = conds(&[("last_updated_at", "..2024-01-01T10:00:00.100Z")]);
+        let (_, cond) = &c[0];
+        assert!(matches(Some(&json!("2024-01-01T10:00:00.900Z")), cond));
+        assert!(!matches(Some(&json!("2024-01-01T10:00:01.000Z")), cond));
+        // A leap second counts as the second before it.
+        let c = conds(&[("last_updated_at", "2016-12-31T23:59:59.999Z..2016-12-31")]);
+        let (_, cond) = &c[0];
+        assert!(matches(Some(&json!("2016-12-31T23:59:60.500Z")), cond));
+        let c = conds(&[("last_updated_at", "2017-01-01..")]);
+        let (_, cond) = &c[0];
+        assert!(!matches(Some(&json!("2016-12-31T23:59:60.500Z")), cond));
+        assert!(matches(Some(&json!("2017-01-01T00:00:00.000Z")), cond));
     }
 
     #[test]

@@ -115,9 +115,14 @@ pub fn entry(status: u16, path: &str, message: Value, detail: Option<Value>) -> 
     Value::Object(m)
 }
 
-/// A JSON response (any serialisable body: a `Value`, or a view that borrows the store).
+/// A JSON response of any serialisable body.
 pub fn json_response<T: serde::Serialize + ?Sized>(status: u16, v: &T) -> Response {
-    let body = serde_json::to_vec(v).unwrap_or_default();
+    json_bytes_response(status, serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// A JSON response of a body already written as JSON (the case endpoints write theirs
+/// straight from the store).
+pub fn json_bytes_response(status: u16, body: Vec<u8>) -> Response {
     Response::builder()
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header(header::CONTENT_TYPE, "application/json; charset=utf-8")

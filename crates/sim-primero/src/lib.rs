@@ -17,6 +17,7 @@ mod control;
 mod faults;
 mod filters;
 mod http;
+mod json_out;
 mod merge;
 mod options;
 mod referrals;

@@ -11,11 +11,11 @@
 
 use crate::faults::FaultRule;
 use crate::filters::value_time;
+use crate::json_out;
 use crate::options::{FieldType, Options, SimUser};
 use crate::schema::is_uuid;
 use crate::time::{fmt_ts, normalise_ts};
 use chrono::{DateTime, Duration, Utc};
-use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::borrow::Cow;
@@ -24,7 +24,7 @@ use std::time::Instant;
 
 /// Fields whose values each case keeps a copy of ([`CaseRec::sort_values`], same order), so
 /// that ordering thousands of hits by them (the default `created_at`, the flows'
-/// `last_updated_at`) does not look each up in its map.
+/// `last_updated_at`), and showing them in listings, does not look each up in its map.
 pub const SORT_CACHED: [&str; 2] = ["created_at", "last_updated_at"];
 
 /// Identifier fields with an exact-value index ([`Store::ident_idx`], same order). `id` is
@@ -44,6 +44,9 @@ pub struct CaseRec {
     /// when it is absent or not a string. Refreshed on every save, so that time ranges on
     /// `last_updated_at` need not read (or parse) the data.
     pub updated_at: Option<Option<DateTime<Utc>>>,
+    /// What the record's `enabled` shows: `data["record_state"]` when it is a boolean, else
+    /// `true`. Refreshed on every save, so that listings need not look it up in the data.
+    pub enabled: bool,
     /// Copies of `data[f]` for the fields `f` of [`SORT_CACHED`], refreshed on every save.
     pub sort_values: [Option<Value>; 2],
     /// The keys under which [`Store::ident_idx`] holds this case: (position in
@@ -339,6 +342,7 @@ impl Store {
             Some(v @ Value::String(_)) => Some(value_time(v)),
             _ => None,
         };
+        c.enabled = record_enabled(&c.data);
         for (slot, name) in SORT_CACHED.iter().enumerate() {
             let v = c.data.get(*name);
             if c.sort_values[slot].as_ref() != v {
@@ -402,6 +406,7 @@ impl Store {
                     seq,
                     saved_at: Instant::now(),
                     updated_at: None,
+                    enabled: true,
                     sort_values: [None, None],
                     indexed: Vec::new(),
                     data: compact_map(data),
@@ -552,54 +557,108 @@ fn compact_value(v: Value) -> Value {
     }
 }
 
-/// A case as [`record_json`] shows it, serialised straight from the store (no copy of the
-/// data): the same JSON text as `serde_json::to_vec(&record_json(c, fields))`.
-pub struct RecordView<'a> {
-    /// The case.
-    pub case: &'a CaseRec,
-    /// The `fields` selection, if any.
-    pub fields: Option<&'a [String]>,
+/// What a record's `enabled` shows: its `record_state` when that is a boolean, else `true`.
+fn record_enabled(data: &Map<String, Value>) -> bool {
+    data.get("record_state")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(true)
 }
 
-impl Serialize for RecordView<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let c = self.case;
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("id", &c.id)?;
-        let enabled = c
-            .data
-            .get("record_state")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(true);
-        m.serialize_entry("enabled", &enabled)?;
-        match self.fields {
+/// A case as [`record_json`] shows it, written straight from the store into a response
+/// body (no copy of the data): the same JSON text as
+/// `serde_json::to_vec(&record_json(c, fields))`. The `fields` selection is worked out once
+/// for all the cases of a listing.
+pub struct Projection<'a> {
+    /// The fields shown, in order: the selected ones once each, without `id` and `enabled`,
+    /// then `last_updated_at` if it is not among them. `None` = every field.
+    fields: Option<Vec<Shown<'a>>>,
+}
+
+/// A field a [`Projection`] shows.
+struct Shown<'a> {
+    /// Its name.
+    name: &'a str,
+    /// Its key as written in the record (`"name":`).
+    key: Vec<u8>,
+    /// Its place in [`CaseRec::sort_values`], when the case keeps a copy of it.
+    cached: Option<usize>,
+}
+
+impl<'a> Projection<'a> {
+    /// The projection of a `fields` selection (`None` = every field).
+    pub fn new(fields: Option<&'a [String]>) -> Self {
+        let Some(fs) = fields else {
+            return Projection { fields: None };
+        };
+        // record_json inserts into a map: a repeated field keeps its first place, and
+        // `last_updated_at` comes last unless it was selected.
+        let mut shown: Vec<Shown> = Vec::with_capacity(fs.len() + 1);
+        for name in fs.iter().map(|f| f.as_str()).chain(["last_updated_at"]) {
+            if name == "id" || name == "enabled" || shown.iter().any(|f| f.name == name) {
+                continue;
+            }
+            let mut key = Vec::with_capacity(name.len() + 3);
+            json_out::write_str(&mut key, name);
+            key.push(b':');
+            shown.push(Shown {
+                name,
+                key,
+                cached: SORT_CACHED.iter().position(|f| *f == name),
+            });
+        }
+        Projection {
+            fields: Some(shown),
+        }
+    }
+
+    /// Appends the case's record JSON to `out`.
+    pub fn write(&self, out: &mut Vec<u8>, c: &CaseRec) {
+        out.extend_from_slice(b"{\"id\":");
+        json_out::write_str(out, &c.id);
+        debug_assert_eq!(
+            c.enabled,
+            record_enabled(&c.data),
+            "cached enabled out of date"
+        );
+        out.extend_from_slice(if c.enabled {
+            b",\"enabled\":true"
+        } else {
+            b",\"enabled\":false"
+        });
+        match &self.fields {
             None => {
                 for (k, v) in &c.data {
                     if k != "id" && k != "enabled" {
-                        m.serialize_entry(k, v)?;
+                        out.push(b',');
+                        json_out::write_str(out, k);
+                        out.push(b':');
+                        json_out::write_value(out, v);
                     }
                 }
             }
             Some(fs) => {
-                // record_json inserts into a map: a repeated field keeps its first place.
-                let mut shown: Vec<&str> = Vec::with_capacity(fs.len() + 1);
                 for f in fs {
-                    if f == "id" || f == "enabled" || shown.contains(&f.as_str()) {
-                        continue;
-                    }
-                    if let Some(v) = c.data.get(f) {
-                        m.serialize_entry(f, v)?;
-                        shown.push(f);
-                    }
-                }
-                if !shown.contains(&"last_updated_at") {
-                    if let Some(v) = c.data.get("last_updated_at") {
-                        m.serialize_entry("last_updated_at", v)?;
+                    let v = match f.cached {
+                        Some(slot) => {
+                            debug_assert_eq!(
+                                c.sort_values[slot].as_ref(),
+                                c.data.get(f.name),
+                                "cached {} out of date",
+                                f.name
+                            );
+                            c.sort_values[slot].as_ref()
+                        }
+                        None => c.data.get(f.name),
+                    };
+                    if let Some(v) = v {
+                        out.push(b',');
+                        out.extend_from_slice(&f.key);
+                        json_out::write_value(out, v);
                     }
                 }
             }
         }
-        m.end()
+        out.push(b'}');
     }
 }
 
@@ -607,11 +666,7 @@ impl Serialize for RecordView<'_> {
 pub fn record_json(c: &CaseRec, fields: Option<&[String]>) -> Value {
     let mut m = Map::new();
     m.insert("id".into(), Value::String(c.id.clone()));
-    let enabled = c
-        .data
-        .get("record_state")
-        .and_then(|v| v.as_bool())
-        .unwrap_or(true);
+    let enabled = record_enabled(&c.data);
     m.insert("enabled".into(), Value::Bool(enabled));
     match fields {
         None => {
@@ -642,11 +697,7 @@ pub fn record_json(c: &CaseRec, fields: Option<&[String]>) -> Value {
 pub fn changed_json(c: &CaseRec, before: &Map<String, Value>) -> Value {
     let mut m = Map::new();
     m.insert("id".into(), Value::String(c.id.clone()));
-    let enabled = c
-        .data
-        .get("record_state")
-        .and_then(|v| v.as_bool())
-        .unwrap_or(true);
+    let enabled = record_enabled(&c.data);
     m.insert("enabled".into(), Value::Bool(enabled));
     if let Some(v) = c.data.get("last_updated_at") {
         m.insert("last_updated_at".into(), v.clone());
@@ -909,19 +960,24 @@ mod tests {
     }
 
     #[test]
-    fn record_view_serialises_like_record_json() {
+    fn projection_writes_what_record_json_shows() {
         let mut data = Map::new();
         data.insert("id".into(), json!("seeded-id"));
         data.insert("sex".into(), json!("female"));
         data.insert("last_updated_at".into(), json!("2024-01-01T00:00:00.000Z"));
         data.insert("record_state".into(), json!(false));
         data.insert("name".into(), json!("Nyabol \"Deng\""));
+        data.insert("created_at".into(), json!("2023-12-31T00:00:00.000Z"));
         let c = CaseRec {
             id: "00000000-0000-4000-8000-000000000001".into(),
             seq: 1,
             saved_at: Instant::now(),
             updated_at: None,
-            sort_values: [None, None],
+            enabled: false,
+            sort_values: [
+                Some(json!("2023-12-31T00:00:00.000Z")),
+                Some(json!("2024-01-01T00:00:00.000Z")),
+            ],
             indexed: Vec::new(),
             data,
         };
@@ -932,17 +988,16 @@ mod tests {
             Some(sel(&["sex"])),
             Some(sel(&["sex", "sex", "id", "enabled", "missing"])),
             Some(sel(&["last_updated_at", "name", "sex", "last_updated_at"])),
+            Some(sel(&["name", "sex", "enabled", "name"])),
+            Some(sel(&["missing", "id"])),
+            Some(sel(&["created_at", "sex", "created_at"])),
         ];
         for fields in &selections {
-            let view = RecordView {
-                case: &c,
-                fields: fields.as_deref(),
-            };
-            assert_eq!(
-                serde_json::to_string(&view).expect("json"),
-                serde_json::to_string(&record_json(&c, fields.as_deref())).expect("json"),
-                "{fields:?}"
-            );
+            let expected =
+                serde_json::to_string(&record_json(&c, fields.as_deref())).expect("json");
+            let mut written = Vec::new();
+            Projection::new(fields.as_deref()).write(&mut written, &c);
+            assert_eq!(String::from_utf8_lossy(&written), expected, "{fields:?}");
         }
     }
 }
