@@ -6,9 +6,10 @@
 
 use serde_json::{Map, Value};
 
+use crate::json::{Doc, Json};
 use crate::model::{is_date, is_guid, InteropReferral};
 use crate::options::{AsyncRepeat, BatchMode, InvalidOptionCode, Options};
-use crate::store::{ItemResult, Store};
+use crate::store::{ItemData, ItemResult, Store};
 
 /// Which ingestion shipping process a request targets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,39 +129,42 @@ fn field_type(name: &str, opts: &Options) -> FieldType {
     }
 }
 
-/// A structurally valid ingestion record.
-struct RecordIn {
-    external_id: String,
-    external_guid: Option<String>,
-    comments: Vec<String>,
-    fields: Vec<(String, Option<String>)>,
+/// A structurally valid ingestion record, borrowing its strings from the request's JSON
+/// (only what is stored gets copied, once, when the record is applied).
+struct RecordIn<'a> {
+    external_id: &'a str,
+    external_guid: Option<&'a str>,
+    comments: Vec<&'a str>,
+    fields: Vec<(&'a str, Option<&'a str>)>,
 }
 
-impl RecordIn {
-    fn get(&self, name: &str) -> Option<&str> {
+impl<'a> RecordIn<'a> {
+    fn get(&self, name: &str) -> Option<&'a str> {
         self.fields
             .iter()
-            .find(|(n, _)| n == name)
-            .and_then(|(_, v)| v.as_deref())
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| *v)
     }
 }
 
-/// Checks the top-level `Data` member: a non-empty array.
-pub(crate) fn check_data_array(data: Option<Value>) -> Result<Vec<Value>, String> {
-    match data {
-        Some(Value::Array(a)) if !a.is_empty() => Ok(a),
-        Some(Value::Array(_)) => Err("Data must contain at least one record".into()),
-        Some(_) => Err("Data must be an array of records".into()),
-        None => Err("Data is required".into()),
+/// Checks the top-level `Data` member: a non-empty array (the records).
+pub(crate) fn check_data_array(data: Option<Doc>) -> Result<Doc, String> {
+    let Some(doc) = data else {
+        return Err("Data is required".into());
+    };
+    match doc.root().as_array().map(|a| a.len()) {
+        Some(0) => Err("Data must contain at least one record".into()),
+        Some(_) => Ok(doc),
+        None => Err("Data must be an array of records".into()),
     }
 }
 
-fn parse_record(i: usize, v: &Value) -> Result<RecordIn, (Value, String)> {
-    let obj = v
-        .as_object()
-        .ok_or((Value::Null, format!("record {i}: must be an object")))?;
-    let external_id = match obj.get("ExternalId") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+fn parse_record(i: usize, obj: Json<'_>) -> Result<RecordIn<'_>, (Value, String)> {
+    if !obj.is_object() {
+        return Err((Value::Null, format!("record {i}: must be an object")));
+    }
+    let external_id = match obj.get("ExternalId").and_then(Json::as_str) {
+        Some(s) if !s.trim().is_empty() => s,
         _ => {
             return Err((
                 Value::Null,
@@ -168,51 +172,57 @@ fn parse_record(i: usize, v: &Value) -> Result<RecordIn, (Value, String)> {
             ))
         }
     };
-    let ext = Value::String(external_id.clone());
-    let fail = |msg: String| Err((ext.clone(), msg));
-    for k in obj.keys() {
-        if !matches!(
-            k.as_str(),
-            "ExternalId" | "ExternalGUID" | "Attachments" | "Fields"
-        ) {
+    let fail = |msg: String| Err((Value::String(external_id.to_owned()), msg));
+    for (k, _) in obj.members().into_iter().flatten() {
+        if !matches!(k, "ExternalId" | "ExternalGUID" | "Attachments" | "Fields") {
             return fail(format!("member '{k}' is not allowed in a record"));
         }
     }
     let external_guid = match obj.get("ExternalGUID") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return fail("ExternalGUID must be a string".into()),
+        None => None,
+        Some(g) if g.is_null() => None,
+        Some(g) => match g.as_str() {
+            Some(s) => Some(s),
+            None => return fail("ExternalGUID must be a string".into()),
+        },
     };
     let mut comments = Vec::new();
     match obj.get("Attachments") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(a)) => {
+        None => {}
+        Some(a) if a.is_null() => {}
+        Some(a) => {
+            let Some(a) = a.as_array() else {
+                return fail("Attachments must be an array".into());
+            };
             for att in a {
-                match att.as_object().and_then(|o| o.get("Comment")) {
-                    Some(Value::String(c)) => comments.push(c.clone()),
+                match att.get("Comment").and_then(Json::as_str) {
+                    Some(c) => comments.push(c),
                     _ => return fail("Attachments[].Comment must be a string".into()),
                 }
             }
         }
-        Some(_) => return fail("Attachments must be an array".into()),
     }
-    let mut fields: Vec<(String, Option<String>)> = Vec::new();
-    match obj.get("Fields") {
-        Some(Value::Array(a)) => {
-            for f in a {
-                let Some(fo) = f.as_object() else {
+    let mut fields: Vec<(&str, Option<&str>)> = Vec::new();
+    match obj.get("Fields").and_then(Json::as_array) {
+        Some(a) => {
+            fields.reserve_exact(a.len());
+            for fo in a {
+                if !fo.is_object() {
                     return fail("Fields[] must be objects with Name and Value".into());
-                };
-                let name = match fo.get("Name") {
-                    Some(Value::String(n)) if !n.is_empty() => n.clone(),
+                }
+                let name = match fo.get("Name").and_then(Json::as_str) {
+                    Some(n) if !n.is_empty() => n,
                     _ => return fail("Fields[].Name must be a non-empty string".into()),
                 };
                 let value = match fo.get("Value") {
-                    Some(Value::String(s)) => Some(s.clone()),
-                    Some(Value::Null) | None => None,
-                    Some(_) => {
-                        return fail(format!("field '{name}': Value must be a string or null"))
-                    }
+                    None => None,
+                    Some(v) if v.is_null() => None,
+                    Some(v) => match v.as_str() {
+                        Some(s) => Some(s),
+                        None => {
+                            return fail(format!("field '{name}': Value must be a string or null"))
+                        }
+                    },
                 };
                 if fields.iter().any(|(n, _)| *n == name) {
                     return fail(format!("field '{name}' appears more than once"));
@@ -230,37 +240,63 @@ fn parse_record(i: usize, v: &Value) -> Result<RecordIn, (Value, String)> {
     })
 }
 
-/// A validated change, ready to apply.
-enum Op {
+/// A checked field value: a valid option code, or a string as sent (still borrowed from the
+/// request: only what gets stored is copied).
+#[derive(Clone, Copy)]
+enum Typed<'a> {
+    Code(i64),
+    Str(&'a str),
+}
+
+impl Typed<'_> {
+    fn into_value(self) -> Value {
+        match self {
+            Typed::Code(c) => Value::from(c),
+            Typed::Str(s) => Value::String(s.to_owned()),
+        }
+    }
+
+    /// The value as a string field stores it (a code printed).
+    fn into_string(self) -> String {
+        match self {
+            Typed::Code(c) => c.to_string(),
+            Typed::Str(s) => s.to_owned(),
+        }
+    }
+}
+
+/// A validated change, ready to apply (field names and comments still borrowed from the
+/// request).
+enum Op<'a> {
     Transfer {
         idx: usize,
-        set: Vec<(String, Option<Value>)>,
-        comments: Vec<String>,
+        set: Vec<(&'a str, Option<Typed<'a>>)>,
+        comments: Vec<&'a str>,
     },
     Synced {
         idx: usize,
-        set: Vec<(String, Option<Value>)>,
-        comments: Vec<String>,
+        set: Vec<(&'a str, Option<Typed<'a>>)>,
+        comments: Vec<&'a str>,
     },
     Create {
         fields: Map<String, Value>,
-        external_id: String,
-        external_guid: Option<String>,
-        comments: Vec<String>,
+        external_id: &'a str,
+        external_guid: Option<&'a str>,
+        comments: Vec<&'a str>,
     },
 }
 
 /// Checks a record against the SHP's whitelist and value rules; returns typed values.
-fn check_fields(
+fn check_fields<'a>(
     kind: IngestKind,
-    rec: &RecordIn,
+    rec: &RecordIn<'a>,
     opts: &Options,
     shp: &str,
-) -> Result<Vec<(String, Option<Value>)>, String> {
+) -> Result<Vec<(&'a str, Option<Typed<'a>>)>, String> {
     let allowed = kind.allowed();
-    let mut out = Vec::new();
-    for (name, value) in &rec.fields {
-        if !allowed.contains(&name.as_str()) {
+    let mut out = Vec::with_capacity(rec.fields.len());
+    for &(name, value) in &rec.fields {
+        if !allowed.contains(&name) {
             return Err(format!("field '{name}' is not allowed for {shp}"));
         }
         let typed = match (value, field_type(name, opts)) {
@@ -269,28 +305,28 @@ fn check_fields(
                 if !is_guid(v) {
                     return Err(format!("field '{name}' must be a GUID"));
                 }
-                Some(Value::String(v.clone()))
+                Some(Typed::Str(v))
             }
             (Some(v), FieldType::Date) => {
                 if !is_date(v) {
                     return Err(format!("field '{name}' must be a date YYYY-MM-DD"));
                 }
-                Some(Value::String(v.clone()))
+                Some(Typed::Str(v))
             }
             (Some(v), FieldType::Code(lo, hi)) => match v.trim().parse::<i64>() {
-                Ok(c) if (lo..=hi).contains(&c) => Some(Value::from(c)),
+                Ok(c) if (lo..=hi).contains(&c) => Some(Typed::Code(c)),
                 _ => match opts.invalid_option_code {
                     InvalidOptionCode::Reject => {
                         return Err(format!(
                             "field '{name}' is not a valid option code (allowed {lo}..{hi})"
                         ))
                     }
-                    InvalidOptionCode::StoreRaw => Some(Value::String(v.clone())),
+                    InvalidOptionCode::StoreRaw => Some(Typed::Str(v)),
                 },
             },
-            (Some(v), FieldType::Text) => Some(Value::String(v.clone())),
+            (Some(v), FieldType::Text) => Some(Typed::Str(v)),
         };
-        out.push((name.clone(), typed));
+        out.push((name, typed));
     }
     for req in kind.required() {
         if rec.get(req).is_none() {
@@ -300,13 +336,13 @@ fn check_fields(
     Ok(out)
 }
 
-fn plan(
+fn plan<'a>(
     kind: IngestKind,
-    rec: RecordIn,
+    rec: RecordIn<'a>,
     store: &Store,
     opts: &Options,
     shp: &str,
-) -> Result<Op, String> {
+) -> Result<Op<'a>, String> {
     let set = check_fields(kind, &rec, opts, shp)?;
     match kind {
         IngestKind::TransferStatus => {
@@ -344,9 +380,9 @@ fn plan(
             })
         }
         IngestKind::IncomingReferral => {
-            let mut fields = Map::new();
+            let mut fields = Map::with_capacity(set.len());
             for (k, v) in set {
-                fields.insert(k, v.unwrap_or(Value::Null));
+                fields.insert(k.to_owned(), v.map_or(Value::Null, Typed::into_value));
             }
             Ok(Op::Create {
                 fields,
@@ -358,37 +394,37 @@ fn plan(
     }
 }
 
-fn add_comments(list: &mut Vec<String>, comments: Vec<String>) {
+fn add_comments(list: &mut Vec<String>, comments: Vec<&str>) {
     for c in comments {
-        if !list.contains(&c) {
-            list.push(c);
+        if !list.iter().any(|l| l == c) {
+            list.push(c.to_owned());
         }
     }
 }
 
-fn id_data(key: &str, value: &str) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert(key.into(), Value::String(value.into()));
-    m
+fn id_data(key: &'static str, value: &str) -> ItemData {
+    vec![(key, Value::String(value.into()))]
 }
 
 /// Applies one op; returns the item data (identifiers of the written record). `async_repeat`
 /// says what a create whose `progres_orgreferralid` is already stored does, and
 /// `new_referral_status` which status a created referral gets.
-fn apply(op: Op, store: &mut Store, txid: &str, opts: &Options) -> Map<String, Value> {
+fn apply(op: Op, store: &mut Store, txid: &str, opts: &Options) -> ItemData {
     let repeat = opts.async_repeat;
     match op {
         Op::Transfer { idx, set, comments } => {
             let iv = &mut store.interventions[idx];
             for (k, v) in set {
-                match k.as_str() {
-                    "progres_primerotransferstatus" => iv.progres_primerotransferstatus = v,
-                    "progres_primerotransferstatusdate" => {
-                        iv.progres_primerotransferstatusdate = v.and_then(as_string)
+                match k {
+                    "progres_primerotransferstatus" => {
+                        iv.progres_primerotransferstatus = v.map(Typed::into_value)
                     }
-                    "progres_primeroid" => iv.progres_primeroid = v.and_then(as_string),
+                    "progres_primerotransferstatusdate" => {
+                        iv.progres_primerotransferstatusdate = v.map(Typed::into_string)
+                    }
+                    "progres_primeroid" => iv.progres_primeroid = v.map(Typed::into_string),
                     "progres_primerocaseworker" => {
-                        iv.progres_primerocaseworker = v.and_then(as_string)
+                        iv.progres_primerocaseworker = v.map(Typed::into_string)
                     }
                     _ => {}
                 }
@@ -399,13 +435,13 @@ fn apply(op: Op, store: &mut Store, txid: &str, opts: &Options) -> Map<String, V
         Op::Synced { idx, set, comments } => {
             let r = &mut store.referrals[idx];
             for (k, v) in set {
-                match k.as_str() {
+                match k {
                     "progres_interoperabilityreferralstatus" => {
                         if let Some(v) = v {
-                            r.progres_interoperabilityreferralstatus = v;
+                            r.progres_interoperabilityreferralstatus = v.into_value();
                         }
                     }
-                    "progres_comments" => r.progres_comments = v.and_then(as_string),
+                    "progres_comments" => r.progres_comments = v.map(Typed::into_string),
                     _ => {}
                 }
             }
@@ -421,31 +457,30 @@ fn apply(op: Op, store: &mut Store, txid: &str, opts: &Options) -> Map<String, V
             external_guid,
             comments,
         } => {
-            let org = fields
-                .get("progres_orgreferralid")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
             let existing = match repeat {
-                AsyncRepeat::Update | AsyncRepeat::Ignore => store.referral_by_orgreferralid(&org),
+                AsyncRepeat::Update | AsyncRepeat::Ignore => store.referral_by_orgreferralid(
+                    fields
+                        .get("progres_orgreferralid")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                ),
                 AsyncRepeat::Duplicate => None,
             };
-            let id = match existing {
-                Some(i) if repeat == AsyncRepeat::Ignore => store.referrals[i]
-                    .progres_interoperabilityreferralid
-                    .clone(),
+            // The position of the written referral: the one a lookup of its id would find
+            // (ids are unique keys of the store).
+            let at = match existing {
+                Some(i) if repeat == AsyncRepeat::Ignore => i,
                 Some(i) => {
                     store.merge_referral_fields(i, fields);
                     let r = &mut store.referrals[i];
-                    r.external_id = Some(external_id);
-                    r.external_guid = external_guid;
+                    r.external_id = Some(external_id.to_owned());
+                    r.external_guid = external_guid.map(str::to_owned);
                     add_comments(&mut r.attachment_comments, comments);
-                    r.progres_interoperabilityreferralid.clone()
+                    i
                 }
                 None => {
-                    let id = crate::new_guid();
                     let mut r = InteropReferral {
-                        progres_interoperabilityreferralid: id.clone(),
+                        progres_interoperabilityreferralid: crate::new_guid(),
                         progres_interoperabilityreferralstatus: Value::from(
                             opts.new_referral_status,
                         ),
@@ -454,25 +489,28 @@ fn apply(op: Op, store: &mut Store, txid: &str, opts: &Options) -> Map<String, V
                         progres_interoperabilityreferralrejectionomment: None,
                         progres_comments: None,
                         attachment_comments: Vec::new(),
-                        external_id: Some(external_id),
-                        external_guid,
+                        external_id: Some(external_id.to_owned()),
+                        external_guid: external_guid.map(str::to_owned),
                         sph_transaction_id: Some(txid.to_string()),
                         fields,
                     };
                     add_comments(&mut r.attachment_comments, comments);
-                    store.upsert_referral(r);
-                    id
+                    store.upsert_referral(r)
                 }
             };
-            let mut data = id_data("progres_interoperabilityreferralid", &id);
-            let r = &store.referrals[store.referral_index(&id).unwrap_or_default()];
+            let r = &store.referrals[at];
+            let mut data = Vec::with_capacity(4);
+            data.push((
+                "progres_interoperabilityreferralid",
+                Value::String(r.progres_interoperabilityreferralid.clone()),
+            ));
             for k in [
                 "progres_externalid",
                 "progres_offlineid",
                 "progres_orgreferralid",
             ] {
                 if let Some(v) = r.fields.get(k).filter(|v| !v.is_null()) {
-                    data.insert(k.into(), v.clone());
+                    data.push((k, v.clone()));
                 }
             }
             data
@@ -480,17 +518,9 @@ fn apply(op: Op, store: &mut Store, txid: &str, opts: &Options) -> Map<String, V
     }
 }
 
-fn as_string(v: Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s),
-        Value::Null => None,
-        other => Some(other.to_string()),
-    }
-}
-
 /// Identifiers a failed record's item carries (whatever could be read from it).
-fn failed_item_data(kind: IngestKind, raw: &Value) -> Map<String, Value> {
-    let keys: &[&str] = match kind {
+fn failed_item_data(kind: IngestKind, raw: Json<'_>) -> ItemData {
+    let keys: &[&'static str] = match kind {
         IngestKind::TransferStatus => &["progres_lpinterventionid"],
         IngestKind::ReferralSynced => &["progres_interoperabilityreferralid"],
         IngestKind::IncomingReferral => &[
@@ -499,14 +529,17 @@ fn failed_item_data(kind: IngestKind, raw: &Value) -> Map<String, Value> {
             "progres_orgreferralid",
         ],
     };
-    let mut m = Map::new();
-    if let Some(fields) = raw.get("Fields").and_then(Value::as_array) {
+    let mut m: ItemData = Vec::new();
+    if let Some(fields) = raw.get("Fields").and_then(Json::as_array) {
         for f in fields {
-            if let (Some(n), Some(Value::String(v))) =
-                (f.get("Name").and_then(Value::as_str), f.get("Value"))
-            {
-                if keys.contains(&n) && !m.contains_key(n) {
-                    m.insert(n.into(), Value::String(v.clone()));
+            if let (Some(n), Some(v)) = (
+                f.get("Name").and_then(Json::as_str),
+                f.get("Value").and_then(Json::as_str),
+            ) {
+                if let Some(&key) = keys.iter().find(|k| **k == n) {
+                    if !m.iter().any(|(k, _)| *k == key) {
+                        m.push((key, Value::String(v.to_owned())));
+                    }
                 }
             }
         }
@@ -546,20 +579,26 @@ impl BatchOutcome {
     }
 }
 
-/// Validates and applies a batch under the configured batch mode.
+/// Validates and applies a batch (`records`: the `Data` array [`check_data_array`] let
+/// through) under the configured batch mode.
 pub(crate) fn process_batch(
     store: &mut Store,
     opts: &Options,
     kind: IngestKind,
     shp: &str,
-    records: &[Value],
+    records: &Doc,
     txid: &str,
 ) -> BatchOutcome {
+    let records: Vec<Json<'_>> = records
+        .root()
+        .as_array()
+        .map(Iterator::collect)
+        .unwrap_or_default();
     let mut planned: Vec<Result<Op, (Value, String)>> = Vec::with_capacity(records.len());
-    for (i, raw) in records.iter().enumerate() {
+    for (i, &raw) in records.iter().enumerate() {
         let r = parse_record(i, raw).and_then(|rec| {
-            let ext = Value::String(rec.external_id.clone());
-            plan(kind, rec, store, opts, shp).map_err(|e| (ext, e))
+            let ext = rec.external_id;
+            plan(kind, rec, store, opts, shp).map_err(|e| (Value::String(ext.to_owned()), e))
         });
         planned.push(r);
     }
@@ -570,12 +609,11 @@ pub(crate) fn process_batch(
     let apply_valid = failed.is_empty() || opts.batch_mode == BatchMode::Partial;
     let mut items = Vec::with_capacity(records.len());
     let mut applied = 0;
-    for (raw, p) in records.iter().zip(planned) {
-        let ext = raw
-            .get("ExternalId")
-            .cloned()
-            .filter(Value::is_string)
-            .unwrap_or(Value::Null);
+    for (&raw, p) in records.iter().zip(planned) {
+        let ext = match raw.get("ExternalId").and_then(Json::as_str) {
+            Some(s) => Value::String(s.to_owned()),
+            None => Value::Null,
+        };
         match p {
             Ok(op) if apply_valid => {
                 let data = apply(op, store, txid, opts);

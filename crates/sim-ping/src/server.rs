@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -18,6 +19,7 @@ use serde_json::{json, Map, Value};
 use crate::conn::ConnHandle;
 use crate::faults::{FaultSet, Terminal};
 use crate::ingest::{check_data_array, process_batch, IngestKind};
+use crate::json::{Doc, Json};
 use crate::options::{
     AuthErrorBody, CheckStatusItemKeys, EmptyRecordCount, ErrorMode, IngestionErrorShape, Options,
     PagingMode, UnknownTransactionData,
@@ -142,9 +144,38 @@ pub(crate) fn member<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a 
         .map(|(_, v)| v)
 }
 
-fn shp_of(body: &[u8]) -> Option<String> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    member(v.as_object()?, "ShippingProcessId")?
+/// The request body parsed as JSON (`None`: not JSON), once, by [`observe`]: it logs the
+/// body's `ShippingProcessId`, and the ingestion handlers take the parse through
+/// [`PreParsed`] rather than parsing their large batches again.
+#[derive(Clone)]
+struct ParsedBody(Option<Doc>);
+
+/// Extractor: the [`ParsedBody`] `observe` left in the request extensions (taken out, not
+/// copied). Handlers still extract the `Bytes` too, which keeps axum's body limit answer.
+struct PreParsed(Option<ParsedBody>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PreParsed {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(PreParsed(parts.extensions.remove::<ParsedBody>()))
+    }
+}
+
+impl PreParsed {
+    /// The body parsed (`None`: not JSON): `observe`'s parse of these same bytes when there
+    /// was one.
+    fn doc(self, body: &[u8]) -> Option<Doc> {
+        match self.0 {
+            Some(ParsedBody(doc)) => doc,
+            None => Doc::parse(body),
+        }
+    }
+}
+
+fn shp_of(body: &Doc) -> Option<String> {
+    body.root()
+        .member("ShippingProcessId")?
         .as_str()
         .map(str::to_string)
 }
@@ -162,12 +193,14 @@ async fn observe(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Res
         .extensions()
         .get::<ConnectInfo<ConnHandle>>()
         .map(|c| c.0.clone());
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, 64 * 1024 * 1024).await {
         Ok(b) => b,
         Err(_) => Bytes::new(),
     };
-    let shp = shp_of(&bytes);
+    let parsed = Doc::parse(&bytes);
+    let shp = parsed.as_ref().and_then(shp_of);
+    parts.extensions.insert(ParsedBody(parsed));
     let decision = lock(&sh.faults).decide(endpoint);
     if decision.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(decision.latency_ms)).await;
@@ -431,15 +464,19 @@ impl AuthRefused {
 
 /// Subscription key then bearer token (contract items 2-3).
 fn check_auth(sh: &Shared, headers: &HeaderMap) -> Result<(), AuthRefused> {
-    let opts = sh.opts();
-    match headers
-        .get("Ocp-Apim-Subscription-Key")
-        .and_then(|v| v.to_str().ok())
-    {
-        None => return Err(AuthRefused::Key("Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API.")),
-        Some(k) if k != opts.subscription_key => return Err(AuthRefused::Key("Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription.")),
-        Some(_) => {}
-    }
+    // Read in place: a snapshot of all the options would be copied for two of them.
+    let bearer_error_body = {
+        let opts = sh.opts.read().unwrap_or_else(|e| e.into_inner());
+        match headers
+            .get("Ocp-Apim-Subscription-Key")
+            .and_then(|v| v.to_str().ok())
+        {
+            None => return Err(AuthRefused::Key("Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API.")),
+            Some(k) if k != opts.subscription_key => return Err(AuthRefused::Key("Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription.")),
+            Some(_) => {}
+        }
+        opts.bearer_error_body
+    };
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -448,7 +485,7 @@ fn check_auth(sh: &Shared, headers: &HeaderMap) -> Result<(), AuthRefused> {
         Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => {
             t.trim()
         }
-        _ => return Err(AuthRefused::Bearer(opts.bearer_error_body)),
+        _ => return Err(AuthRefused::Bearer(bearer_error_body)),
     };
     let valid = lock(&sh.tokens)
         .get(tok)
@@ -456,7 +493,7 @@ fn check_auth(sh: &Shared, headers: &HeaderMap) -> Result<(), AuthRefused> {
     if valid {
         Ok(())
     } else {
-        Err(AuthRefused::Bearer(opts.bearer_error_body))
+        Err(AuthRefused::Bearer(bearer_error_body))
     }
 }
 
@@ -475,32 +512,49 @@ fn request_error(mode: ErrorMode, txid: &str, message: &str) -> Response {
     )
 }
 
+const NOT_JSON: &str = "Request body is not valid JSON";
+const NOT_AN_OBJECT: &str = "Request body must be a JSON object";
+
 fn parse_body(body: &[u8]) -> Result<Map<String, Value>, String> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err("Request body must be a JSON object".into()),
-        Err(_) => Err("Request body is not valid JSON".into()),
+        Ok(_) => Err(NOT_AN_OBJECT.into()),
+        Err(_) => Err(NOT_JSON.into()),
+    }
+}
+
+/// The top-level members [`check_ids`] reads, as strings (`None`: absent or not a string),
+/// of a body parsed either way.
+trait BodyIds {
+    fn member_str(&self, name: &str) -> Option<&str>;
+}
+
+impl BodyIds for Map<String, Value> {
+    fn member_str(&self, name: &str) -> Option<&str> {
+        member(self, name).and_then(Value::as_str)
+    }
+}
+
+impl BodyIds for Json<'_> {
+    fn member_str(&self, name: &str) -> Option<&str> {
+        self.member(name).and_then(Json::as_str)
     }
 }
 
 /// Checks `ShippingProcessId`, `PartnerId` (when `partner` says so) and `InteropID`.
-fn check_ids(
-    opts: &Options,
-    body: &Map<String, Value>,
-    check_partner: bool,
-) -> Result<String, String> {
-    let shp = member(body, "ShippingProcessId")
-        .and_then(Value::as_str)
+fn check_ids(opts: &Options, body: &impl BodyIds, check_partner: bool) -> Result<String, String> {
+    let shp = body
+        .member_str("ShippingProcessId")
         .ok_or("ShippingProcessId is required")?
         .to_string();
     if check_partner {
-        match member(body, "PartnerId").and_then(Value::as_str) {
+        match body.member_str("PartnerId") {
             Some(p) if p == opts.partner_id => {}
             Some(_) => return Err("PartnerId does not match this partner".into()),
             None => return Err("PartnerId is required".into()),
         }
     }
-    match member(body, "InteropID").and_then(Value::as_str) {
+    match body.member_str("InteropID") {
         Some(i) if i == opts.interop_id => {}
         Some(_) => return Err("InteropID does not match this partner's interoperability".into()),
         None => return Err("InteropID is required".into()),
@@ -715,14 +769,18 @@ async fn retrieve(State(sh): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
 fn ingest_prelude(
     opts: &Options,
     partner: &str,
+    pre: PreParsed,
     body: &[u8],
     want_async: bool,
-) -> Result<(IngestKind, String, Vec<Value>), String> {
+) -> Result<(IngestKind, String, Doc), String> {
     if partner != opts.partner_id {
         return Err("PartnerId in the path does not match this partner".into());
     }
-    let mut body = parse_body(body)?;
-    let shp = check_ids(opts, &body, false)?;
+    let body = pre.doc(body).ok_or(NOT_JSON)?;
+    if !body.root().is_object() {
+        return Err(NOT_AN_OBJECT.into());
+    }
+    let shp = check_ids(opts, &body.root(), false)?;
     let kind = IngestKind::of(opts, &shp)
         .ok_or_else(|| format!("Shipping process {shp} is not defined for ingestion"))?;
     if kind.is_async() != want_async {
@@ -733,11 +791,7 @@ fn ingest_prelude(
         });
     }
     // Taken out of the body rather than copied (`member`'s first case-insensitive match).
-    let data_key = body
-        .keys()
-        .find(|k| k.eq_ignore_ascii_case("Data"))
-        .cloned();
-    let records = check_data_array(data_key.and_then(|k| body.remove(&k)))?;
+    let records = check_data_array(body.into_member("Data"))?;
     Ok((kind, shp, records))
 }
 
@@ -746,6 +800,7 @@ async fn ingest_sync(
     State(sh): State<Arc<Shared>>,
     Path(partner): Path<String>,
     headers: HeaderMap,
+    pre: PreParsed,
     body: Bytes,
 ) -> Response {
     if let Err(refused) = check_auth(&sh, &headers) {
@@ -753,26 +808,27 @@ async fn ingest_sync(
     }
     let opts = sh.opts();
     let txid = crate::new_guid();
-    let (kind, shp, records) = match ingest_prelude(&opts, &partner, &body, false) {
+    let (kind, shp, records) = match ingest_prelude(&opts, &partner, pre, &body, false) {
         Ok(x) => x,
         Err(e) => return request_error(opts.request_error_mode, &txid, &e),
     };
-    let outcome = {
+    let (outcome, summary) = {
         let mut store = lock(&sh.store);
-        let outcome = process_batch(&mut store, &opts, kind, &shp, &records, &txid);
+        let mut outcome = process_batch(&mut store, &opts, kind, &shp, &records, &txid);
+        let summary = outcome.summary();
+        // The items go to the transaction; the answer needs only the counts and failures.
         store.put_transaction(Transaction {
             id: txid.clone(),
-            shp: shp.clone(),
+            shp,
             kind: "sync",
             received_at: chrono::Utc::now().to_rfc3339(),
             status: TxStatus::Processed,
-            error_message: outcome.summary(),
-            items: outcome.items.clone(),
+            error_message: summary.clone(),
+            items: std::mem::take(&mut outcome.items),
             pending_records: None,
         });
-        outcome
+        (outcome, summary)
     };
-    let summary = outcome.summary();
     if outcome.failed.is_empty() {
         let mut body =
             json!({"SPHTransactionId": txid, "ErrorMessage": null, "RecordCount": outcome.applied});
@@ -846,6 +902,7 @@ async fn ingest_async(
     State(sh): State<Arc<Shared>>,
     Path(partner): Path<String>,
     headers: HeaderMap,
+    pre: PreParsed,
     body: Bytes,
 ) -> Response {
     if let Err(refused) = check_auth(&sh, &headers) {
@@ -853,7 +910,7 @@ async fn ingest_async(
     }
     let opts = sh.opts();
     let txid = crate::new_guid();
-    let (kind, shp, records) = match ingest_prelude(&opts, &partner, &body, true) {
+    let (kind, shp, records) = match ingest_prelude(&opts, &partner, pre, &body, true) {
         Ok(x) => x,
         Err(e) => return request_error(opts.request_error_mode, &txid, &e),
     };
@@ -951,12 +1008,12 @@ fn legacy_data_string(items: &[crate::store::ItemResult], keys: CheckStatusItemK
 }
 
 /// An inner `Data` object's members, quotes unescaped (the legacy malformed string).
-fn push_inner(s: &mut String, data: &serde_json::Map<String, Value>) {
+fn push_inner(s: &mut String, data: &[(&str, Value)]) {
     for (j, (k, v)) in data.iter().enumerate() {
         if j > 0 {
             s.push(',');
         }
-        s.push_str(&Value::String(k.clone()).to_string());
+        s.push_str(&Value::String((*k).to_owned()).to_string());
         s.push(':');
         s.push_str(&v.to_string());
     }

@@ -7,10 +7,12 @@
 //! record). They change only through [`Store::upsert_intervention`],
 //! [`Store::upsert_referral`] and [`Store::merge_referral_fields`].
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
+use crate::json::Doc;
 use crate::model::{InteropReferral, Intervention, SeedDoc};
 use crate::options::CheckStatusItemKeys;
 
@@ -21,13 +23,16 @@ pub(crate) enum TxStatus {
     Processed,
 }
 
+/// The inner `Data` of a check-status item: (name, value) in order, names unique.
+pub(crate) type ItemData = Vec<(&'static str, Value)>;
+
 /// Outcome of one ingested record, as check-status reports it.
 #[derive(Clone)]
 pub(crate) struct ItemResult {
     /// The record's `ExternalId` (null when the record had none).
     pub external_id: Value,
     /// Identifiers of the written record (referral id, external ids…); nulls omitted.
-    pub data: Map<String, Value>,
+    pub data: ItemData,
     pub success: bool,
     pub error: Option<String>,
 }
@@ -42,24 +47,33 @@ pub(crate) struct Transaction {
     pub status: TxStatus,
     pub error_message: Option<String>,
     pub items: Vec<ItemResult>,
-    /// Records of an async transaction waiting to be processed.
-    pub pending_records: Option<Vec<Value>>,
+    /// Records of an async transaction waiting to be processed (the `Data` array).
+    pub pending_records: Option<Doc>,
 }
 
 impl ItemResult {
+    fn data_json(&self) -> Value {
+        Value::Object(
+            self.data
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+        )
+    }
+
     /// Check-status item: `ExternalId`, `Data`, `RecordStatus`, `ErrorMessage` (Data never
     /// last), or under `data_only` the inner `Data` between two unnamed null keys.
     pub fn to_json(&self, keys: CheckStatusItemKeys) -> Value {
         match keys {
             CheckStatusItemKeys::Named => json!({
                 "ExternalId": self.external_id,
-                "Data": Value::Object(self.data.clone()),
+                "Data": self.data_json(),
                 "RecordStatus": if self.success { "Success" } else { "Failed" },
                 "ErrorMessage": self.error,
             }),
             CheckStatusItemKeys::DataOnly => json!({
                 "Key1": null,
-                "Data": Value::Object(self.data.clone()),
+                "Data": self.data_json(),
                 "Key2": null,
             }),
         }
@@ -81,6 +95,16 @@ impl Transaction {
                 .map(|i| i.to_json(CheckStatusItemKeys::Named))
                 .collect::<Vec<_>>(),
         })
+    }
+}
+
+/// `id` as the key indexes hold (ASCII lower case), copied only when it has upper-case
+/// letters: ids as the simulator hands them out are already lower case.
+fn lower_key(id: &str) -> Cow<'_, str> {
+    if id.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(id.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(id)
     }
 }
 
@@ -219,12 +243,12 @@ impl Store {
 
     /// Index of an intervention by LP intervention id.
     pub fn intervention_index(&self, id: &str) -> Option<usize> {
-        self.iv_index.get(&id.to_ascii_lowercase()).copied()
+        self.iv_index.get(lower_key(id).as_ref()).copied()
     }
 
     /// Index of a referral by id.
     pub fn referral_index(&self, id: &str) -> Option<usize> {
-        self.ref_index.get(&id.to_ascii_lowercase()).copied()
+        self.ref_index.get(lower_key(id).as_ref()).copied()
     }
 
     /// Index of the first referral (in store order) whose `progres_orgreferralid` is the
