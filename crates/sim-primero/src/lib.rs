@@ -17,7 +17,6 @@ mod control;
 mod faults;
 mod filters;
 mod http;
-mod json_out;
 mod merge;
 mod options;
 mod referrals;

@@ -11,7 +11,6 @@
 
 use crate::faults::FaultRule;
 use crate::filters::value_time;
-use crate::json_out;
 use crate::options::{FieldType, Options, SimUser};
 use crate::schema::is_uuid;
 use crate::time::{fmt_ts, normalise_ts};
@@ -584,6 +583,12 @@ struct Shown<'a> {
     cached: Option<usize>,
 }
 
+/// Appends `v` as compact JSON (serde_json's writer, into the body being built).
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    // Writing a string or a `Value` (whose keys are strings) into a Vec cannot fail.
+    serde_json::to_writer(&mut *out, v).expect("a string or a JSON value serializes");
+}
+
 impl<'a> Projection<'a> {
     /// The projection of a `fields` selection (`None` = every field).
     pub fn new(fields: Option<&'a [String]>) -> Self {
@@ -598,7 +603,7 @@ impl<'a> Projection<'a> {
                 continue;
             }
             let mut key = Vec::with_capacity(name.len() + 3);
-            json_out::write_str(&mut key, name);
+            write_json(&mut key, name);
             key.push(b':');
             shown.push(Shown {
                 name,
@@ -614,7 +619,7 @@ impl<'a> Projection<'a> {
     /// Appends the case's record JSON to `out`.
     pub fn write(&self, out: &mut Vec<u8>, c: &CaseRec) {
         out.extend_from_slice(b"{\"id\":");
-        json_out::write_str(out, &c.id);
+        write_json(out, &c.id);
         debug_assert_eq!(
             c.enabled,
             record_enabled(&c.data),
@@ -630,9 +635,9 @@ impl<'a> Projection<'a> {
                 for (k, v) in &c.data {
                     if k != "id" && k != "enabled" {
                         out.push(b',');
-                        json_out::write_str(out, k);
+                        write_json(out, k);
                         out.push(b':');
-                        json_out::write_value(out, v);
+                        write_json(out, v);
                     }
                 }
             }
@@ -653,7 +658,7 @@ impl<'a> Projection<'a> {
                     if let Some(v) = v {
                         out.push(b',');
                         out.extend_from_slice(&f.key);
-                        json_out::write_value(out, v);
+                        write_json(out, v);
                     }
                 }
             }
