@@ -295,7 +295,7 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
             let mut n = 0u64;
             if !retried.is_empty() {
                 n += 1;
-                let rows = page_rows(run, n, retried, None, &HashSet::new());
+                let rows = page_rows(run, n, &retried, None, &HashSet::new());
                 if rows_tx.send(rows).await.is_err() {
                     return Ok(());
                 }
@@ -305,7 +305,10 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
                     break;
                 }
                 n += 1;
-                let rows = page_rows(run, n, cases, Some(progress), &handled);
+                let rows = page_rows(run, n, &cases, Some(progress), &handled);
+                // A page of cases is tens of thousands of allocations: freed on a blocking
+                // thread, not on the run's own, where the first batches wait.
+                tokio::task::spawn_blocking(move || drop(cases));
                 if rows_tx.send(rows).await.is_err() {
                     // A later stage stopped (and says why).
                     break;
@@ -401,7 +404,7 @@ async fn read_case(
 fn page_rows(
     run: &RunCtx<'_>,
     n: u64,
-    cases: Vec<Case>,
+    cases: &[Case],
     progress: Option<&Mutex<Progress>>,
     skip: &HashSet<String>,
 ) -> PageRows {
@@ -412,7 +415,7 @@ fn page_rows(
         rows: Vec::new(),
         unknown: Vec::new(),
     };
-    for case in &cases {
+    for case in cases {
         if let Some(p) = progress {
             lock(p).see(case.last_updated_at);
         }
