@@ -216,14 +216,18 @@ impl<'a> RunCtx<'a> {
             let lease = self.lease.clone();
             let cause = self.cause();
             let cursor = cursor.map(|c| (self.flow.name(), c.to_owned()));
-            let task = tokio::spawn(async move {
-                let cursor = cursor.as_ref().map(|(flow, c)| (*flow, c.as_str()));
-                let written = match &lease {
-                    Some(lease) => ledger.apply_fenced(&changes, cursor, &cause, lease).await,
-                    None => ledger.apply(&changes, cursor, &cause).await,
-                };
-                (changes, written)
-            });
+            // In the run's span, so that what the write logs carries the run id and flow.
+            let task = tokio::spawn(tracing::Instrument::instrument(
+                async move {
+                    let cursor = cursor.as_ref().map(|(flow, c)| (*flow, c.as_str()));
+                    let written = match &lease {
+                        Some(lease) => ledger.apply_fenced(&changes, cursor, &cause, lease).await,
+                        None => ledger.apply(&changes, cursor, &cause).await,
+                    };
+                    (changes, written)
+                },
+                tracing::Span::current(),
+            ));
             let (changes, written) = match task.await {
                 Ok(done) => done,
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
