@@ -1,5 +1,5 @@
-//! SQLite specifics: a file ledger survives reconnects and runs in WAL mode; the in-memory
-//! ledger works; bad URLs are refused; the dashboard's queries use indexes.
+//! SQLite specifics: a file ledger survives reconnects and runs in WAL mode, its log copied
+//! into the database in the background; the in-memory ledger works; bad URLs are refused; the dashboard's queries use indexes.
 
 use std::collections::BTreeMap;
 
@@ -227,4 +227,49 @@ async fn an_unreachable_postgres_ledger_says_why() {
     let text = err.to_string();
     assert!(!text.contains("timed out"), "{text}");
     assert!(text.to_lowercase().contains("refused"), "{text}");
+}
+
+#[tokio::test]
+async fn the_write_ahead_log_is_copied_into_the_database_without_waiting_for_a_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let l = Ledger::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let run = l.start_run("decisions-to-progres", "inst-a").await.unwrap();
+    let size = || std::fs::metadata(&path).unwrap().len();
+    // Let a first background checkpoint copy what opening wrote (the migrations).
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let before = size();
+    // A few hundred pages of log: fewer than the 1,000 at which a commit would copy them
+    // itself with SQLite's default, so only the background checkpoint moves them.
+    let changes: Vec<RecordChange> = (0..200)
+        .map(|i| {
+            RecordChange::new(
+                "decisions-to-progres",
+                format!("c-{i:04}:s-{i:04}:accepted"),
+                RecordState::Confirmed,
+            )
+            .with_dest_id("case_id", format!("case-{i:04}"))
+        })
+        .collect();
+    l.apply(&changes, None, &Cause::Run(run)).await.unwrap();
+    let mut grown = false;
+    for _ in 0..40 {
+        if size() > before {
+            grown = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        grown,
+        "the database file grew from {before} bytes without another commit"
+    );
+    assert!(l
+        .get("decisions-to-progres", "c-0007:s-0007:accepted")
+        .await
+        .unwrap()
+        .is_some());
+    l.close().await;
 }
