@@ -22,6 +22,7 @@ mod records;
 mod runs;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -64,6 +65,19 @@ static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations
 #[derive(Clone, Debug)]
 pub struct Ledger {
     pool: Pool,
+    /// A file SQLite ledger's background checkpoint task, stopped when the last clone of the
+    /// ledger is dropped (it holds a handle on the pool, which would otherwise stay open).
+    checkpoints: Option<Arc<StopOnDrop>>,
+}
+
+/// Stops a background task when dropped.
+#[derive(Debug)]
+struct StopOnDrop(tokio::task::AbortHandle);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Ledger {
@@ -104,11 +118,7 @@ impl Ledger {
                 } else {
                     SqlitePoolOptions::new().max_connections(4)
                 };
-                let pool = pool_options.connect_with(options).await?;
-                if !memory {
-                    tokio::spawn(checkpoint_in_background(pool.clone()));
-                }
-                Pool::Sqlite(pool)
+                Pool::Sqlite(pool_options.connect_with(options).await?)
             }
             "postgres" | "postgresql" => {
                 let options = PgConnectOptions::from_str(url)?;
@@ -142,8 +152,17 @@ impl Ledger {
                 })
             }
         };
-        let ledger = Ledger { pool };
+        let mut ledger = Ledger {
+            pool,
+            checkpoints: None,
+        };
         ledger.migrate().await?;
+        if let Pool::Sqlite(pool) = &ledger.pool {
+            if !(url.contains(":memory:") || url.contains("mode=memory")) {
+                let task = tokio::spawn(checkpoint_in_background(pool.clone()));
+                ledger.checkpoints = Some(Arc::new(StopOnDrop(task.abort_handle())));
+            }
+        }
         tracing::debug!(backend = %ledger.backend(), "ledger connected");
         Ok(ledger)
     }
@@ -215,7 +234,8 @@ fn parse_json<T: serde::de::DeserializeOwned>(
 }
 
 /// Copies a file ledger's write-ahead log into the database every
-/// [`SQLITE_CHECKPOINT_EVERY`], until the pool is closed.
+/// [`SQLITE_CHECKPOINT_EVERY`], until the pool is closed or the last [`Ledger`] handle is
+/// dropped (which aborts it).
 ///
 /// With SQLite's default, the commit that takes the log past 1,000 pages also copies them,
 /// and waits for it: a stall of tens of milliseconds in the middle of a run (flow 1.2 at 1,000

@@ -1,5 +1,6 @@
 //! SQLite specifics: a file ledger survives reconnects and runs in WAL mode, its log copied
-//! into the database in the background; the in-memory ledger works; bad URLs are refused; the dashboard's queries use indexes.
+//! into the database in the background until its last handle is dropped; the in-memory
+//! ledger works; bad URLs are refused; the dashboard's queries use indexes.
 
 use std::collections::BTreeMap;
 
@@ -272,4 +273,58 @@ async fn the_write_ahead_log_is_copied_into_the_database_without_waiting_for_a_c
         .unwrap()
         .is_some());
     l.close().await;
+}
+
+/// Open files of this process on `path` (Linux: `/proc/self/fd`).
+fn open_handles(path: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|fds| {
+            fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .filter(|target| target == path)
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_handle_stops_the_background_checkpoints_and_closes_the_file() {
+    if !std::path::Path::new("/proc/self/fd").exists() {
+        return; // not Linux: nothing to observe the open files with
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let l = Ledger::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let path = path.canonicalize().unwrap();
+    let copy = l.clone();
+    l.start_run("decisions-to-progres", "inst-a").await.unwrap();
+    assert!(
+        open_handles(&path) > 0,
+        "the ledger holds the database open"
+    );
+    drop(l);
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert!(
+        open_handles(&path) > 0,
+        "a clone still holds the database open"
+    );
+    assert!(copy
+        .get("decisions-to-progres", "none")
+        .await
+        .unwrap()
+        .is_none());
+    drop(copy);
+    let mut closed = false;
+    for _ in 0..60 {
+        if open_handles(&path) == 0 {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        closed,
+        "the database file is still open after the last handle was dropped"
+    );
 }
