@@ -106,16 +106,7 @@ impl Case {
 
     /// The rows of `services_section` (non-object rows skipped), in Primero's order.
     pub fn services(&self) -> Vec<ServiceRow> {
-        match self.data.get("services_section") {
-            Some(Value::Array(rows)) => rows
-                .iter()
-                .filter_map(|r| match r {
-                    Value::Object(m) => Some(ServiceRow::from_fields(m.clone())),
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        }
+        self.service_rows().map(|r| r.to_owned_row()).collect()
     }
 
     /// The rows of `services_section` (non-object rows skipped), in Primero's order, borrowed.
