@@ -97,7 +97,7 @@ impl Ledger {
         let scheme = url.split(':').next().unwrap_or_default();
         let pool = match scheme {
             "sqlite" => {
-                let memory = url.contains(":memory:") || url.contains("mode=memory");
+                let memory = is_memory_url(url);
                 let options = SqliteConnectOptions::from_str(url)?
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
@@ -158,7 +158,7 @@ impl Ledger {
         };
         ledger.migrate().await?;
         if let Pool::Sqlite(pool) = &ledger.pool {
-            if !(url.contains(":memory:") || url.contains("mode=memory")) {
+            if !is_memory_url(url) {
                 let task = tokio::spawn(checkpoint_in_background(pool.clone()));
                 ledger.checkpoints = Some(Arc::new(StopOnDrop(task.abort_handle())));
             }
@@ -231,6 +231,11 @@ fn parse_json<T: serde::de::DeserializeOwned>(
             e.column()
         ),
     })
+}
+
+/// Whether a SQLite URL names an in-memory database (no file, no write-ahead log).
+fn is_memory_url(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
 }
 
 /// Copies a file ledger's write-ahead log into the database every
