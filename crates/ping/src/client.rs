@@ -14,11 +14,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use secrecy::ExposeSecret;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Value};
 
 use crate::checkstatus::{parse_check_status, CheckStatus};
 use crate::error::PingError;
-use crate::ingest::{parse_failed_records, IngestOutcome, IngestRecord};
+use crate::ingest::{parse_failed_records, IngestOutcome, IngestRecord, Seq, Wire};
 use crate::row::Row;
 use crate::settings::PingSettings;
 use crate::token::{Token, TokenCache};
@@ -444,7 +445,10 @@ impl PingClient {
         body: Value,
         handle: impl Fn(Reply) -> Result<T, PingError>,
     ) -> Result<T, PingError> {
-        self.call_with(route, url, body, Resend::Always, handle)
+        let text = body.to_string().into_bytes();
+        // Shadowing would keep the tree alive until the call ends.
+        drop(body);
+        self.call_with(route, url, text, Resend::Always, handle)
             .await
     }
 
@@ -452,20 +456,17 @@ impl PingClient {
     /// (its errors are classified like any other, so a transient one is retried when `resend`
     /// allows: with [`Resend::IfUnprocessed`] it never is, since PING answered).
     ///
-    /// The body is kept as JSON text, not as a tree: an ingestion batch's tree is several
-    /// times the size of its text, and a call may wait for the limiter and for its retries
-    /// with it (R10).
+    /// The body is JSON text, not a tree: an ingestion batch's tree is several times the
+    /// size of its text, and a call may wait for the limiter and for its retries with it
+    /// (R10).
     async fn call_with<T>(
         &self,
         route: &'static str,
         url: &url::Url,
-        body: Value,
+        text: Vec<u8>,
         resend: Resend,
         handle: impl Fn(Reply) -> Result<T, PingError>,
     ) -> Result<T, PingError> {
-        let text = body.to_string().into_bytes();
-        // Shadowing would keep the tree alive until the call ends.
-        drop(body);
         let body = text.as_slice();
         let policy = &self.inner.settings.http.retry;
         pp_http::with_retries_if(
@@ -584,12 +585,14 @@ impl PingClient {
         if records.is_empty() {
             return Ok(IngestOutcome::default());
         }
-        let body = json!({
-            "ShippingProcessId": shp,
-            "InteropId": self.inner.settings.interop_id,
-            "Data": records.iter().map(|r| r.borrow().to_wire(true)).collect::<Vec<_>>(),
-        });
-        self.call(ROUTE_DATA, &self.inner.url_data, body, |reply| {
+        let text = ingest_body(
+            shp,
+            ("InteropId", &self.inner.settings.interop_id),
+            None,
+            records.iter().map(|r| r.borrow().wire(true)),
+        )?;
+        let url = &self.inner.url_data;
+        self.call_with(ROUTE_DATA, url, text, Resend::Always, |reply| {
             let failed = parse_failed_records(&reply.body);
             let transaction_id = transaction_id(&reply.body);
             if (200..300).contains(&reply.status) {
@@ -642,12 +645,12 @@ impl PingClient {
                 detail: "asynchronous ingestion needs at least one record".into(),
             });
         }
-        let body = json!({
-            "ShippingProcessId": shp,
-            "InteropID": self.inner.settings.interop_id,
-            "APIVersion": "V2",
-            "Data": records.iter().map(|r| r.to_wire(false)).collect::<Vec<_>>(),
-        });
+        let text = ingest_body(
+            shp,
+            ("InteropID", &self.inner.settings.interop_id),
+            Some("V2"),
+            records.iter().map(|r| r.wire(false)),
+        )?;
         let handle = |reply: Reply| {
             let tx = transaction_id(&reply.body);
             if (200..300).contains(&reply.status) {
@@ -692,7 +695,7 @@ impl PingClient {
         };
         // Sent again only when PING certainly did not process the failed attempt.
         let (route, url) = (ROUTE_ASYNCDATA, &self.inner.url_async);
-        self.call_with(route, url, body, Resend::IfUnprocessed, handle)
+        self.call_with(route, url, text, Resend::IfUnprocessed, handle)
             .await
     }
 
@@ -727,10 +730,96 @@ impl PingClient {
     }
 }
 
+/// The text of an ingestion request: `ShippingProcessId`, the interop id under the name the
+/// endpoint expects (`InteropId` for `/data`, `InteropID` for `/asyncdata`), `APIVersion`
+/// when given, and `Data`, in that order, as the reference sends them.
+fn ingest_body<'a>(
+    shp: &str,
+    interop: (&'static str, &str),
+    api_version: Option<&'static str>,
+    data: impl Iterator<Item = Wire<'a>> + Clone,
+) -> Result<Vec<u8>, PingError> {
+    struct Body<'b, I> {
+        shp: &'b str,
+        interop: (&'static str, &'b str),
+        api_version: Option<&'static str>,
+        data: Seq<I>,
+    }
+    impl<'w, I: Iterator<Item = Wire<'w>> + Clone> Serialize for Body<'_, I> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let mut m = serializer.serialize_map(None)?;
+            m.serialize_entry("ShippingProcessId", self.shp)?;
+            m.serialize_entry(self.interop.0, self.interop.1)?;
+            if let Some(v) = self.api_version {
+                m.serialize_entry("APIVersion", v)?;
+            }
+            m.serialize_entry("Data", &self.data)?;
+            m.end()
+        }
+    }
+    serde_json::to_vec(&Body {
+        shp,
+        interop,
+        api_version,
+        data: Seq(data),
+    })
+    .map_err(|e| PingError::InvalidRequest {
+        detail: format!("the ingestion request could not be written: {e}"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use secrecy::SecretString;
+
+    /// The ingestion bodies are written without a JSON tree: the text must be the one the
+    /// tree gave (same keys, same order, `null` values, escaping), for both endpoints.
+    #[test]
+    fn ingest_bodies_are_the_text_of_their_json_tree() {
+        let records = [
+            IngestRecord::new("case-1")
+                .with_external_guid("g-1")
+                .attachment("Accepted \"by\" PRIMERO\n\u{e9}t\u{e9}")
+                .field("progres_primerotransferstatus", Some("125080003"))
+                .field("progres_primeroid", None::<String>),
+            IngestRecord::new("x").field("a", Some("b")),
+        ];
+        let sync = ingest_body(
+            "SHP-1",
+            ("InteropId", "interop"),
+            None,
+            records.iter().map(|r| r.wire(true)),
+        )
+        .unwrap();
+        let expected = json!({
+            "ShippingProcessId": "SHP-1",
+            "InteropId": "interop",
+            "Data": records.iter().map(|r| r.to_wire(true)).collect::<Vec<_>>(),
+        });
+        assert_eq!(String::from_utf8(sync).unwrap(), expected.to_string());
+        let asynchronous = ingest_body(
+            "SHP-2",
+            ("InteropID", "interop"),
+            Some("V2"),
+            records.iter().map(|r| r.wire(false)),
+        )
+        .unwrap();
+        let expected = json!({
+            "ShippingProcessId": "SHP-2",
+            "InteropID": "interop",
+            "APIVersion": "V2",
+            "Data": records.iter().map(|r| r.to_wire(false)).collect::<Vec<_>>(),
+        });
+        assert_eq!(
+            String::from_utf8(asynchronous).unwrap(),
+            expected.to_string()
+        );
+        // Without attachments, `/data` still sends an empty list and `/asyncdata` none.
+        assert!(expected
+            .to_string()
+            .contains(r#"{"ExternalId":"x","Fields":"#));
+    }
 
     fn settings() -> PingSettings {
         PingSettings::new(
