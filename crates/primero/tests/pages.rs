@@ -371,3 +371,74 @@ async fn pages_are_read_further_ahead_once_the_total_is_known_and_handed_over_in
     assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 1050);
     sim.shutdown().await;
 }
+
+/// Pages handed over in parts: every case once, in the listing's order, each part at most the
+/// size asked for and never spanning two pages, each page still requested once; the listing's
+/// counts are those of whole pages; a malformed page is retried and then ends the listing as
+/// whole pages do.
+#[tokio::test]
+async fn pages_handed_over_in_parts_give_every_case_once_in_order() {
+    let sim = sim().await;
+    sim.seed(scenario(1050)).await.unwrap();
+    let c = client(&sim, 3);
+    let query = CaseQuery::default().with_page_size(400);
+    let whole: Vec<String> = {
+        let mut pages = c.case_pages(&query).unwrap();
+        let mut ids = Vec::new();
+        while let Some(page) = pages.next_page().await.unwrap() {
+            ids.extend(page.into_iter().map(|c| c.id));
+        }
+        ids
+    };
+    assert_eq!(whole.len(), 1050);
+    control(&sim, reqwest::Method::DELETE, "/_sim/requests", None).await;
+
+    let mut pages = c.case_pages_in_parts(&query, 2, 150).unwrap();
+    let mut sizes = Vec::new();
+    let mut ids = Vec::new();
+    while let Some(part) = pages.next_page().await.unwrap() {
+        sizes.push(part.len());
+        ids.extend(part.into_iter().map(|c| c.id));
+    }
+    // Pages of 400, 400 and 250, each cut into parts of 150.
+    assert_eq!(sizes, [150, 150, 100, 150, 150, 100, 150, 100]);
+    assert_eq!(ids, whole, "the same cases in the same order");
+    let stats = pages.stats();
+    assert_eq!((stats.pages, stats.cases), (3, 1050));
+    let mut asked = pages_requested(&sim).await;
+    asked.sort_unstable();
+    assert_eq!(asked, ["1", "2", "3"], "each page once");
+
+    // A page whose body is not JSON is retried like a whole page.
+    control(
+        &sim,
+        reqwest::Method::POST,
+        "/_sim/faults",
+        Some(json!({"rules": [{"endpoint": "cases_list", "kind": "malformed_json", "times": 1}]})),
+    )
+    .await;
+    let mut pages = c.case_pages_in_parts(&query, 1, 1000).unwrap();
+    let first = pages
+        .next_page()
+        .await
+        .unwrap()
+        .expect("page 1 after a retry");
+    assert_eq!(first.len(), 400);
+    drop(pages);
+    // With one attempt only, it ends the listing, and every later call says so.
+    control(
+        &sim,
+        reqwest::Method::POST,
+        "/_sim/faults",
+        Some(json!({"rules": [{"endpoint": "cases_list", "kind": "malformed_json", "times": 1}]})),
+    )
+    .await;
+    let once = client(&sim, 1);
+    let mut pages = once.case_pages_in_parts(&query, 1, 100).unwrap();
+    assert!(matches!(
+        pages.next_page().await,
+        Err(PrimeroError::Malformed { .. })
+    ));
+    assert!(pages.next_page().await.is_err());
+    sim.shutdown().await;
+}
