@@ -30,15 +30,17 @@
 //! Shape, so that a run costs little more than its API calls: four stages run side by side,
 //! joined by small bounded queues.
 //! - The *lister* reads the cases to retry, then the case pages; the next pages (up to
-//!   `PAGES_AHEAD`) are read in the background while the current one is picked over
-//!   ([`pp_primero::PrimeroClient::case_pages_ahead`]), and only the decided rows go on, one
-//!   page at a time.
+//!   `PAGES_AHEAD`) are read in the background while the current one is picked over, each
+//!   handed over in parts of `PART` cases parsed in the background
+//!   ([`pp_primero::PrimeroClient::case_pages_in_parts`]), and only the decided rows go on,
+//!   one part at a time (below, a "page" of the flow is such a part).
 //! - The *preparer* takes a page's rows a few batches' worth at a time: their ledger records
 //!   are read in bulk (the likely instance keys of every row at once, further instances only
 //!   for rows that have them), legacy numbers resolved, records built, and full batches handed
-//!   on, so the first batches leave while the rest of the page is prepared. A page with
-//!   decisions is started only once page `n - PAGES_UNSETTLED` is committed (memory stays
-//!   bounded by a few pages, R10); a page without any goes straight through.
+//!   on, so the first batches leave while the rest of the page is prepared; a batch a page
+//!   leaves short is filled with the next page's rows. A page with decisions is started only
+//!   once page `n - PARTS_UNSETTLED` is committed (memory stays bounded by a few Primero
+//!   pages, R10); a page without any goes straight through.
 //! - The *sender* keeps up to `ping.http.max_concurrency` batches in flight, whatever page
 //!   they come from, so one page's last batches and the next page's first ones overlap.
 //! - The *committer* records outcomes in order, one commit at a time: each batch's outcomes
@@ -74,16 +76,20 @@ use crate::{FlowError, RunCtx};
 /// Pages read ahead at once, once the first has told how many there are: one page at a time,
 /// the listing is a chain of round trips (and of the server's work on each page) that takes
 /// longer than the sending at 10,000 decisions. With four fields a case is small, so a few
-/// pages of 1,000 are cheap to hold. (Smaller pages do not help: a page is prepared only
-/// once an earlier one is committed, see [`PAGES_UNSETTLED`], so small pages starve the
-/// sender.)
+/// pages of 1,000 are cheap to hold. (Smaller pages do not help: each costs a round trip and
+/// the server's work, and they came back late while both processes were busy.)
 const PAGES_AHEAD: usize = 3;
 
-/// Pages with decisions prepared or in delivery while earlier ones wait for their commit: a
-/// page is started only once page `n - PAGES_UNSETTLED` is committed. Three keep the sender
-/// fed across page boundaries (with two, it ran dry while the page before last committed);
-/// a page's rows and records are about a megabyte at 1,000 decisions.
-const PAGES_UNSETTLED: u64 = 3;
+/// Cases per part a page is handed over in ([`PrimeroClient::case_pages_in_parts`]): the
+/// first decisions are prepared and sent while the rest of the first page is still being
+/// parsed, instead of after all 1,000 cases are.
+const PART: usize = 100;
+
+/// Parts with decisions prepared or in delivery while earlier ones wait for their commit: a
+/// part is started only once part `n - PARTS_UNSETTLED` is committed (three pages' worth;
+/// with two, the sender ran dry while the page before last committed). A page's rows and
+/// records are about a megabyte at 1,000 decisions.
+const PARTS_UNSETTLED: u64 = 3 * pp_primero::PAGE_SIZE / PART as u64;
 
 /// Failed decisions read by id per run, at most.
 const RETRIES_PER_RUN: i64 = 1000;
@@ -152,6 +158,8 @@ struct Outgoing {
     attempts: i64,
     /// Whether a failure holds the cursor (not for the cases read by id).
     holds: bool,
+    /// The page (of the flow, see [`PART`]) the decision came from.
+    page: u64,
 }
 
 /// The decision rows of one page, as the lister hands them to the preparer.
@@ -166,8 +174,8 @@ struct PageRows {
 
 /// What the preparer hands the sender.
 enum Work {
-    /// One batch of page `page`.
-    Batch { page: u64, batch: Vec<Outgoing> },
+    /// One batch (of one page, or of the end of one and the start of the next ones).
+    Batch(Vec<Outgoing>),
     /// Every batch of page `n` has been handed over.
     PageEnd(u64),
 }
@@ -266,7 +274,7 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
     };
     // The first page is requested now, while the decisions to retry are looked at.
     let query = CaseQuery::updated_since(from).with_fields(CASE_FIELDS.iter().copied());
-    let mut pages = ctx.primero.case_pages_ahead(&query, PAGES_AHEAD)?;
+    let mut pages = ctx.primero.case_pages_in_parts(&query, PAGES_AHEAD, PART)?;
 
     let progress = Mutex::new(Progress::new(from));
     let failed = AtomicBool::new(false);
@@ -443,12 +451,14 @@ fn page_rows(
     page
 }
 
-/// The preparer: for each page, rejects the unknown statuses, then takes the decided rows a
-/// few batches' worth at a time (their ledger records read in bulk, legacy numbers resolved,
-/// records built) and hands full batches to the sender, so the first batches leave while the
-/// rest of the page is prepared. A page with decisions is started only once page
-/// `n - PAGES_UNSETTLED` is committed. Stops quietly when the sender has stopped (it says
-/// why).
+/// The preparer: for each page (a part of one, see [`PART`]), rejects the unknown statuses,
+/// then takes the decided rows a few batches' worth at a time (their ledger records read in
+/// bulk, legacy numbers resolved, records built) and hands full batches to the sender, so the
+/// first batches leave while the rest of the page is prepared. A page with decisions is
+/// started only once page `n - PARTS_UNSETTLED` is committed. A page's last rows that do not
+/// fill a batch wait for the next page's (a page's end would otherwise cut a batch short and
+/// cost a PING call): the page is told ended once they are handed over. Stops quietly when
+/// the sender has stopped (it says why).
 async fn prepare(
     run: &RunCtx<'_>,
     mut rows_rx: tokio::sync::mpsc::Receiver<PageRows>,
@@ -458,8 +468,14 @@ async fn prepare(
 ) -> Result<(), FlowError> {
     let batch_size = run.ctx.config.ping.batch_size.max(1);
     let rows_at_once = batch_size.saturating_mul(2);
+    let mut batcher = Batcher::new(batch_size);
+    // Pages prepared whose end is still to be told, in order: the batcher holds rows of the
+    // first of them (and of the ones after it that have rows).
+    let mut unended: Vec<u64> = Vec::new();
+    let mut stopped = false;
     while let Some(page) = rows_rx.recv().await {
         if outbox.failed() {
+            stopped = true;
             break;
         }
         let n = page.n;
@@ -467,24 +483,23 @@ async fn prepare(
             // Nothing to prepare or hold: the page only has to be marked done in order (at
             // 10,000 decisions, the pages of undecided cases waited here for commits and
             // came after the last send).
-            if work_tx.send(Work::PageEnd(n)).await.is_err() {
+            if !end_pages(&work_tx, &mut unended, Some(n), batcher.is_empty()).await {
                 return Ok(());
             }
             continue;
         }
         tokio::select! {
-            _ = outbox.settled(n.saturating_sub(PAGES_UNSETTLED)) => {}
-            _ = work_tx.closed() => break,
+            _ = outbox.settled(n.saturating_sub(PARTS_UNSETTLED)) => {}
+            _ = work_tx.closed() => return Ok(()),
         }
         outbox.send(unknown_rejections(run, page.unknown).await?);
-        let mut batcher = Batcher::new(batch_size);
         let mut rows = page.rows.into_iter();
         loop {
             let chunk: Vec<DecisionRow> = rows.by_ref().take(rows_at_once).collect();
             if chunk.is_empty() {
                 break;
             }
-            let (outgoing, rejections) = prepare_rows(run, chunk, page.holds, progress).await?;
+            let (outgoing, rejections) = prepare_rows(run, chunk, n, page.holds, progress).await?;
             outbox.send(rejections);
             if run.dry_run {
                 for o in &outgoing {
@@ -496,23 +511,54 @@ async fn prepare(
                 continue;
             }
             for o in outgoing {
-                if let Some(batch) = batcher.push(o) {
-                    if work_tx.send(Work::Batch { page: n, batch }).await.is_err() {
+                for batch in batcher.push(o) {
+                    if work_tx.send(Work::Batch(batch)).await.is_err() {
+                        return Ok(());
+                    }
+                    // The batcher now holds rows of this page only, if any: the earlier
+                    // pages are handed over whole.
+                    if !end_pages(&work_tx, &mut unended, None, true).await {
                         return Ok(());
                     }
                 }
             }
         }
-        if let Some(batch) = batcher.finish() {
-            if work_tx.send(Work::Batch { page: n, batch }).await.is_err() {
-                return Ok(());
-            }
-        }
-        if work_tx.send(Work::PageEnd(n)).await.is_err() {
+        if !end_pages(&work_tx, &mut unended, Some(n), batcher.is_empty()).await {
             return Ok(());
         }
     }
+    // After a refused commit nothing new starts: held rows are left for a later run, as the
+    // pages not read yet are (their pages are not told ended).
+    if !stopped {
+        if let Some(batch) = batcher.finish() {
+            if work_tx.send(Work::Batch(batch)).await.is_err() {
+                return Ok(());
+            }
+        }
+        end_pages(&work_tx, &mut unended, None, true).await;
+    }
     Ok(())
+}
+
+/// Tells the sender that the pages in `unended`, then page `n` (if given), are handed over
+/// whole, in order, when `nothing_held` (the batcher holds no row); otherwise `n` waits in
+/// `unended`. False when the sender has stopped.
+async fn end_pages(
+    work_tx: &tokio::sync::mpsc::Sender<Work>,
+    unended: &mut Vec<u64>,
+    n: Option<u64>,
+    nothing_held: bool,
+) -> bool {
+    unended.extend(n);
+    if !nothing_held {
+        return true;
+    }
+    for p in unended.drain(..) {
+        if work_tx.send(Work::PageEnd(p)).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// R4: the rows whose status is neither a decision nor `pending` are rejected, naming it
@@ -550,6 +596,7 @@ async fn unknown_rejections(
 async fn prepare_rows(
     run: &RunCtx<'_>,
     rows: Vec<DecisionRow>,
+    page: u64,
     holds: bool,
     progress: &Mutex<Progress>,
 ) -> Result<(Vec<Outgoing>, Vec<RecordChange>), FlowError> {
@@ -608,6 +655,7 @@ async fn prepare_rows(
                 hash,
                 attempts,
                 holds,
+                page,
             }),
             Err(rejection) => changes.push(
                 run.rejected(&key, rejection.reason, rejection.message)
@@ -637,18 +685,28 @@ impl Batcher {
         }
     }
 
-    /// Adds a decision; returns the batch it closed, if any.
-    fn push(&mut self, o: Outgoing) -> Option<Vec<Outgoing>> {
+    /// Adds a decision; returns the batches it closed: the one before it, when it repeats an
+    /// `ExternalId` of that one, and the one it fills (handed over at once, not when the next
+    /// decision comes: that may be a page later).
+    fn push(&mut self, o: Outgoing) -> Vec<Vec<Outgoing>> {
+        let mut closed = Vec::new();
         let id = o.record.external_id.trim().to_lowercase();
-        let closed = if self.current.len() >= self.size || self.ids.contains(&id) {
+        if self.ids.contains(&id) {
             self.ids.clear();
-            Some(std::mem::take(&mut self.current))
-        } else {
-            None
-        };
+            closed.push(std::mem::take(&mut self.current));
+        }
         self.ids.insert(id);
         self.current.push(o);
+        if self.current.len() >= self.size {
+            self.ids.clear();
+            closed.push(std::mem::take(&mut self.current));
+        }
         closed
+    }
+
+    /// Whether no decision waits for its batch.
+    fn is_empty(&self) -> bool {
+        self.current.is_empty()
     }
 
     /// The last batch, if not empty.
@@ -700,18 +758,22 @@ async fn send_all(
         }
         tokio::select! {
             work = work_rx.recv(), if take => match work {
-                Some(Work::Batch { page, batch }) => {
-                    *open.entry(page).or_default() += 1;
-                    in_flight.push(send_batch(run, shp, page, batch));
+                Some(Work::Batch(batch)) => {
+                    for page in pages_of(&batch) {
+                        *open.entry(page).or_default() += 1;
+                    }
+                    in_flight.push(send_batch(run, shp, batch));
                 }
                 Some(Work::PageEnd(n)) => {
                     ended.insert(n);
                 }
                 None => input = false,
             },
-            Some((page, batch, mut outcome)) = in_flight.next(), if !in_flight.is_empty() => {
-                if let Some(left) = open.get_mut(&page) {
-                    *left = left.saturating_sub(1);
+            Some((batch, mut outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                for page in pages_of(&batch) {
+                    if let Some(left) = open.get_mut(&page) {
+                        *left = left.saturating_sub(1);
+                    }
                 }
                 // Credentials refused part-way: the outcomes PING gave are queued all the same.
                 if let Some(e) = outcome.error.take() {
@@ -737,13 +799,19 @@ async fn send_all(
 async fn send_batch(
     run: &RunCtx<'_>,
     shp: &str,
-    page: u64,
     batch: Vec<Outgoing>,
-) -> (u64, Vec<Outgoing>, IngestOutcomes) {
+) -> (Vec<Outgoing>, IngestOutcomes) {
     let records: Vec<&IngestRecord> = batch.iter().map(|o| &o.record).collect();
     let outcome = ingest_isolated(run, shp, &records).await;
     drop(records);
-    (page, batch, outcome)
+    (batch, outcome)
+}
+
+/// The pages a batch's decisions come from, each once (they are in page order).
+fn pages_of(batch: &[Outgoing]) -> Vec<u64> {
+    let mut pages: Vec<u64> = batch.iter().map(|o| o.page).collect();
+    pages.dedup();
+    pages
 }
 
 /// The ledger changes of one batch's outcomes (indices in `outcome` are positions in
@@ -1123,14 +1191,14 @@ mod tests {
             hash: String::new(),
             attempts: 0,
             holds: true,
+            page: 1,
         }
     }
 
     /// The batches (as `ExternalId`s) a batcher of `size` makes of `ids`.
     fn batched(ids: &[&str], size: usize) -> Vec<Vec<String>> {
         let mut b = Batcher::new(size);
-        let mut out: Vec<Vec<Outgoing>> =
-            ids.iter().filter_map(|id| b.push(outgoing(id))).collect();
+        let mut out: Vec<Vec<Outgoing>> = ids.iter().flat_map(|id| b.push(outgoing(id))).collect();
         out.extend(b.finish());
         out.iter()
             .map(|batch| batch.iter().map(|o| o.record.external_id.clone()).collect())
@@ -1151,8 +1219,18 @@ mod tests {
         );
         assert!(batched(&[], 3).is_empty());
         let mut b = Batcher::new(3);
-        assert!(b.push(outgoing("x")).is_none());
+        assert!(b.push(outgoing("x")).is_empty());
+        assert!(!b.is_empty());
         assert_eq!(b.finish().map(|v| v.len()), Some(1));
+        assert!(b.is_empty());
+        let mut b = Batcher::new(2);
+        assert!(b.push(outgoing("x")).is_empty());
+        assert_eq!(
+            b.push(outgoing("y")).len(),
+            1,
+            "a full batch is handed over when it fills, not with the next decision"
+        );
+        assert!(b.is_empty());
         assert!(
             b.finish().is_none(),
             "finished batches are not handed over twice"

@@ -189,8 +189,10 @@ async fn three_pages_are_all_recorded_and_a_failed_batch_of_page_two_holds_the_c
         c.ping.http.retry.max_attempts = 2;
     })
     .await;
-    // Newest first, 3 a page: page 1 = cases 6, 5, 4; page 2 = 3, 2, 1; page 3 = 0. Page 2's
-    // first batch (cases 3 and 2) fails on every attempt.
+    // Newest first, 3 a page: page 1 = cases 6, 5, 4; page 2 = 3, 2, 1; page 3 = 0. A batch a
+    // page leaves short is filled with the next page's first decision, so the batches are
+    // (6, 5), (4, 3), (2, 1), (0): two PING calls fewer than batching page by page. Page 2's
+    // own batch (cases 2 and 1) fails on every attempt.
     let decided = seed_decisions(&env, 7, Some(4)).await;
     refuse.set(&[&decided[2].case_id]);
     let first = env.run(Flow::DecisionsToProgres).await;
@@ -199,6 +201,16 @@ async fn three_pages_are_all_recorded_and_a_failed_batch_of_page_two_holds_the_c
         (7, 5, 2),
         "{first}"
     );
+    // The refused batch never reaches PING (the proxy answers 503): the three others did,
+    // one request each.
+    let log = env.ping_get("/_sim/requests").await;
+    let sent = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["endpoint"] == "data")
+        .count();
+    assert_eq!(sent, 3, "{log}");
     // Pages 2 and 3 are read ahead together and may reach the simulator in either order:
     // each page is asked for exactly once, and none past the last.
     let mut pages: Vec<Option<String>> = listings(&env)
@@ -212,7 +224,7 @@ async fn three_pages_are_all_recorded_and_a_failed_batch_of_page_two_holds_the_c
         [Some("1".into()), Some("2".into()), Some("3".into())]
     );
     for (i, d) in decided.iter().enumerate() {
-        let want = if i == 2 || i == 3 {
+        let want = if i == 1 || i == 2 {
             RecordState::Failed
         } else {
             RecordState::Confirmed
@@ -224,8 +236,8 @@ async fn three_pages_are_all_recorded_and_a_failed_batch_of_page_two_holds_the_c
     }
     assert_eq!(
         env.ledger.cursor(F12).await.unwrap().as_deref(),
-        Some("2026-03-01T10:00:02Z"),
-        "held at the older of the failed cases, although pages 1 and 3 are newer"
+        Some("2026-03-01T10:00:01Z"),
+        "held at the older of the failed cases, although case 0 (page 3) was sent after them"
     );
 
     // PING works again: once due, the two are sent (read by id) and the cursor moves on.
