@@ -321,6 +321,9 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
                     // A later stage stopped (and says why).
                     break;
                 }
+                // The preparer (polled by the same task) starts on these rows before the next
+                // part, already parsed, is picked over.
+                tokio::task::yield_now().await;
             }
             Ok::<(), FlowError>(())
         }

@@ -275,8 +275,10 @@ impl PrimeroClient {
 
     /// [`PrimeroClient::case_pages_ahead`] with each page handed over in parts of at most
     /// `part` records (at least 1). A page's records are parsed in the background a part at a
-    /// time, so the caller works on its first part while the rest is parsed: the first 100
-    /// cases of a page of 1,000 are handed over several milliseconds sooner.
+    /// time, each once the one before it is taken, so the caller works on the first part
+    /// while the next is parsed (and the parsing does not compete with the caller for the
+    /// CPU): the first 100 cases of a page of 1,000 are handed over several milliseconds
+    /// sooner.
     pub fn case_pages_in_parts(
         &self,
         query: &CaseQuery,
@@ -938,7 +940,9 @@ enum PageMsg {
 
 /// A page being fetched (and parsed) in the background.
 struct PageTask {
-    rx: tokio::sync::mpsc::UnboundedReceiver<Result<PageMsg, PrimeroError>>,
+    /// Holds one message: the task parses a part only once the one before is taken, so
+    /// the parsing keeps pace with the caller instead of competing with it for the CPU.
+    rx: tokio::sync::mpsc::Receiver<Result<PageMsg, PrimeroError>>,
     handle: tokio::task::JoinHandle<()>,
 }
 
@@ -1173,12 +1177,12 @@ impl CasePages {
         let page = self.requested;
         let per = self.listing.query.per();
         let part = self.part;
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
         let task = async move {
             let scanned = match scan_page(&client, &params, page, per).await {
                 Ok(scanned) => scanned,
                 Err(e) => {
-                    let _ = tx.send(Err(e));
+                    let _ = tx.send(Err(e)).await;
                     return;
                 }
             };
@@ -1188,13 +1192,14 @@ impl CasePages {
                 total: scanned.total,
                 per: scanned.per,
             };
-            if tx.send(Ok(head)).is_err() {
+            if tx.send(Ok(head)).await.is_err() {
                 return;
             }
             let mut from = 0;
             while from < n {
                 let to = from.saturating_add(part).min(n);
-                if tx.send(Ok(PageMsg::Part(scanned.parse(from..to)))).is_err() {
+                let part = scanned.parse(from..to);
+                if tx.send(Ok(PageMsg::Part(part))).await.is_err() {
                     return;
                 }
                 from = to;
