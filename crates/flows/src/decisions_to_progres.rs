@@ -491,8 +491,22 @@ async fn prepare(
             }
             continue;
         }
+        let gate = n.saturating_sub(PARTS_UNSETTLED);
+        if unended.first().is_some_and(|&p| p <= gate) {
+            // The gate waits for a page whose last rows wait in the batcher for rows of a
+            // later page, which may never come (the pages between had none to send): they
+            // go now, in a short batch, so that the page can be committed.
+            if let Some(batch) = batcher.finish() {
+                if work_tx.send(Work::Batch(batch)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if !end_pages(&work_tx, &mut unended, None, true).await {
+                return Ok(());
+            }
+        }
         tokio::select! {
-            _ = outbox.settled(n.saturating_sub(PARTS_UNSETTLED)) => {}
+            _ = outbox.settled(gate) => {}
             _ = work_tx.closed() => return Ok(()),
         }
         outbox.send(unknown_rejections(run, page.unknown).await?);

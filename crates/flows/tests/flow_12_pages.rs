@@ -13,7 +13,7 @@ use std::time::Duration;
 use pp_flows::{Flow, FlowError};
 use pp_ledger::RecordState;
 use serde_json::json;
-use support::seed::{ping_intervention, seed_decisions, BU};
+use support::seed::{guid, known_intervention, ping_intervention, seed_decisions, BU};
 use support::{proxy, TestEnv};
 
 const F12: &str = "decisions-to-progres";
@@ -339,4 +339,56 @@ async fn the_next_page_is_sent_while_a_batch_of_the_previous_page_is_still_out()
         env.ledger.cursor(F12).await.unwrap().as_deref(),
         Some("2026-03-01T10:00:05Z")
     );
+}
+
+/// A page's last decision waits in a short batch for the next page's; when the pages after it
+/// have nothing to send (here 31 pages of one case each whose status is unknown, each passing
+/// the gate that waits for the page 30 before it to be committed), the short batch goes out
+/// instead of waiting for ever, and the run ends with every decision recorded.
+#[tokio::test]
+async fn a_short_batch_is_sent_when_the_pages_after_it_have_nothing_to_send() {
+    let env = env_with(Refuse::default(), 1, |c| c.ping.batch_size = 2).await;
+    // Newest first, one case a page: case 32, then 31 cases whose row has an unknown status
+    // ("declined"), then case 0.
+    let (mut ivs, mut cases, mut keys) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..33 {
+        let (lp, case_uuid, unique_id) = (guid(), guid(), guid());
+        let number = format!("803-26-PRTITV-81{i:05}");
+        let status = if i == 0 || i == 32 {
+            ivs.push(known_intervention(&lp, &number, &format!("ind-{number}")));
+            keys.push(format!("{case_uuid}:{unique_id}:accepted"));
+            "accepted"
+        } else {
+            "declined"
+        };
+        let at = format!("2026-03-01T10:00:{i:02}.000Z");
+        cases.push(json!({
+            "id": case_uuid,
+            "case_id": format!("case-{i:03}"),
+            "module_id": "primeromodule-cp",
+            "owned_by": format!("cw_{i}"),
+            "created_at": at,
+            "last_updated_at": at,
+            "services_section": [{
+                "unique_id": unique_id,
+                "service_type": "food",
+                "service_request_agency": "UNHCR",
+                "service_referral": "external_referral",
+                "unhcr_referral_status": status,
+                "progres_interventionnumber": format!("{number},{lp},{BU}"),
+            }]
+        }));
+    }
+    env.ping_post("/_sim/seed", json!({ "interventions": ivs }))
+        .await;
+    env.primero_post("/_sim/seed", json!({ "cases": cases }))
+        .await;
+    let report = tokio::time::timeout(Duration::from_secs(30), env.run(Flow::DecisionsToProgres))
+        .await
+        .expect("the run ends");
+    assert_eq!(report.confirmed, 2, "{report}");
+    assert_eq!(report.rejected.get("unknown_status"), Some(&31), "{report}");
+    for key in &keys {
+        assert_eq!(state_of(&env, key).await, Some(RecordState::Confirmed));
+    }
 }
