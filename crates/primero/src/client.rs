@@ -946,14 +946,20 @@ struct PageTask {
     handle: tokio::task::JoinHandle<()>,
 }
 
-impl PageTask {
-    /// Waits for the task after its channel closed early: a panic is resumed here.
-    async fn ended(self) {
-        if let Err(e) = self.handle.await {
-            if e.is_panic() {
-                std::panic::resume_unwind(e.into_panic());
-            }
-        }
+/// The error of a page's task that did not complete: its panic is resumed here; a cancelled
+/// task (the runtime shutting down) is a transient failure.
+fn page_task_failed(e: tokio::task::JoinError) -> PrimeroError {
+    if e.is_panic() {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    page_cancelled()
+}
+
+fn page_cancelled() -> PrimeroError {
+    PrimeroError::Transient {
+        status: None,
+        detail: "the case page request was cancelled".into(),
+        retry_after: None,
     }
 }
 
@@ -1080,10 +1086,15 @@ impl CasePages {
                             return Ok(Some(cases));
                         }
                     }
-                    // Every part is handed over (or the task panicked: resumed here).
+                    // Every part is handed over, or the task panicked or was cancelled. The
+                    // task stays current until its end is known, so a call dropped while
+                    // waiting for it leaves the question to the next call.
                     None => {
-                        if let Some(done) = self.current.take() {
-                            done.ended().await;
+                        let joined = (&mut current.handle).await;
+                        self.current = None;
+                        if let Err(e) = joined {
+                            self.stop();
+                            return Err(page_task_failed(e));
                         }
                     }
                     Some(Ok(PageMsg::Head { .. })) | Some(Err(_)) => {
@@ -1101,8 +1112,18 @@ impl CasePages {
                 }
                 return Ok(None);
             };
-            // Taken off the queue only once its head has come (see above).
+            // Taken off the queue only once its head, or its end, has come (see above).
             let head = task.rx.recv().await;
+            if head.is_none() {
+                // Ended without a word: panicked or cancelled.
+                let joined = (&mut task.handle).await;
+                self.next.pop_front();
+                self.stop();
+                return Err(match joined {
+                    Err(e) => page_task_failed(e),
+                    Ok(()) => page_cancelled(),
+                });
+            }
             let Some(task) = self.next.pop_front() else {
                 continue;
             };
@@ -1122,13 +1143,9 @@ impl CasePages {
                     return Err(PrimeroError::invalid("case page handed over out of order"));
                 }
                 None => {
-                    task.ended().await;
+                    drop(task);
                     self.stop();
-                    return Err(PrimeroError::Transient {
-                        status: None,
-                        detail: "the case page request was cancelled".into(),
-                        retry_after: None,
-                    });
+                    return Err(page_cancelled());
                 }
             };
             if self.listing.has_more(self.page, received, per, total) {
