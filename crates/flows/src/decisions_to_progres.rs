@@ -496,12 +496,7 @@ async fn prepare(
             // The gate waits for a page whose last rows wait in the batcher for rows of a
             // later page, which may never come (the pages between had none to send): they
             // go now, in a short batch, so that the page can be committed.
-            if let Some(batch) = batcher.finish() {
-                if work_tx.send(Work::Batch(batch)).await.is_err() {
-                    return Ok(());
-                }
-            }
-            if !end_pages(&work_tx, &mut unended, None, true).await {
+            if !flush(&work_tx, &mut batcher, &mut unended).await {
                 return Ok(());
             }
         }
@@ -547,14 +542,24 @@ async fn prepare(
     // After a refused commit nothing new starts: held rows are left for a later run, as the
     // pages not read yet are (their pages are not told ended).
     if !stopped {
-        if let Some(batch) = batcher.finish() {
-            if work_tx.send(Work::Batch(batch)).await.is_err() {
-                return Ok(());
-            }
-        }
-        end_pages(&work_tx, &mut unended, None, true).await;
+        flush(&work_tx, &mut batcher, &mut unended).await;
     }
     Ok(())
+}
+
+/// Hands over the rows the batcher holds, in a batch however short, then ends the pages
+/// waiting for them. False when the sender has stopped.
+async fn flush(
+    work_tx: &tokio::sync::mpsc::Sender<Work>,
+    batcher: &mut Batcher,
+    unended: &mut Vec<u64>,
+) -> bool {
+    if let Some(batch) = batcher.finish() {
+        if work_tx.send(Work::Batch(batch)).await.is_err() {
+            return false;
+        }
+    }
+    end_pages(work_tx, unended, None, true).await
 }
 
 /// Tells the sender that the pages in `unended`, then page `n` (if given), are handed over

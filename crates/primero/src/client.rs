@@ -361,7 +361,10 @@ impl PrimeroClient {
                 .attempt(&Method::POST, routes::CASES, url, Some(body))
                 .await
             {
-                Ok(reply) => Ok(Created::Reply(reply)),
+                Ok((status, bytes)) => Ok(Created::Reply(Reply {
+                    status,
+                    body: parse_body(status, &bytes)?,
+                })),
                 Err(e @ PrimeroError::Permanent { status: 409, .. })
                     if attempt > 1 || caller_id =>
                 {
@@ -603,8 +606,9 @@ impl PrimeroClient {
         self.call(&Method::GET, route, url, None, decode_list).await
     }
 
-    /// One call with the shared retry policy; `decode` runs inside the retried operation, so a
-    /// malformed answer is retried like any transient failure.
+    /// One call with the shared retry policy, the 2xx answer's body parsed; `decode` runs
+    /// inside the retried operation, so a malformed answer is retried like any transient
+    /// failure.
     async fn call<T, D>(
         &self,
         method: &Method,
@@ -616,31 +620,38 @@ impl PrimeroClient {
     where
         D: Fn(Reply) -> Result<T, PrimeroError>,
     {
-        let decode = &decode;
-        pp_http::with_retries(&self.inner.retry, SYSTEM, |_attempt| async move {
-            decode(self.attempt(method, route, url, body).await?)
+        self.call_raw(method, route, url, body, |status, bytes| {
+            decode(Reply {
+                status,
+                body: parse_body(status, &bytes)?,
+            })
         })
         .await
     }
 
-    /// One attempt: authenticate, send, and in token mode re-login once on a 401; the 2xx
-    /// answer's body parsed.
-    async fn attempt(
+    /// [`PrimeroClient::call`] with the 2xx answer's body handed to `decode` as it came.
+    async fn call_raw<T, D>(
         &self,
         method: &Method,
         route: &'static str,
         url: &Url,
         body: Option<&Value>,
-    ) -> Result<Reply, PrimeroError> {
-        let (status, bytes) = self.attempt_raw(method, route, url, body).await?;
-        Ok(Reply {
-            status,
-            body: parse_body(status, &bytes)?,
+        decode: D,
+    ) -> Result<T, PrimeroError>
+    where
+        D: Fn(u16, Vec<u8>) -> Result<T, PrimeroError>,
+    {
+        let decode = &decode;
+        pp_http::with_retries(&self.inner.retry, SYSTEM, |_attempt| async move {
+            let (status, bytes) = self.attempt(method, route, url, body).await?;
+            decode(status, bytes)
         })
+        .await
     }
 
-    /// [`PrimeroClient::attempt`] with the 2xx answer's body as it came.
-    async fn attempt_raw(
+    /// One attempt: authenticate, send, and in token mode re-login once on a 401; the 2xx
+    /// answer's status and body.
+    async fn attempt(
         &self,
         method: &Method,
         route: &'static str,
@@ -902,14 +913,9 @@ async fn scan_page(
     params.push(("page".into(), page.to_string()));
     params.push(("per".into(), per.to_string()));
     let url = client.url_with_query(&["cases"], &params);
-    let (method, route) = (&Method::GET, routes::CASES);
-    // The scan runs inside the retried operation, so a malformed answer is retried like any
-    // transient failure.
-    pp_http::with_retries(&client.inner.retry, SYSTEM, |_attempt| async {
-        let (status, body) = client.attempt_raw(method, route, &url, None).await?;
-        ScannedPage::scan(status, body)
-    })
-    .await
+    client
+        .call_raw(&Method::GET, routes::CASES, &url, None, ScannedPage::scan)
+        .await
 }
 
 /// Page `page` of the case listing with `base_params`, every record parsed.
@@ -1113,39 +1119,32 @@ impl CasePages {
                 return Ok(None);
             };
             // Taken off the queue only once its head, or its end, has come (see above).
-            let head = task.rx.recv().await;
-            if head.is_none() {
+            let Some(head) = task.rx.recv().await else {
                 // Ended without a word: panicked or cancelled.
                 let joined = (&mut task.handle).await;
-                self.next.pop_front();
                 self.stop();
                 return Err(match joined {
                     Err(e) => page_task_failed(e),
                     Ok(()) => page_cancelled(),
                 });
-            }
+            };
             let Some(task) = self.next.pop_front() else {
                 continue;
             };
             self.page += 1;
             let (received, total, per) = match head {
-                Some(Ok(PageMsg::Head {
+                Ok(PageMsg::Head {
                     received,
                     total,
                     per,
-                })) => (received, total, per),
-                Some(Err(e)) => {
+                }) => (received, total, per),
+                Err(e) => {
                     self.stop();
                     return Err(e);
                 }
-                Some(Ok(PageMsg::Part(_))) => {
+                Ok(PageMsg::Part(_)) => {
                     self.stop();
                     return Err(PrimeroError::invalid("case page handed over out of order"));
-                }
-                None => {
-                    drop(task);
-                    self.stop();
-                    return Err(page_cancelled());
                 }
             };
             if self.listing.has_more(self.page, received, per, total) {
