@@ -119,7 +119,11 @@ impl SimHandle {
 
     /// The request log (same as `GET /_sim/requests`).
     pub fn requests(&self) -> Vec<RequestLogEntry> {
-        server::lock(&self.shared.requests).clone()
+        server::lock(&self.shared.requests)
+            .entries
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Stops the server (waits up to 5 s for open connections, then aborts).

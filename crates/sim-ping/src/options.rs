@@ -232,6 +232,9 @@ pub struct Options {
     pub bearer_error_body: AuthErrorBody,
     /// Body of the token endpoint's 400 answers (bad credentials and the other refusals).
     pub token_error_body: AuthErrorBody,
+    /// Most entries the request log keeps (the oldest are dropped first; at least 1). The
+    /// counts by endpoint stay exact.
+    pub request_log_limit: usize,
 }
 
 impl Default for Options {
@@ -266,6 +269,7 @@ impl Default for Options {
             new_referral_status: crate::model::REFERRAL_STATUS_NEW,
             bearer_error_body: AuthErrorBody::Json,
             token_error_body: AuthErrorBody::Json,
+            request_log_limit: 100_000,
         }
     }
 }
@@ -314,6 +318,7 @@ impl std::fmt::Debug for Options {
             .field("new_referral_status", &self.new_referral_status)
             .field("bearer_error_body", &self.bearer_error_body)
             .field("token_error_body", &self.token_error_body)
+            .field("request_log_limit", &self.request_log_limit)
             .finish()
     }
 }

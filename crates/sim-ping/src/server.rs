@@ -54,12 +54,38 @@ pub struct RequestLogEntry {
     pub fault: Option<String>,
 }
 
+/// The request log: the last [`Options::request_log_limit`] requests, and every request
+/// counted by endpoint since the log was last cleared (so a long session, a demo left
+/// running, does not grow the simulator without bound, and a benchmark's counts stay exact).
+#[derive(Default)]
+pub(crate) struct RequestLog {
+    pub entries: std::collections::VecDeque<RequestLogEntry>,
+    pub counts: std::collections::BTreeMap<String, u64>,
+}
+
+impl RequestLog {
+    /// Adds `e`, dropping the oldest entries beyond `limit` (at least 1 is kept).
+    pub fn push(&mut self, e: RequestLogEntry, limit: usize) {
+        *self.counts.entry(e.endpoint.clone()).or_default() += 1;
+        self.entries.push_back(e);
+        while self.entries.len() > limit.max(1) {
+            self.entries.pop_front();
+        }
+    }
+
+    /// Forgets every entry and count.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.counts.clear();
+    }
+}
+
 /// State shared by all handlers.
 pub(crate) struct Shared {
     pub opts: RwLock<Options>,
     pub store: Mutex<Store>,
     pub faults: Mutex<FaultSet>,
-    pub requests: Mutex<Vec<RequestLogEntry>>,
+    pub requests: Mutex<RequestLog>,
     pub tokens: Mutex<HashMap<String, Instant>>,
 }
 
@@ -69,7 +95,7 @@ impl Shared {
             opts: RwLock::new(opts),
             store: Mutex::new(Store::default()),
             faults: Mutex::new(FaultSet::default()),
-            requests: Mutex::new(Vec::new()),
+            requests: Mutex::new(RequestLog::default()),
             tokens: Mutex::new(HashMap::new()),
         }
     }
@@ -262,15 +288,23 @@ async fn observe(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Res
         fault = decision.label.as_deref().unwrap_or(""),
         "ping-sim request"
     );
-    lock(&sh.requests).push(RequestLogEntry {
-        method: method.to_string(),
-        path,
-        endpoint: endpoint.to_string(),
-        status,
-        shp,
-        sph_transaction_id: txid,
-        fault: decision.label,
-    });
+    let limit = sh
+        .opts
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .request_log_limit;
+    lock(&sh.requests).push(
+        RequestLogEntry {
+            method: method.to_string(),
+            path,
+            endpoint: endpoint.to_string(),
+            status,
+            shp,
+            sph_transaction_id: txid,
+            fault: decision.label,
+        },
+        limit,
+    );
     resp
 }
 

@@ -1361,6 +1361,43 @@ async fn contract_19_transaction_ids_and_request_log() {
     assert_eq!(counts, json!({}));
 }
 
+/// The request log keeps the last `request_log_limit` requests (a simulator left running
+/// must not grow without bound), while the counts by endpoint stay exact; clearing the log
+/// clears both.
+#[tokio::test]
+async fn the_request_log_is_bounded_and_its_counts_stay_exact() {
+    let s = start().await;
+    s.seed(small_seed()).await;
+    s.set_options(json!({"request_log_limit": 2})).await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let (_, v) = s.retrieve("SHP-2747", json!([])).await;
+        ids.push(v["SPHTransactionId"].as_str().unwrap().to_string());
+    }
+    let log = s.sim.requests();
+    assert_eq!(log.len(), 2, "{log:?}");
+    // The newest two, oldest first.
+    assert_eq!(log[0].sph_transaction_id.as_deref(), Some(ids[2].as_str()));
+    assert_eq!(log[1].sph_transaction_id.as_deref(), Some(ids[3].as_str()));
+    let (_, listed) = s.control(Method::GET, "/_sim/requests", None).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(2));
+    let (_, counts) = s.control(Method::GET, "/_sim/requests/counts", None).await;
+    // The token request and all four retrievals, though the log holds two entries.
+    assert_eq!(counts, json!({"token": 1, "retrieve": 4}));
+    let (status, _) = s.control(Method::DELETE, "/_sim/requests", None).await;
+    assert_eq!(status, 200);
+    assert!(s.sim.requests().is_empty());
+    let (_, counts) = s.control(Method::GET, "/_sim/requests/counts", None).await;
+    assert_eq!(counts, json!({}));
+    // A limit of 0 keeps the last request.
+    s.set_options(json!({"request_log_limit": 0})).await;
+    s.retrieve("SHP-2747", json!([])).await;
+    s.retrieve("SHP-2747", json!([])).await;
+    assert_eq!(s.sim.requests().len(), 1);
+    let (_, counts) = s.control(Method::GET, "/_sim/requests/counts", None).await;
+    assert_eq!(counts, json!({"retrieve": 2}));
+}
+
 #[tokio::test]
 async fn contract_20_fault_injection() {
     let s = start().await;
