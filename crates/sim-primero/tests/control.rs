@@ -437,6 +437,24 @@ async fn action_decide_service_sets_status_reason_and_bumps() {
     );
     assert_eq!(c["last_updated_by"], "cw_amina");
     assert!(c["last_updated_at"].as_str().unwrap() > before.as_str().unwrap());
+    // A listing shows the rows as the decisions left them (the case keeps its service rows
+    // written out, refreshed on every save).
+    let listed = t
+        .get("/api/v2/cases?fields=services_section,case_id&per=1000")
+        .await
+        .json();
+    let row = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .cloned()
+        .unwrap();
+    assert_eq!(row["services_section"], c["services_section"]);
+    assert_eq!(
+        row["services_section"][1]["unhcr_referral_status"],
+        "rejected"
+    );
     let r = t
         .ctl(
             Method::POST,
