@@ -125,7 +125,11 @@ async fn set_options(State(sh): Sh, body: Bytes) -> Response {
     };
     let mut opts = sh.opts.write().unwrap_or_else(|e| e.into_inner());
     match opts.merge_json(&patch) {
-        Ok(()) => ok(serde_json::to_value(&*opts).unwrap_or(Value::Null)),
+        Ok(()) => {
+            // A lower limit holds at once, not from the next request on.
+            lock(&sh.requests).trim(opts.request_log_limit);
+            ok(serde_json::to_value(&*opts).unwrap_or(Value::Null))
+        }
         Err(e) => bad(&format!("invalid options: {e}")),
     }
 }

@@ -68,6 +68,11 @@ impl RequestLog {
     pub fn push(&mut self, e: RequestLogEntry, limit: usize) {
         *self.counts.entry(e.endpoint.clone()).or_default() += 1;
         self.entries.push_back(e);
+        self.trim(limit);
+    }
+
+    /// Drops the oldest entries beyond `limit` (at least 1 is kept); the counts stay.
+    pub fn trim(&mut self, limit: usize) {
         while self.entries.len() > limit.max(1) {
             self.entries.pop_front();
         }

@@ -1389,13 +1389,16 @@ async fn the_request_log_is_bounded_and_its_counts_stay_exact() {
     assert!(s.sim.requests().is_empty());
     let (_, counts) = s.control(Method::GET, "/_sim/requests/counts", None).await;
     assert_eq!(counts, json!({}));
-    // A limit of 0 keeps the last request.
-    s.set_options(json!({"request_log_limit": 0})).await;
+    // A lower limit holds as soon as it is set; a limit of 0 keeps the last request.
     s.retrieve("SHP-2747", json!([])).await;
+    s.retrieve("SHP-2747", json!([])).await;
+    assert_eq!(s.sim.requests().len(), 2);
+    s.set_options(json!({"request_log_limit": 0})).await;
+    assert_eq!(s.sim.requests().len(), 1);
     s.retrieve("SHP-2747", json!([])).await;
     assert_eq!(s.sim.requests().len(), 1);
     let (_, counts) = s.control(Method::GET, "/_sim/requests/counts", None).await;
-    assert_eq!(counts, json!({"retrieve": 2}));
+    assert_eq!(counts, json!({"retrieve": 3}));
 }
 
 #[tokio::test]

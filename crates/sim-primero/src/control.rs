@@ -62,18 +62,15 @@ pub fn handle(sim: &Sim, method: &Method, path: &str, uri: &Uri, bytes: &[u8]) -
             json_response(200, &Value::Array(items))
         }
         ("GET", "/_sim/requests/counts") => {
-            // The log counted by endpoint: what a benchmark needs, without copying the log.
-            let mut counts = serde_json::Map::new();
-            for e in st.log.iter() {
-                let n = counts
-                    .entry(e.endpoint.to_owned())
-                    .or_insert(Value::from(0u64));
-                *n = Value::from(n.as_u64().unwrap_or(0) + 1);
-            }
-            json_response(200, &Value::Object(counts))
+            // The requests since the log was last cleared, by endpoint, those the bounded log
+            // has dropped included: what a benchmark needs, without copying the log.
+            json_response(
+                200,
+                &serde_json::to_value(&st.log_counts).unwrap_or(Value::Null),
+            )
         }
         ("DELETE", "/_sim/requests") => {
-            st.log.clear();
+            st.clear_log();
             json_response(200, &json!({"ok": true}))
         }
         ("GET", "/_sim/faults") => json_response(
@@ -123,6 +120,8 @@ fn set_options(st: &mut Store, body: &Value) -> Response {
     match serde_json::from_value::<Options>(Value::Object(merged)) {
         Ok(o) => {
             st.opts = o;
+            // A lower log limit holds at once, not from the next request on.
+            st.trim_log();
             json_response(200, &serde_json::to_value(&st.opts).unwrap_or(Value::Null))
         }
         Err(e) => bad(400, format!("invalid options: {e}")),

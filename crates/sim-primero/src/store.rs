@@ -194,8 +194,11 @@ pub struct Store {
     pub login_hits: HashMap<String, VecDeque<Instant>>,
     /// Failed-login state per user_name.
     pub logins: HashMap<String, LoginState>,
-    /// Request log.
+    /// Request log (the last `request_log_limit` requests).
     pub log: VecDeque<LogEntry>,
+    /// Requests logged since the log was last cleared, by endpoint, those the bounded log
+    /// has dropped included (`GET /_sim/requests/counts`).
+    pub log_counts: std::collections::BTreeMap<&'static str, u64>,
     /// Active fault rules.
     pub faults: Vec<FaultRule>,
     /// Last `last_updated_at` handed out.
@@ -237,6 +240,7 @@ impl Store {
             login_hits: HashMap::new(),
             logins: HashMap::new(),
             log: VecDeque::new(),
+            log_counts: Default::default(),
             faults: vec![],
             last_ts: DateTime::<Utc>::MIN_UTC,
             seq: 0,
@@ -469,10 +473,23 @@ impl Store {
         if !self.opts.record_requests {
             return;
         }
+        *self.log_counts.entry(e.endpoint).or_default() += 1;
         self.log.push_back(e);
+        self.trim_log();
+    }
+
+    /// Drops the oldest log entries beyond `request_log_limit` (at least 1 is kept); the
+    /// counts stay.
+    pub fn trim_log(&mut self) {
         while self.log.len() > self.opts.request_log_limit.max(1) {
             self.log.pop_front();
         }
+    }
+
+    /// Forgets the request log and its counts.
+    pub fn clear_log(&mut self) {
+        self.log.clear();
+        self.log_counts.clear();
     }
 
     /// `GET /_sim/state`.
@@ -602,6 +619,8 @@ pub fn json_values(data: &Map<String, Value>) -> [Option<Vec<u8>>; 1] {
         data.get(name).map(|v| {
             let mut out = Vec::new();
             write_json(&mut out, v);
+            // Kept for the case's life: without the room the writer left.
+            out.shrink_to_fit();
             out
         })
     })

@@ -162,6 +162,55 @@ async fn control_options_change_switches_at_run_time() {
     assert_eq!(r.status, 400);
 }
 
+/// The request log keeps the last `request_log_limit` requests, a lower limit holding at
+/// once, while the counts by endpoint stay exact; clearing the log clears both.
+#[tokio::test]
+async fn control_request_log_is_bounded_and_its_counts_stay_exact() {
+    let t = start().await;
+    for n in 1..=4 {
+        t.get(&format!("/api/v2/cases?per={n}")).await;
+    }
+    assert_eq!(
+        t.ctl(Method::GET, "/_sim/requests", None)
+            .await
+            .json()
+            .as_array()
+            .map(Vec::len),
+        Some(4)
+    );
+    let r = t
+        .ctl(
+            Method::POST,
+            "/_sim/options",
+            Some(json!({"request_log_limit": 2})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let log = t.ctl(Method::GET, "/_sim/requests", None).await.json();
+    let log = log.as_array().unwrap();
+    // The newest two, oldest first.
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0]["query"], "per=3");
+    assert_eq!(log[1]["query"], "per=4");
+    t.get("/api/v2/cases?per=5").await;
+    let log = t.ctl(Method::GET, "/_sim/requests", None).await.json();
+    assert_eq!(log.as_array().map(Vec::len), Some(2));
+    assert_eq!(log[1]["query"], "per=5");
+    assert_eq!(
+        t.ctl(Method::GET, "/_sim/requests/counts", None)
+            .await
+            .json(),
+        json!({"cases_list": 5})
+    );
+    t.ctl(Method::DELETE, "/_sim/requests", None).await;
+    assert_eq!(
+        t.ctl(Method::GET, "/_sim/requests/counts", None)
+            .await
+            .json(),
+        json!({})
+    );
+}
+
 #[tokio::test]
 async fn control_request_log_records_path_query_endpoint_status() {
     let t = start().await;
