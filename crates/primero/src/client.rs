@@ -844,8 +844,8 @@ impl ScannedPage {
     fn scan(status: u16, body: Vec<u8>) -> Result<ScannedPage, PrimeroError> {
         #[derive(serde::Deserialize)]
         struct Envelope<'a> {
-            #[serde(borrow)]
-            data: Option<&'a serde_json::value::RawValue>,
+            #[serde(borrow, default)]
+            data: Data<'a>,
             metadata: Option<Value>,
         }
         if body.iter().all(u8::is_ascii_whitespace) {
@@ -861,13 +861,9 @@ impl ScannedPage {
                 },
             )
         })?;
-        let data = envelope
-            .data
-            .map(|d| d.get())
-            .filter(|d| d.starts_with('['))
-            .ok_or_else(|| PrimeroError::malformed(status, "no data array"))?;
-        let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(data)
-            .map_err(|_| PrimeroError::malformed(status, "no data array"))?;
+        let Data::Items(items) = envelope.data else {
+            return Err(PrimeroError::malformed(status, "no data array"));
+        };
         let start = body.as_ptr() as usize;
         let records = items
             .iter()
@@ -899,6 +895,58 @@ impl ScannedPage {
                     .and_then(|data| Case::from_data(data).ok())
             })
             .collect()
+    }
+}
+
+/// A page's `data` as the scan reads it, in the same pass as the rest of the body: its items
+/// located (each checked as JSON, not built), or "not an array" (absent, null, an object...).
+#[derive(Default)]
+enum Data<'a> {
+    Items(Vec<&'a serde_json::value::RawValue>),
+    #[default]
+    NotArray,
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Data<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Data<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Data<'a>, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Data::Items(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Data<'a>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Data::NotArray)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Data<'a>, E> {
+                Ok(Data::NotArray)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Data<'a>, E> {
+                Ok(Data::NotArray)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Data<'a>, E> {
+                Ok(Data::NotArray)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Data<'a>, E> {
+                Ok(Data::NotArray)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Data<'a>, E> {
+                Ok(Data::NotArray)
+            }
+            fn visit_unit<E>(self) -> Result<Data<'a>, E> {
+                Ok(Data::NotArray)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
     }
 }
 
@@ -1181,6 +1229,11 @@ impl CasePages {
     fn stop(&mut self) {
         self.finished = true;
         self.failed = true;
+        self.abort_all();
+    }
+
+    /// Cancels the requests in flight and the page being handed over.
+    fn abort_all(&mut self) {
         for task in self.next.drain(..).chain(self.current.take()) {
             task.handle.abort();
         }
@@ -1231,9 +1284,7 @@ impl CasePages {
 
 impl Drop for CasePages {
     fn drop(&mut self) {
-        for task in self.next.drain(..).chain(self.current.take()) {
-            task.handle.abort();
-        }
+        self.abort_all();
     }
 }
 
@@ -1354,6 +1405,47 @@ fn assign_row_ids(data: &mut Map<String, Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A case page is checked whole and its record objects located; each kind of bad body is
+    /// named as a full parse would name it.
+    #[test]
+    fn a_scanned_page_locates_its_records_and_names_bad_bodies() {
+        let detail = |body: &str| match ScannedPage::scan(200, body.as_bytes().to_vec()) {
+            Err(PrimeroError::Malformed { detail, .. }) => detail,
+            Err(e) => panic!("{body}: {e}"),
+            Ok(_) => panic!("{body}: accepted"),
+        };
+        assert_eq!(detail("  "), "expected a JSON object");
+        assert_eq!(detail("<html>"), "response body is not JSON");
+        assert_eq!(
+            detail(r#"{"data": [{"id": "a"}"#),
+            "response body is not JSON"
+        );
+        assert_eq!(detail("[]"), "expected a JSON object");
+        assert_eq!(detail("{}"), "no data array");
+        assert_eq!(detail(r#"{"data": null}"#), "no data array");
+        assert_eq!(detail(r#"{"data": {"id": "a"}}"#), "no data array");
+        assert_eq!(detail(r#"{"data": "x", "metadata": {}}"#), "no data array");
+        let body = r#"{"data": [{"id": "a", "n": [1, {"x": "]"}]}, 5, "s", {"id": "b"}], "metadata": {"total": 7, "per": 2, "page": 1}}"#;
+        let page = ScannedPage::scan(200, body.as_bytes().to_vec()).unwrap();
+        let records: Vec<&str> = page.records.iter().map(|r| &body[r.clone()]).collect();
+        assert_eq!(
+            records,
+            [r#"{"id": "a", "n": [1, {"x": "]"}]}"#, r#"{"id": "b"}"#]
+        );
+        assert_eq!((page.total, page.per), (Some(7), Some(2)));
+        let parsed = page.parse(0..2);
+        assert_eq!(
+            parsed
+                .iter()
+                .map(|c| c.as_ref().map(|c| c.id.as_str()))
+                .collect::<Vec<_>>(),
+            [Some("a"), Some("b")]
+        );
+        let empty = ScannedPage::scan(200, br#"{"data": []}"#.to_vec()).unwrap();
+        assert!(empty.records.is_empty());
+        assert_eq!((empty.total, empty.per), (None, None));
+    }
 
     fn settings(base: &str) -> PrimeroSettings {
         PrimeroSettings::new(
