@@ -59,6 +59,11 @@ async fn control(
     resp.json().await.expect("control JSON")
 }
 
+/// Replaces the simulator's fault rules with `rules` (`{"rules": [...]}`).
+async fn set_faults(sim: &SimHandle, rules: Value) {
+    control(sim, reqwest::Method::POST, "/_sim/faults", Some(rules)).await;
+}
+
 /// The decoded query parameters of every case listing request so far, in order.
 async fn listings(sim: &SimHandle) -> Vec<Vec<(String, String)>> {
     let log = control(
@@ -219,11 +224,9 @@ async fn errors_end_the_listing_and_bad_queries_send_nothing() {
     ));
     assert!(pages_requested(&sim).await.is_empty(), "nothing sent");
 
-    control(
+    set_faults(
         &sim,
-        reqwest::Method::POST,
-        "/_sim/faults",
-        Some(json!({"rules": [{"endpoint": "cases_list", "kind": "status", "status": 500}]})),
+        json!({"rules": [{"endpoint": "cases_list", "kind": "status", "status": 500}]}),
     )
     .await;
     let mut pages = c.case_pages(&CaseQuery::default()).unwrap();
@@ -239,11 +242,9 @@ async fn errors_end_the_listing_and_bad_queries_send_nothing() {
 async fn a_page_call_dropped_while_waiting_leaves_the_page_to_the_next_call() {
     let sim = sim().await;
     sim.seed(scenario(250)).await.unwrap();
-    control(
+    set_faults(
         &sim,
-        reqwest::Method::POST,
-        "/_sim/faults",
-        Some(json!({"rules": [{"endpoint": "cases_list", "kind": "latency", "ms": 300}]})),
+        json!({"rules": [{"endpoint": "cases_list", "kind": "latency", "ms": 300}]}),
     )
     .await;
     let c = client(&sim, 1);
@@ -410,11 +411,9 @@ async fn pages_handed_over_in_parts_give_every_case_once_in_order() {
     assert_eq!(asked, ["1", "2", "3"], "each page once");
 
     // A page whose body is not JSON is retried like a whole page.
-    control(
+    set_faults(
         &sim,
-        reqwest::Method::POST,
-        "/_sim/faults",
-        Some(json!({"rules": [{"endpoint": "cases_list", "kind": "malformed_json", "times": 1}]})),
+        json!({"rules": [{"endpoint": "cases_list", "kind": "malformed_json", "times": 1}]}),
     )
     .await;
     let mut pages = c.case_pages_in_parts(&query, 1, 1000).unwrap();
@@ -426,11 +425,9 @@ async fn pages_handed_over_in_parts_give_every_case_once_in_order() {
     assert_eq!(first.len(), 400);
     drop(pages);
     // With one attempt only, it ends the listing, and every later call says so.
-    control(
+    set_faults(
         &sim,
-        reqwest::Method::POST,
-        "/_sim/faults",
-        Some(json!({"rules": [{"endpoint": "cases_list", "kind": "malformed_json", "times": 1}]})),
+        json!({"rules": [{"endpoint": "cases_list", "kind": "malformed_json", "times": 1}]}),
     )
     .await;
     let once = client(&sim, 1);

@@ -10,6 +10,13 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
+/// `GET /_sim/requests/counts`.
+async fn request_counts(t: &T) -> Value {
+    t.ctl(Method::GET, "/_sim/requests/counts", None)
+        .await
+        .json()
+}
+
 fn fixture(name: &str) -> Value {
     let path = format!(
         "{}/../../../shared/fixtures/primero/{name}",
@@ -196,19 +203,9 @@ async fn control_request_log_is_bounded_and_its_counts_stay_exact() {
     let log = t.ctl(Method::GET, "/_sim/requests", None).await.json();
     assert_eq!(log.as_array().map(Vec::len), Some(2));
     assert_eq!(log[1]["query"], "per=5");
-    assert_eq!(
-        t.ctl(Method::GET, "/_sim/requests/counts", None)
-            .await
-            .json(),
-        json!({"cases_list": 5})
-    );
+    assert_eq!(request_counts(&t).await, json!({"cases_list": 5}));
     t.ctl(Method::DELETE, "/_sim/requests", None).await;
-    assert_eq!(
-        t.ctl(Method::GET, "/_sim/requests/counts", None)
-            .await
-            .json(),
-        json!({})
-    );
+    assert_eq!(request_counts(&t).await, json!({}));
 }
 
 #[tokio::test]
@@ -234,18 +231,11 @@ async fn control_request_log_records_path_query_endpoint_status() {
     assert_eq!(log[1]["status"], 401);
     t.get("/api/v2/cases?per=1").await;
     assert_eq!(
-        t.ctl(Method::GET, "/_sim/requests/counts", None)
-            .await
-            .json(),
+        request_counts(&t).await,
         json!({"cases_list": 2, "users": 1})
     );
     t.ctl(Method::DELETE, "/_sim/requests", None).await;
-    assert_eq!(
-        t.ctl(Method::GET, "/_sim/requests/counts", None)
-            .await
-            .json(),
-        json!({})
-    );
+    assert_eq!(request_counts(&t).await, json!({}));
     assert_eq!(
         t.ctl(Method::GET, "/_sim/requests", None).await.json(),
         json!([])
