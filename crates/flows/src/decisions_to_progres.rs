@@ -273,7 +273,10 @@ pub async fn run(run: &RunCtx<'_>) -> Result<(), FlowError> {
         None => ctx.config.flow(flow).start_from.resolve(run.started_at),
     };
     // The first page is requested now, while the decisions to retry are looked at.
-    let query = CaseQuery::updated_since(from).with_fields(CASE_FIELDS.iter().copied());
+    // Of each service row, only what step 2 reads is parsed (the rest is most of the page).
+    let query = CaseQuery::updated_since(from)
+        .with_fields(CASE_FIELDS.iter().copied())
+        .keeping_service_row_fields(flow12::SERVICE_ROW_FIELDS.iter().copied());
     let mut pages = ctx.primero.case_pages_in_parts(&query, PAGES_AHEAD, PART)?;
 
     let progress = Mutex::new(Progress::new(from));

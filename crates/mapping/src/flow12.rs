@@ -198,6 +198,17 @@ pub struct CaseDecisions {
     pub excluded: Vec<&'static str>,
 }
 
+/// The `services_section` row fields [`decided_rows`] reads: a case listing for this flow
+/// needs no others (`CaseQuery::keeping_service_row_fields`).
+pub const SERVICE_ROW_FIELDS: &[&str] = &[
+    "unique_id",
+    "service_request_agency",
+    "service_referral",
+    "unhcr_referral_status",
+    "progres_interventionnumber",
+    "unhcr_referral_rejection_reason",
+];
+
 /// Step 2: the service rows of `case` requested by UNHCR (`service_request_agency` accepted
 /// by `is_unhcr`, which compares case-insensitively against the configured values), with
 /// `service_referral` = `external_referral` and `unhcr_referral_status` accepted or rejected.

@@ -546,6 +546,64 @@ fn decided_rows_are_selected_and_the_rest_counted() {
     assert!(!format!("{:?}", found.rows[1]).contains("no capacity"));
 }
 
+/// `case` with only `keep` of each service row's fields.
+fn rows_trimmed(case: &pp_primero::Case, keep: &[&str]) -> pp_primero::Case {
+    let mut data = case.data.clone();
+    if let Some(Value::Array(rows)) = data.get_mut("services_section") {
+        for row in rows {
+            if let Value::Object(fields) = row {
+                fields.retain(|k, _| keep.contains(&k.as_str()));
+            }
+        }
+    }
+    pp_primero::Case::from_data(data).unwrap()
+}
+
+#[test]
+fn decided_rows_read_no_row_field_but_the_listed_ones() {
+    // Flow 1.2 lists cases keeping only SERVICE_ROW_FIELDS of each row: with the others
+    // removed, what decided_rows finds must not change.
+    let mut rows = vec![
+        svc("UNHCR", "external_referral", "accepted", "u1"),
+        svc("UNHCR", "external_referral", "rejected", "u2"),
+        svc("UNICEF", "external_referral", "accepted", "u3"),
+        svc("UNHCR", "internal_referral", "accepted", "u4"),
+        svc("UNHCR", "external_referral", "pending", "u5"),
+        svc("UNHCR", "external_referral", "on_hold", "u6"),
+        svc("UNHCR", "external_referral", "accepted", " "),
+    ];
+    for (n, row) in rows.iter_mut().enumerate() {
+        let extra = json!({
+            "service_type": "alternative_care",
+            "service_response_type": "service_provision",
+            "service_referral_notes": format!("note {n}"),
+            "service_implementing_agency": "UNHCR",
+            "service_response_day_time": "2026-11-29T10:00:00.000Z",
+        });
+        row.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+    }
+    let case = case_with(Value::Array(rows));
+    let unhcr = |a: &str| a.eq_ignore_ascii_case("UNHCR");
+    let whole = flow12::decided_rows(&case, unhcr);
+    assert_eq!(whole.rows.len(), 2);
+    assert_eq!(whole.unknown.len(), 1);
+    let trimmed = rows_trimmed(&case, flow12::SERVICE_ROW_FIELDS);
+    assert_eq!(flow12::decided_rows(&trimmed, unhcr), whole);
+    // Each listed field is read: without it, something found changes (so the equality above
+    // is not an accident of rows that never needed their other fields).
+    for field in flow12::SERVICE_ROW_FIELDS {
+        let fewer: Vec<&str> = flow12::SERVICE_ROW_FIELDS
+            .iter()
+            .copied()
+            .filter(|f| f != field)
+            .collect();
+        let without = flow12::decided_rows(&rows_trimmed(&case, &fewer), unhcr);
+        assert_ne!(without, whole, "{field} is listed but not read");
+    }
+}
+
 #[test]
 fn intervention_numbers_split() {
     let cases: Vec<(Option<&str>, Result<InterventionRef, &str>)> = vec![

@@ -232,7 +232,7 @@ impl PrimeroClient {
         let mut listing = Listing::new(query.clone());
         let mut page: u64 = 1;
         loop {
-            let fetched = fetch_page(self, &base_params, page, query.per()).await?;
+            let fetched = fetch_page(self, &base_params, page, query).await?;
             let received = fetched.cases.len() as u64;
             let more = listing.has_more(page, received, fetched.per, fetched.total);
             let cases = listing.digest(fetched.cases);
@@ -885,14 +885,19 @@ impl ScannedPage {
         })
     }
 
-    /// Records `range` (indices into `records`) parsed; `None` for one without an `id`.
-    fn parse(&self, range: std::ops::Range<usize>) -> Vec<Option<Case>> {
+    /// Records `range` (indices into `records`) parsed, with only the `rows` fields of each
+    /// service row when given ([`CaseQuery::keeping_service_row_fields`]); `None` for one
+    /// without an `id`.
+    fn parse(&self, range: std::ops::Range<usize>, rows: Option<&[String]>) -> Vec<Option<Case>> {
         self.records[range]
             .iter()
             .map(|r| {
-                serde_json::from_slice::<Map<String, Value>>(&self.body[r.clone()])
-                    .ok()
-                    .and_then(|data| Case::from_data(data).ok())
+                let bytes = &self.body[r.clone()];
+                match rows {
+                    Some(keep) => crate::project::case_map(bytes, keep),
+                    None => serde_json::from_slice::<Map<String, Value>>(bytes).ok(),
+                }
+                .and_then(|data| Case::from_data(data).ok())
             })
             .collect()
     }
@@ -971,11 +976,14 @@ async fn fetch_page(
     client: &PrimeroClient,
     base_params: &[(String, String)],
     page: u64,
-    per: u64,
+    query: &CaseQuery,
 ) -> Result<FetchedPage, PrimeroError> {
-    let scanned = scan_page(client, base_params, page, per).await?;
+    let scanned = scan_page(client, base_params, page, query.per()).await?;
     Ok(FetchedPage {
-        cases: scanned.parse(0..scanned.records.len()),
+        cases: scanned.parse(
+            0..scanned.records.len(),
+            query.service_row_fields.as_deref(),
+        ),
         total: scanned.total,
         per: scanned.per,
     })
@@ -1245,6 +1253,7 @@ impl CasePages {
         let params = self.base_params.clone();
         let page = self.requested;
         let per = self.listing.query.per();
+        let rows = self.listing.query.service_row_fields.clone();
         let part = self.part;
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let task = async move {
@@ -1267,7 +1276,7 @@ impl CasePages {
             let mut from = 0;
             while from < n {
                 let to = from.saturating_add(part).min(n);
-                let part = scanned.parse(from..to);
+                let part = scanned.parse(from..to, rows.as_deref());
                 if tx.send(Ok(PageMsg::Part(part))).await.is_err() {
                     return;
                 }
@@ -1434,7 +1443,7 @@ mod tests {
             [r#"{"id": "a", "n": [1, {"x": "]"}]}"#, r#"{"id": "b"}"#]
         );
         assert_eq!((page.total, page.per), (Some(7), Some(2)));
-        let parsed = page.parse(0..2);
+        let parsed = page.parse(0..2, None);
         assert_eq!(
             parsed
                 .iter()

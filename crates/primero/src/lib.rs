@@ -11,6 +11,7 @@ mod auth;
 mod client;
 mod error;
 mod model;
+mod project;
 mod query;
 
 pub use auth::AuthMode;

@@ -44,6 +44,9 @@ pub struct CaseQuery {
     /// Cases per page (`per`), 1 to [`crate::PAGE_SIZE`] (Primero's cap, the default). A
     /// caller holding several pages at once may ask for smaller pages to bound its memory.
     pub page_size: Option<u64>,
+    /// Only these fields of each `services_section` row are kept (see
+    /// [`CaseQuery::keeping_service_row_fields`]); `None` keeps them all.
+    pub service_row_fields: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for CaseQuery {
@@ -58,6 +61,7 @@ impl std::fmt::Debug for CaseQuery {
             .field("fields", &self.fields)
             .field("order_by", &self.order_by)
             .field("page_size", &self.page_size)
+            .field("service_row_fields", &self.service_row_fields)
             .finish()
     }
 }
@@ -95,6 +99,20 @@ impl CaseQuery {
             field: field.into(),
             direction,
         });
+        self
+    }
+
+    /// Keeps only these fields of each `services_section` row of the cases listed: the others
+    /// are skipped while each record is parsed. Primero's `fields=` cannot select a subform's
+    /// fields, so a listing for a few of them otherwise builds every field of every row (most
+    /// of the work of parsing a page). Rows that are not objects, and every other field of the
+    /// case, are kept as they came. Not sent to Primero.
+    pub fn keeping_service_row_fields<I, S>(mut self, fields: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.service_row_fields = Some(fields.into_iter().map(Into::into).collect());
         self
     }
 

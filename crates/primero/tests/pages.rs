@@ -439,3 +439,79 @@ async fn pages_handed_over_in_parts_give_every_case_once_in_order() {
     assert!(pages.next_page().await.is_err());
     sim.shutdown().await;
 }
+
+/// The cases of a listing, by id, with their whole records.
+async fn all_cases(
+    pages: &mut pp_primero::CasePages,
+) -> Vec<(String, serde_json::Map<String, Value>)> {
+    let mut out = Vec::new();
+    while let Some(part) = pages.next_page().await.unwrap() {
+        out.extend(part.into_iter().map(|c| (c.id.clone(), c.data)));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_listing_can_keep_only_some_fields_of_each_service_row() {
+    let sim = sim().await;
+    sim.seed(scenario(60)).await.unwrap();
+    let c = client(&sim, 3);
+    let keep = ["unique_id", "service_type"];
+    let query = CaseQuery::default().with_page_size(25);
+    let whole = all_cases(&mut c.case_pages(&query).unwrap()).await;
+    control(&sim, reqwest::Method::DELETE, "/_sim/requests", None).await;
+    let trimmed_query = query.clone().keeping_service_row_fields(keep);
+    let in_parts = all_cases(&mut c.case_pages_in_parts(&trimmed_query, 2, 10).unwrap()).await;
+    let paged = all_cases(&mut c.case_pages(&trimmed_query).unwrap()).await;
+    let listed: Vec<(String, serde_json::Map<String, Value>)> = c
+        .list_cases(&trimmed_query)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.id.clone(), c.data))
+        .collect();
+
+    // What is expected: the whole records, with only the kept fields in each row.
+    let mut dropped = 0;
+    let expected: Vec<(String, serde_json::Map<String, Value>)> = whole
+        .iter()
+        .map(|(id, data)| {
+            let mut data = data.clone();
+            if let Some(Value::Array(rows)) = data.get_mut("services_section") {
+                for row in rows.iter_mut().filter_map(Value::as_object_mut) {
+                    let before = row.len();
+                    row.retain(|k, _| keep.contains(&k.as_str()));
+                    dropped += before - row.len();
+                }
+            }
+            (id.clone(), data)
+        })
+        .collect();
+    assert_eq!(expected.len(), 60);
+    assert!(
+        dropped > 100,
+        "the scenario's rows have other fields ({dropped} dropped)"
+    );
+    assert_eq!(in_parts, expected, "in parts");
+    assert_eq!(paged, expected, "paged");
+    assert_eq!(listed, expected, "listed");
+    // Every row kept its unique_id, and the case's own fields are all there.
+    let rows: Vec<&Value> = in_parts
+        .iter()
+        .filter_map(|(_, d)| d.get("services_section")?.as_array())
+        .flatten()
+        .collect();
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r.get("unique_id").is_some()));
+    assert_eq!(
+        in_parts[0].1.keys().collect::<Vec<_>>(),
+        whole[0].1.keys().collect::<Vec<_>>()
+    );
+    // The projection is the client's: Primero is asked the same thing either way.
+    let asked = listings(&sim).await;
+    assert!(!asked.is_empty());
+    for q in &asked {
+        assert!(q.iter().all(|(k, _)| k == "page" || k == "per"), "{q:?}");
+    }
+    sim.shutdown().await;
+}
