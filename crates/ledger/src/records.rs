@@ -29,12 +29,16 @@ const AUDIT_COLS: &str =
     "id, at, flow, record_key, from_state, to_state, reason_code, message, cause, run_id";
 
 /// Characters that separate the parts of a composite key (e.g. flow 1.2's
-/// case id, service unique id and decision); each part is also indexed as an identifier.
+/// case id, service unique id and decision); the parts that look like identifiers are
+/// indexed ([`is_identifier_part`]).
 const KEY_SEPARATORS: &[char] = &['|', ':', '/'];
 
 /// Most keys one statement of [`Ledger::get_many`] reads: well under the bind-parameter
 /// limits of both backends (SQLite's is 32,766 since 3.32, PostgreSQL's 65,535).
 const KEYS_PER_QUERY: usize = 500;
+
+/// Most records [`Ledger::find`] returns.
+const FIND_LIMIT: usize = 1000;
 
 /// Most records one chunk of [`Ledger::apply`] writes with the same few statements.
 const APPLY_CHUNK: usize = 200;
@@ -203,19 +207,43 @@ fn to_json<T: serde::Serialize>(field: &'static str, v: &T) -> Result<String, Le
     })
 }
 
-/// The identifiers a record can be found by: its key, the parts of a composite key, and
-/// its destination ids.
+/// Whether a part of a composite key is worth indexing as an identifier: it holds a digit
+/// (record ids, UUIDs, proGres and Primero numbers all do) and is not a short number (an
+/// instance counter, the `2` of flow 1.2's `…:accepted:2`). A status word such as
+/// `accepted` would match every decision of that kind, and each indexed part costs a row and
+/// two index entries per record: on flow 1.2's random keys, identifier rows were close to
+/// half the cost of recording its outcomes.
+fn is_identifier_part(part: &str) -> bool {
+    let digits = part.bytes().filter(u8::is_ascii_digit).count();
+    digits > 0 && !(digits == part.len() && part.len() <= 3)
+}
+
+/// The identifiers a record can be found by: a plain key itself; the parts of a composite
+/// key that look like identifiers ([`is_identifier_part`]), or the whole key when none does;
+/// and its destination ids. [`Ledger::find`] still finds a composite key by its whole text,
+/// through its first indexed part.
 fn identifiers(key: &str, dest_ids: &BTreeMap<String, String>) -> Vec<(String, String)> {
-    let mut out = vec![("key".to_owned(), key.to_owned())];
-    if key.contains(KEY_SEPARATORS) {
-        for part in key.split(KEY_SEPARATORS).filter(|p| !p.is_empty()) {
-            out.push(("key_part".to_owned(), part.to_owned()));
-        }
+    let mut out: Vec<(String, String)> = key_parts(key)
+        .into_iter()
+        .map(|part| ("key_part".to_owned(), part.to_owned()))
+        .collect();
+    if out.is_empty() {
+        out.push(("key".to_owned(), key.to_owned()));
     }
     for (name, value) in dest_ids {
         out.push((name.clone(), value.clone()));
     }
     out
+}
+
+/// The parts of a composite key indexed as identifiers, in order; none for a plain key.
+fn key_parts(key: &str) -> Vec<&str> {
+    if !key.contains(KEY_SEPARATORS) {
+        return Vec::new();
+    }
+    key.split(KEY_SEPARATORS)
+        .filter(|p| is_identifier_part(p))
+        .collect()
 }
 
 /// One audit event about to be written.
@@ -892,19 +920,45 @@ impl Ledger {
         self.pool.fetch_all(&sql, &a, record_from_row).await
     }
 
-    /// Records whose key, key part or any destination id equals `identifier` (exactly).
+    /// Records whose key, identifier-like key part ([`is_identifier_part`]: not a status
+    /// word nor an instance counter) or any destination id equals `identifier` (exactly), by
+    /// flow and key, at most [`FIND_LIMIT`].
+    ///
+    /// A composite key is found by its whole text through its first indexed part (ledgers
+    /// written before parts were picked also hold a row for the whole key, and for every
+    /// part: those are found as well).
     pub async fn find(&self, identifier: &str) -> Result<Vec<Record>, LedgerError> {
-        self.pool
+        let mut found = self
+            .pool
             .fetch_all(
                 &format!(
                     "SELECT {RECORD_COLS} FROM records r WHERE r.id IN \
                      (SELECT i.record_id FROM record_identifiers i WHERE i.value = $1) \
-                     ORDER BY r.flow, r.key LIMIT 1000"
+                     ORDER BY r.flow, r.key LIMIT {FIND_LIMIT}"
                 ),
                 &args![identifier],
                 record_from_row,
             )
-            .await
+            .await?;
+        if let Some(part) = key_parts(identifier).first() {
+            let by_key = self
+                .pool
+                .fetch_all(
+                    &format!(
+                        "SELECT {RECORD_COLS} FROM records r WHERE r.key = $1 AND r.id IN \
+                         (SELECT i.record_id FROM record_identifiers i WHERE i.value = $2) \
+                         ORDER BY r.flow, r.key LIMIT {FIND_LIMIT}"
+                    ),
+                    &args![identifier, *part],
+                    record_from_row,
+                )
+                .await?;
+            found.extend(by_key);
+            found.sort_by(|a, b| (&a.flow, &a.key).cmp(&(&b.flow, &b.key)));
+            found.dedup_by(|a, b| (&a.flow, &a.key) == (&b.flow, &b.key));
+            found.truncate(FIND_LIMIT);
+        }
+        Ok(found)
     }
 
     /// The audit trail of one record, oldest first.

@@ -522,6 +522,36 @@ async fn find_by_any_identifier(ctx: Ctx) {
     // A part of a composite key finds it, and the record of another flow keyed by it.
     assert_eq!(flows(l.find("9f8e7d6c-unique").await.unwrap()), [F12, F21]);
     assert!(l.find("CP-99999").await.unwrap().is_empty());
+    // Status words and instance counters are not identifiers (they would match every
+    // decision of their kind); the whole key still finds its record, as does a composite key
+    // none of whose parts looks like an identifier.
+    let again = "a1b2c3d4-0000-4000-8000-00000000cafe|9f8e7d6c-unique|accepted|2";
+    l.apply(
+        &[
+            RecordChange::new(F12, again, RecordState::Delivered),
+            RecordChange::new(F22, "alpha:beta", RecordState::Delivered),
+        ],
+        None,
+        &cause,
+    )
+    .await
+    .unwrap();
+    assert!(l.find("accepted").await.unwrap().is_empty());
+    assert!(l.find("2").await.unwrap().is_empty());
+    let keys = |v: Vec<pp_ledger::Record>| v.into_iter().map(|r| r.key).collect::<Vec<_>>();
+    assert_eq!(keys(l.find(again).await.unwrap()), [again]);
+    assert_eq!(keys(l.find(key).await.unwrap()), [key]);
+    assert_eq!(
+        keys(
+            l.find("a1b2c3d4-0000-4000-8000-00000000cafe")
+                .await
+                .unwrap()
+        ),
+        [key, again]
+    );
+    assert_eq!(keys(l.find("alpha:beta").await.unwrap()), ["alpha:beta"]);
+    assert!(l.find("alpha").await.unwrap().is_empty());
+    assert!(l.find("alpha:gamma").await.unwrap().is_empty());
     let r = l.get(F12, key).await.unwrap().unwrap();
     assert_eq!(r.decision.as_deref(), Some("accepted"));
 

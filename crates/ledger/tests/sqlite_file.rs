@@ -178,6 +178,12 @@ async fn dashboard_queries_use_indexes() {
             "record_identifiers_value",
         ),
         (
+            // `find` of a composite key, through its first indexed part.
+            "SELECT * FROM records r WHERE r.key = 'a:b' AND r.id IN \
+             (SELECT i.record_id FROM record_identifiers i WHERE i.value = 'a')",
+            "record_identifiers_value",
+        ),
+        (
             "SELECT * FROM audit_events WHERE flow = 'f' AND record_key = 'k' ORDER BY id",
             "audit_events_flow_key",
         ),
@@ -209,6 +215,12 @@ async fn dashboard_queries_use_indexes() {
         assert!(
             !plan.iter().any(|d| d.contains("TEMP B-TREE")),
             "`{sql}` should not sort, plan: {plan:?}"
+        );
+        assert!(
+            !plan
+                .iter()
+                .any(|d| d.starts_with("SCAN ") && !d.contains(" USING ")),
+            "`{sql}` should not read a whole table, plan: {plan:?}"
         );
     }
     pool.close().await;
