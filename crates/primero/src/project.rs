@@ -6,7 +6,12 @@
 //! them (flow 1.2 reads six) has the others skipped while the record is parsed, instead of
 //! each being built as a JSON value and then dropped: that is most of the work of parsing a
 //! page of 1,000 cases. Everything else is parsed as [`serde_json::Value`] would parse it, so
-//! a case read this way equals the case read whole with the other row fields removed.
+//! a case read this way equals the case read whole with the other row fields removed, with one
+//! difference: a skipped field is only checked as JSON, so a record that a whole parse refuses
+//! for something inside a skipped field alone (nesting deeper than 128 levels, a number out of
+//! `f64`'s range, a lone UTF-16 surrogate escape) is kept here instead of being counted as
+//! malformed. The scalars are built as `Value`'s own visitor builds them without serde_json's
+//! `arbitrary_precision` feature, which this workspace does not enable.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -251,6 +256,27 @@ mod tests {
         assert_eq!(got, whole_then_trimmed(text, &k).unwrap());
         assert_eq!(got["id"], "b");
         assert_eq!(got["services_section"][0]["u"], 2);
+    }
+
+    #[test]
+    fn only_a_skipped_field_is_spared_the_checks_of_a_whole_parse() {
+        // A number out of range: refused by a whole parse wherever it is...
+        let k = keep(&["unique_id"]);
+        let skipped = r#"{"id": "c1", "services_section": [{"unique_id": "s1", "n": 1e400}]}"#;
+        assert!(serde_json::from_str::<Map<String, Value>>(skipped).is_err());
+        // ...kept here when it sits in a skipped row field (the module's documented difference),
+        let got = case_map(skipped.as_bytes(), &k).expect("kept");
+        assert_eq!(
+            got["services_section"][0],
+            serde_json::json!({"unique_id": "s1"})
+        );
+        // ...and refused here too anywhere else.
+        for text in [
+            r#"{"id": "c1", "n": 1e400, "services_section": []}"#,
+            r#"{"id": "c1", "services_section": [{"unique_id": 1e400}]}"#,
+        ] {
+            assert!(case_map(text.as_bytes(), &k).is_none(), "{text}");
+        }
     }
 
     #[test]
