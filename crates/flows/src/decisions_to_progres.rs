@@ -996,11 +996,12 @@ impl Walk {
 /// For each row, the decision instance to handle (its key and ledger record), or `None` when
 /// this decision was already sent (R5). Instance `n` of a status has key `…:{status}` (n = 1)
 /// or `…:{status}:{n}`; the current one is the first not sent, and a status sent before is
-/// sent again only when the other status was sent more recently (a decision changed back). The records are read in bulk: first the likely keys of
-/// every row (its status's first two instances, the other status's first), then only what
-/// rows with more instances still need, one round per further instance. (The key parts of a
-/// record are indexed by the ledger, so the case and service ids need no separate
-/// identifiers.)
+/// sent again only when the other status was sent more recently (a decision changed back).
+/// The records are read in bulk: first the likely keys of every row (its status's first two
+/// instances, the other status's first), then only what rows with more instances still need,
+/// one round per further instance. (The ledger indexes the key parts that look like
+/// identifiers, the case and service ids here, so they need no separate identifiers; the
+/// status word and the instance counter are not indexed.)
 async fn current_instances(
     run: &RunCtx<'_>,
     rows: &[DecisionRow],

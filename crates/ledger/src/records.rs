@@ -954,10 +954,12 @@ impl Ledger {
                 )
                 .await?;
             found.extend(by_key);
-            found.sort_by(|a, b| (&a.flow, &a.key).cmp(&(&b.flow, &b.key)));
-            found.dedup_by(|a, b| (&a.flow, &a.key) == (&b.flow, &b.key));
-            found.truncate(FIND_LIMIT);
         }
+        // In byte order on both backends (PostgreSQL's ORDER BY follows its collation), so
+        // that one search gives the same order whichever way its records were found.
+        found.sort_by(|a, b| (&a.flow, &a.key).cmp(&(&b.flow, &b.key)));
+        found.dedup_by(|a, b| (&a.flow, &a.key) == (&b.flow, &b.key));
+        found.truncate(FIND_LIMIT);
         Ok(found)
     }
 
