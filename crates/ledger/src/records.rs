@@ -11,7 +11,7 @@ use crate::bound::{
     MAX_PING_IDS, MAX_REASON,
 };
 use crate::counters::{day_of, Tally, NO_REASON};
-use crate::db::{args, now, Arg, Cols, Tx};
+use crate::db::{args, now, Arg, Cols, Tx, SQLITE_ROWS_PER_STATEMENT};
 use crate::error::LedgerError;
 use crate::model::{
     AttentionGroup, AuditEvent, Backend, Cause, Lease, Record, RecordChange, RecordFilter,
@@ -290,7 +290,9 @@ fn value_rows(backend: Backend, rows: usize, width: usize) -> String {
 /// Runs `{head} VALUES (…), (…) {tail}` over `args`, `width` of them per row, in as few
 /// statements as [`MAX_PARAMS`] allows (`head` and `tail` hold no placeholders), and returns
 /// what `f` reads of the rows they return (none unless `tail` has a `RETURNING` clause).
-/// Rows are written in their order.
+/// Rows are written in their order. On SQLite a statement holds at most
+/// [`SQLITE_ROWS_PER_STATEMENT`] rows, and one of exactly that many stays prepared, its shape
+/// recurring.
 async fn batched<T>(
     tx: &mut Tx,
     head: &str,
@@ -301,12 +303,17 @@ async fn batched<T>(
 ) -> Result<Vec<T>, LedgerError> {
     debug_assert_eq!(args.len() % width, 0, "whole rows of {width} arguments");
     let mut out = Vec::new();
-    for part in args.chunks((MAX_PARAMS / width).max(1) * width) {
+    let rows = match tx.backend() {
+        Backend::Sqlite => (MAX_PARAMS / width).min(SQLITE_ROWS_PER_STATEMENT),
+        Backend::Postgres => MAX_PARAMS / width,
+    };
+    for part in args.chunks(rows.max(1) * width) {
         let sql = format!(
             "{head} VALUES {} {tail}",
             value_rows(tx.backend(), part.len() / width, width)
         );
-        out.extend(tx.fetch_all(&sql, part, &f).await?);
+        let keep = part.len() / width == SQLITE_ROWS_PER_STATEMENT;
+        out.extend(tx.fetch_all_kept(&sql, part, keep, &f).await?);
     }
     Ok(out)
 }

@@ -278,7 +278,10 @@ async fn batch_larger_than_a_chunk(ctx: Ctx) {
         assert_eq!(r.dest_ids["progres_id"], format!("803-{i:08}"));
         assert_eq!(l.audit(F21, k).await.unwrap().len(), trail_len, "{k}");
     }
-    for i in [0, 199, 200, 201, 399, 400, 999] {
+    // Every record's identifiers point at it, whichever statement of the write (SQLite
+    // writes at most 50 rows per statement, PostgreSQL up to a limit of bound values) gave it
+    // its id.
+    for i in 0..1_000 {
         assert_eq!(found(&l, F21, &format!("803-{i:08}")).await, [key(i)]);
     }
     assert_eq!(l.cursor(F21).await.unwrap().as_deref(), Some("cursor-1"));
