@@ -83,12 +83,13 @@ pub(crate) fn now() -> DateTime<Utc> {
     ts(Utc::now())
 }
 
-/// Statements with more bound values than this are not kept prepared on the connection.
+/// Statements with more bound values than this are not kept prepared on the connection
+/// (on SQLite, but for the multi-row writes of [`SQLITE_ROWS_PER_STATEMENT`] rows).
 ///
 /// The batched statements (`apply`'s multi-row inserts, `get_many`'s `IN` lists) are built
-/// for each batch size, so they rarely repeat, and each prepared one holds tens of kilobytes:
-/// cached (sqlx keeps 100 per connection), they were megabytes of the service's peak memory
-/// at 10,000 records. Fixed statements, with few values, stay prepared.
+/// for each batch size, so most of their shapes rarely repeat, and each prepared one holds
+/// tens of kilobytes: cached (sqlx keeps 100 per connection), they were megabytes of the
+/// service's peak memory at 10,000 records. Fixed statements, with few values, stay prepared.
 pub(crate) const MAX_CACHED_ARGS: usize = 16;
 
 /// SQLite: rows of a multi-row write ([`Tx::fetch_all_kept`]) whose statement is kept
@@ -97,12 +98,13 @@ pub(crate) const MAX_CACHED_ARGS: usize = 16;
 /// SQLite compiles a multi-row `VALUES` into code proportional to its values, so preparing
 /// `apply`'s statements was about 40 % of their cost (an INSERT of 50 new records: 1.6 ms
 /// prepared each time, 0.9 ms reused, on two busy cores). The ledger's multi-row writes are
-/// therefore cut into statements of this many rows, whose shapes recur whatever the sizes of
-/// the batches (a flow's commits are whole PING batches of 50 by default), and only those are
-/// kept: a few statements of some 150 KB each per connection. A statement of other
-/// statements' shapes (a remainder of fewer rows, an `IN` list) is prepared each time: kept,
-/// they filled sqlx's cache of 100 per connection and added 9-16 MB to the peak memory at
-/// 10,000 records.
+/// therefore cut into statements of at most this many rows, and only the full ones are kept:
+/// one shape per kind of write (new records, updated records, identifiers, audit events,
+/// facts), a few statements of some 150 KB each per connection. They recur when a commit
+/// holds whole batches of new records, or of known ones, as flows' commits of PING batches
+/// (50 by default) mostly do. Other multi-row statements (a remainder of fewer rows, `IN`
+/// lists) follow [`MAX_CACHED_ARGS`]: kept without that bound, they filled sqlx's cache of
+/// 100 per connection and added 9-16 MB to the peak memory at 10,000 records.
 pub(crate) const SQLITE_ROWS_PER_STATEMENT: usize = 50;
 
 macro_rules! bind_all {

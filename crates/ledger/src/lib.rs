@@ -280,7 +280,8 @@ mod tests {
     use sqlx::Connection as _;
 
     /// Batched statements are built per batch size and must not pile up in the connection's
-    /// statement cache (each holds tens of kilobytes); fixed statements stay cached.
+    /// statement cache (each holds tens of kilobytes): only the full 50-row shapes are kept
+    /// (see the next test); fixed statements stay cached.
     #[tokio::test]
     async fn batched_statements_are_not_kept_prepared() {
         let ledger = Ledger::connect("sqlite::memory:").await.unwrap();
@@ -303,5 +304,57 @@ mod tests {
         assert!(cached < 25, "{cached} statements kept prepared");
         assert!(cached > 0, "fixed statements are still cached");
         conn.ping().await.unwrap();
+    }
+
+    /// On SQLite a multi-row write of exactly `SQLITE_ROWS_PER_STATEMENT` rows stays prepared
+    /// and is reused (by larger writes too, which are cut into such statements); writes of
+    /// other sizes add nothing to the cache.
+    #[tokio::test]
+    async fn full_multi_row_writes_stay_prepared_and_are_reused() {
+        let ledger = Ledger::connect("sqlite::memory:").await.unwrap();
+        let cause = Cause::Operator("test".into());
+        let Pool::Sqlite(pool) = &ledger.pool else {
+            unreachable!("an in-memory SQLite ledger")
+        };
+        let write = |tag: &'static str, n: usize| {
+            let changes: Vec<RecordChange> = (0..n)
+                .map(|i| RecordChange::new("flow", format!("{tag}-{i:04}"), RecordState::Delivered))
+                .collect();
+            let (ledger, cause) = (&ledger, &cause);
+            async move {
+                ledger.apply(&changes, None, cause).await.unwrap();
+                let keys: Vec<String> = changes.iter().map(|c| c.key.clone()).collect();
+                assert_eq!(ledger.get_many("flow", &keys).await.unwrap().len(), n);
+            }
+        };
+        let cached = || async { pool.acquire().await.unwrap().cached_statements_size() };
+        assert_eq!(
+            db::SQLITE_ROWS_PER_STATEMENT,
+            50,
+            "the sizes below assume 50"
+        );
+        // The fixed statements first.
+        write("warm", 1).await;
+        write("warm-again", 2).await;
+        let fixed = cached().await;
+
+        write("a", 50).await;
+        let kept = cached().await;
+        assert!(
+            kept > fixed,
+            "the 50-row statements are kept ({fixed} → {kept})"
+        );
+        write("b", 50).await;
+        write("c", 100).await;
+        write("d", 150).await;
+        assert_eq!(
+            cached().await,
+            kept,
+            "and reused, also by writes of 100 and 150"
+        );
+        write("e", 49).await;
+        write("f", 37).await;
+        write("g", 51).await;
+        assert_eq!(cached().await, kept, "other sizes add nothing");
     }
 }

@@ -488,10 +488,10 @@ struct Outcome<'a> {
 /// earlier one's, as consecutive writes would).
 ///
 /// The result is that of applying each change alone, in order, in a few statements per chunk
-/// (more only when one would exceed [`MAX_PARAMS`]): reading and locking the records
-/// ([`lock_stored`]), one INSERT of the new records with their final values (SQLite) and one
-/// UPDATE of the others, one INSERT of the identifiers the records did not have and one of
-/// the audit events.
+/// (more when one would exceed [`MAX_PARAMS`], and on SQLite one per 50 rows, see
+/// [`batched`]): reading and locking the records ([`lock_stored`]), an INSERT of the new
+/// records with their final values (SQLite) and an UPDATE of the others, an INSERT of the
+/// identifiers the records did not have and one of the audit events.
 async fn apply_chunk<'a>(
     tx: &mut Tx,
     tally: &mut Tally,
