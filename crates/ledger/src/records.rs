@@ -710,7 +710,7 @@ impl Ledger {
     }
 
     /// The records of `flow` whose keys are in `keys`, by key; keys without a record are
-    /// absent from the map. One statement per [`KEYS_PER_QUERY`] distinct keys, instead of one
+    /// absent from the map. One statement per `KEYS_PER_QUERY` (500) distinct keys, instead of one
     /// round trip per record with [`Ledger::get`].
     pub async fn get_many(
         &self,
@@ -927,9 +927,9 @@ impl Ledger {
         self.pool.fetch_all(&sql, &a, record_from_row).await
     }
 
-    /// Records whose key, identifier-like key part ([`is_identifier_part`]: not a status
+    /// Records whose key, identifier-like key part (not a status
     /// word nor an instance counter) or any destination id equals `identifier` (exactly), by
-    /// flow and key, at most [`FIND_LIMIT`].
+    /// flow and key, at most `FIND_LIMIT` (1,000).
     ///
     /// A composite key is found by its whole text through its first indexed part (ledgers
     /// written before parts were picked also hold a row for the whole key, and for every
