@@ -927,9 +927,9 @@ impl Ledger {
         self.pool.fetch_all(&sql, &a, record_from_row).await
     }
 
-    /// Records whose key, identifier-like key part (not a status
-    /// word nor an instance counter) or any destination id equals `identifier` (exactly), by
-    /// flow and key, at most `FIND_LIMIT` (1,000).
+    /// Records whose key, identifier-like key part (not a status word nor an instance
+    /// counter) or any destination id equals `identifier` (exactly), by flow and key, at most
+    /// `FIND_LIMIT` (1,000).
     ///
     /// A composite key is found by its whole text through its first indexed part (ledgers
     /// written before parts were picked also hold a row for the whole key, and for every
